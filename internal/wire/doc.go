@@ -1,0 +1,28 @@
+// Package wire is the codec of sg's stream protocols: length-prefixed, typed
+// frames with hard caps, and the messages carried in them.
+//
+// A frame is
+//
+//	+-----------------+--------+-------------------------+
+//	| length (u32 BE) | type   | payload (length-1 bytes) |
+//	+-----------------+--------+-------------------------+
+//
+// where length counts the type byte and the payload. A Reader refuses any
+// frame longer than its cap before reading the payload, so a peer can never
+// make us allocate more than the cap, however it lies.
+//
+// Messages (all integers big-endian):
+//
+//	Push     n u16, n × (id [32], len u32, data)   chunks to store
+//	PushAck  n u16, n × status u8                  one status per pushed chunk, in order
+//	Have     n u16, n × id [32]                    which of these do you hold?
+//	HaveAck  n u16, bitmap ⌈n/8⌉                   bit i set: chunk i is held
+//	Get      prio u8, n u16, n × id [32]           send me these chunks
+//	GetAck   n u16, n × (status u8, [len u32, data] if status is OK)
+//	Info     (empty payload)                        ask for capacity and load
+//	InfoAck  memFree u64, diskFree u64, load u32, zone (len u8, bytes)
+//	Error    code u8, message (len u16, bytes)      the request was refused
+//
+// Ownership: decoded chunk data and IDs alias the frame buffer and are valid
+// only until the Reader's next call to Next. Callers that keep them copy.
+package wire

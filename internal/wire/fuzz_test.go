@@ -1,0 +1,104 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/sgrelay/sg/internal/chunk"
+)
+
+// FuzzFrames feeds arbitrary bytes to the Reader and every decoder. Nothing
+// may panic, and anything that decodes must re-encode to the same payload.
+func FuzzFrames(f *testing.F) {
+	c := chunks(2, 33)
+	ids := []chunk.ID{c[0].ID, c[1].ID}
+	seeds := [][]byte{
+		AppendPush(nil, c),
+		AppendStatuses(nil, []Status{StatusOK, StatusFull}),
+		AppendHave(nil, ids),
+		AppendHaveAck(nil, []bool{true, false, true}),
+		AppendGet(nil, Prefetch, ids),
+		AppendGetAck(nil, []GetResult{{StatusOK, c[0].Data}, {Status: StatusMissing}}),
+		AppendInfo(nil),
+		AppendInfoAck(nil, Info{MemFree: 1, DiskFree: 2, Load: 3, Zone: "z"}),
+		AppendError(nil, StatusRefused, "no"),
+		{0, 0, 0, 0},
+		{0xff, 0xff, 0xff, 0xff, 1},
+	}
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data), 1<<16)
+		for range 8 {
+			typ, p, err := r.Next()
+			if err != nil {
+				if err != io.EOF && !errors.Is(err, ErrFrameTooLarge) && !errors.Is(err, ErrMalformed) && !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Fatalf("unexpected reader error class: %v", err)
+				}
+				return
+			}
+			checkPayload(t, typ, p)
+		}
+	})
+}
+
+func checkPayload(t *testing.T, typ Type, p []byte) {
+	var re []byte
+	switch typ {
+	case TypePush:
+		v, err := DecodePush(p, nil)
+		if err == nil {
+			re = AppendPush(nil, v)
+		}
+	case TypePushAck:
+		v, err := DecodeStatuses(p, nil)
+		if err == nil {
+			re = AppendStatuses(nil, v)
+		}
+	case TypeHave:
+		v, err := DecodeIDs(p, nil)
+		if err == nil {
+			re = AppendHave(nil, v)
+		}
+	case TypeHaveAck:
+		v, err := DecodeHaveAck(p, nil)
+		if err == nil && haveAckCanonical(p, len(v)) {
+			re = AppendHaveAck(nil, v)
+		}
+	case TypeGet:
+		prio, v, err := DecodeGet(p, nil)
+		if err == nil {
+			re = AppendGet(nil, prio, v)
+		}
+	case TypeGetAck:
+		v, err := DecodeGetAck(p, nil)
+		if err == nil {
+			re = AppendGetAck(nil, v)
+		}
+	case TypeInfoAck:
+		v, err := DecodeInfoAck(p)
+		if err == nil {
+			re = AppendInfoAck(nil, v)
+		}
+	case TypeError:
+		v, err := DecodeError(p)
+		if err == nil {
+			re = AppendError(nil, v.Code, v.Message)
+		}
+	}
+	if re != nil && !bytes.Equal(re[headerSize:], p) {
+		t.Fatalf("%s: re-encoding differs:\n got %x\nwant %x", typ, re[headerSize:], p)
+	}
+}
+
+// haveAckCanonical reports whether the padding bits past n are zero: only
+// then does re-encoding reproduce the payload byte for byte.
+func haveAckCanonical(p []byte, n int) bool {
+	if n%8 == 0 {
+		return true
+	}
+	return p[len(p)-1]>>(n%8) == 0
+}

@@ -1,0 +1,362 @@
+package wire
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/sgrelay/sg/internal/chunk"
+)
+
+// Chunk is one chunk in a Push or GetAck. Data aliases the frame buffer.
+type Chunk struct {
+	ID   chunk.ID
+	Data []byte
+}
+
+// Status is the outcome for one chunk in a PushAck or GetAck.
+type Status uint8
+
+// Statuses. Values are part of the wire format.
+const (
+	StatusOK       Status = 0 // stored (push) or here it is (get)
+	StatusBadHash  Status = 1 // bytes did not match the ID: nothing stored
+	StatusFull     Status = 2 // no room left within the receiver's budgets
+	StatusMissing  Status = 3 // not held (get)
+	StatusFailed   Status = 4 // the receiver failed to store or read it
+	StatusRefused  Status = 5 // the receiver will not take it (quota, policy)
+	maxKnownStatus        = StatusRefused
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusOK:
+		return "ok"
+	case StatusBadHash:
+		return "bad-hash"
+	case StatusFull:
+		return "full"
+	case StatusMissing:
+		return "missing"
+	case StatusFailed:
+		return "failed"
+	case StatusRefused:
+		return "refused"
+	}
+	return fmt.Sprintf("status(%d)", uint8(s))
+}
+
+// Priority orders Get requests. Demand requests travel on their own stream,
+// and the receiver serves them before any prefetch.
+type Priority uint8
+
+// Priorities.
+const (
+	Prefetch Priority = 0
+	Demand   Priority = 1
+)
+
+// AppendPush encodes a Push frame into dst.
+func AppendPush(dst []byte, chunks []Chunk) []byte {
+	b := Begin(dst, TypePush)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(chunks)))
+	for i := range chunks {
+		b = append(b, chunks[i].ID[:]...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(chunks[i].Data)))
+		b = append(b, chunks[i].Data...)
+	}
+	return Finish(b)
+}
+
+// DecodePush decodes a Push payload, appending to dst[:0]. The data slices
+// alias p. It checks structure and caps only; hashes are the caller's job.
+func DecodePush(p []byte, dst []Chunk) ([]Chunk, error) {
+	n, p, err := count(p)
+	if err != nil {
+		return dst[:0], err
+	}
+	dst = dst[:0]
+	for range n {
+		if len(p) < chunk.Size+4 {
+			return dst, fmt.Errorf("push: truncated chunk header: %w", ErrMalformed)
+		}
+		var c Chunk
+		copy(c.ID[:], p)
+		l := int(binary.BigEndian.Uint32(p[chunk.Size:]))
+		p = p[chunk.Size+4:]
+		if l == 0 || l > MaxChunkSize || l > len(p) {
+			return dst, fmt.Errorf("push: chunk length %d: %w", l, ErrMalformed)
+		}
+		c.Data = p[:l:l]
+		p = p[l:]
+		dst = append(dst, c)
+	}
+	if len(p) != 0 {
+		return dst, fmt.Errorf("push: %d trailing bytes: %w", len(p), ErrMalformed)
+	}
+	return dst, nil
+}
+
+// AppendStatuses encodes a PushAck frame into dst.
+func AppendStatuses(dst []byte, st []Status) []byte {
+	b := Begin(dst, TypePushAck)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(st)))
+	for _, s := range st {
+		b = append(b, byte(s))
+	}
+	return Finish(b)
+}
+
+// DecodeStatuses decodes a PushAck payload, appending to dst[:0].
+func DecodeStatuses(p []byte, dst []Status) ([]Status, error) {
+	n, p, err := count(p)
+	if err != nil {
+		return dst[:0], err
+	}
+	if len(p) != n {
+		return dst[:0], fmt.Errorf("push-ack: %d statuses for %d bytes: %w", n, len(p), ErrMalformed)
+	}
+	dst = dst[:0]
+	for _, s := range p {
+		if Status(s) > maxKnownStatus {
+			return dst, fmt.Errorf("push-ack: unknown status %d: %w", s, ErrMalformed)
+		}
+		dst = append(dst, Status(s))
+	}
+	return dst, nil
+}
+
+// AppendHave encodes a Have frame into dst.
+func AppendHave(dst []byte, ids []chunk.ID) []byte {
+	b := Begin(dst, TypeHave)
+	return Finish(appendIDs(b, ids))
+}
+
+// DecodeIDs decodes the ID list of a Have payload (or of a Get payload after
+// its priority byte), appending to dst[:0].
+func DecodeIDs(p []byte, dst []chunk.ID) ([]chunk.ID, error) {
+	n, p, err := count(p)
+	if err != nil {
+		return dst[:0], err
+	}
+	if len(p) != n*chunk.Size {
+		return dst[:0], fmt.Errorf("id list: %d ids in %d bytes: %w", n, len(p), ErrMalformed)
+	}
+	dst = dst[:0]
+	for i := range n {
+		dst = append(dst, chunk.ID(p[i*chunk.Size:(i+1)*chunk.Size]))
+	}
+	return dst, nil
+}
+
+// AppendHaveAck encodes a HaveAck frame: bit i of the bitmap is held[i].
+func AppendHaveAck(dst []byte, held []bool) []byte {
+	b := Begin(dst, TypeHaveAck)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(held)))
+	var cur byte
+	for i, h := range held {
+		if h {
+			cur |= 1 << (i % 8)
+		}
+		if i%8 == 7 {
+			b = append(b, cur)
+			cur = 0
+		}
+	}
+	if len(held)%8 != 0 {
+		b = append(b, cur)
+	}
+	return Finish(b)
+}
+
+// DecodeHaveAck decodes a HaveAck payload, appending to dst[:0].
+func DecodeHaveAck(p []byte, dst []bool) ([]bool, error) {
+	n, p, err := count(p)
+	if err != nil {
+		return dst[:0], err
+	}
+	if len(p) != (n+7)/8 {
+		return dst[:0], fmt.Errorf("have-ack: %d bits in %d bytes: %w", n, len(p), ErrMalformed)
+	}
+	dst = dst[:0]
+	for i := range n {
+		dst = append(dst, p[i/8]&(1<<(i%8)) != 0)
+	}
+	return dst, nil
+}
+
+// AppendGet encodes a Get frame into dst.
+func AppendGet(dst []byte, prio Priority, ids []chunk.ID) []byte {
+	b := Begin(dst, TypeGet)
+	b = append(b, byte(prio))
+	return Finish(appendIDs(b, ids))
+}
+
+// DecodeGet decodes a Get payload.
+func DecodeGet(p []byte, dst []chunk.ID) (Priority, []chunk.ID, error) {
+	if len(p) < 1 {
+		return 0, dst[:0], fmt.Errorf("get: empty: %w", ErrMalformed)
+	}
+	prio := Priority(p[0])
+	if prio > Demand {
+		return 0, dst[:0], fmt.Errorf("get: priority %d: %w", prio, ErrMalformed)
+	}
+	ids, err := DecodeIDs(p[1:], dst)
+	return prio, ids, err
+}
+
+// GetResult is one entry of a GetAck. Data aliases the frame buffer.
+type GetResult struct {
+	Status Status
+	Data   []byte
+}
+
+// AppendGetAck encodes a GetAck frame into dst.
+func AppendGetAck(dst []byte, res []GetResult) []byte {
+	b := Begin(dst, TypeGetAck)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(res)))
+	for _, r := range res {
+		b = append(b, byte(r.Status))
+		if r.Status == StatusOK {
+			b = binary.BigEndian.AppendUint32(b, uint32(len(r.Data)))
+			b = append(b, r.Data...)
+		}
+	}
+	return Finish(b)
+}
+
+// DecodeGetAck decodes a GetAck payload, appending to dst[:0].
+func DecodeGetAck(p []byte, dst []GetResult) ([]GetResult, error) {
+	n, p, err := count(p)
+	if err != nil {
+		return dst[:0], err
+	}
+	dst = dst[:0]
+	for range n {
+		if len(p) < 1 {
+			return dst, fmt.Errorf("get-ack: truncated: %w", ErrMalformed)
+		}
+		r := GetResult{Status: Status(p[0])}
+		p = p[1:]
+		if r.Status > maxKnownStatus {
+			return dst, fmt.Errorf("get-ack: unknown status %d: %w", r.Status, ErrMalformed)
+		}
+		if r.Status == StatusOK {
+			if len(p) < 4 {
+				return dst, fmt.Errorf("get-ack: truncated length: %w", ErrMalformed)
+			}
+			l := int(binary.BigEndian.Uint32(p))
+			p = p[4:]
+			if l == 0 || l > MaxChunkSize || l > len(p) {
+				return dst, fmt.Errorf("get-ack: chunk length %d: %w", l, ErrMalformed)
+			}
+			r.Data = p[:l:l]
+			p = p[l:]
+		}
+		dst = append(dst, r)
+	}
+	if len(p) != 0 {
+		return dst, fmt.Errorf("get-ack: %d trailing bytes: %w", len(p), ErrMalformed)
+	}
+	return dst, nil
+}
+
+// Info is a node's answer to an Info request.
+type Info struct {
+	MemFree  uint64 // bytes the memory tier can still take
+	DiskFree uint64 // bytes the disk tier can still take
+	Load     uint32 // requests being served right now
+	Zone     string // operator-chosen failure/locality zone, may be empty
+}
+
+// MaxZoneLen caps a zone label.
+const MaxZoneLen = 64
+
+// AppendInfoAck encodes an InfoAck frame into dst. A zone longer than
+// MaxZoneLen is cut.
+func AppendInfoAck(dst []byte, in Info) []byte {
+	b := Begin(dst, TypeInfoAck)
+	b = binary.BigEndian.AppendUint64(b, in.MemFree)
+	b = binary.BigEndian.AppendUint64(b, in.DiskFree)
+	b = binary.BigEndian.AppendUint32(b, in.Load)
+	z := in.Zone
+	if len(z) > MaxZoneLen {
+		z = z[:MaxZoneLen]
+	}
+	b = append(b, byte(len(z)))
+	return Finish(append(b, z...))
+}
+
+// DecodeInfoAck decodes an InfoAck payload.
+func DecodeInfoAck(p []byte) (Info, error) {
+	if len(p) < 21 {
+		return Info{}, fmt.Errorf("info-ack: %d bytes: %w", len(p), ErrMalformed)
+	}
+	in := Info{
+		MemFree:  binary.BigEndian.Uint64(p),
+		DiskFree: binary.BigEndian.Uint64(p[8:]),
+		Load:     binary.BigEndian.Uint32(p[16:]),
+	}
+	zl := int(p[20])
+	if zl > MaxZoneLen || len(p) != 21+zl {
+		return Info{}, fmt.Errorf("info-ack: zone length %d: %w", zl, ErrMalformed)
+	}
+	in.Zone = string(p[21:])
+	return in, nil
+}
+
+// AppendInfo encodes an (empty) Info request frame.
+func AppendInfo(dst []byte) []byte { return Finish(Begin(dst, TypeInfo)) }
+
+// RemoteError is an Error frame sent by a peer that refused a request.
+type RemoteError struct {
+	Code    Status
+	Message string
+}
+
+func (e *RemoteError) Error() string { return fmt.Sprintf("peer refused (%s): %s", e.Code, e.Message) }
+
+// maxErrorMessage caps the text of an Error frame.
+const maxErrorMessage = 1024
+
+// AppendError encodes an Error frame into dst.
+func AppendError(dst []byte, code Status, msg string) []byte {
+	if len(msg) > maxErrorMessage {
+		msg = msg[:maxErrorMessage]
+	}
+	b := Begin(dst, TypeError)
+	b = append(b, byte(code))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
+	return Finish(append(b, msg...))
+}
+
+// DecodeError decodes an Error payload.
+func DecodeError(p []byte) (*RemoteError, error) {
+	if len(p) < 3 {
+		return nil, fmt.Errorf("error frame: %d bytes: %w", len(p), ErrMalformed)
+	}
+	l := int(binary.BigEndian.Uint16(p[1:]))
+	if l > maxErrorMessage || len(p) != 3+l {
+		return nil, fmt.Errorf("error frame: message length %d: %w", l, ErrMalformed)
+	}
+	return &RemoteError{Code: Status(p[0]), Message: string(p[3:])}, nil
+}
+
+func appendIDs(b []byte, ids []chunk.ID) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(ids)))
+	for i := range ids {
+		b = append(b, ids[i][:]...)
+	}
+	return b
+}
+
+// count reads a batch count and checks it against MaxBatch.
+func count(p []byte) (int, []byte, error) {
+	if len(p) < 2 {
+		return 0, p, fmt.Errorf("missing count: %w", ErrMalformed)
+	}
+	n := int(binary.BigEndian.Uint16(p))
+	if n > MaxBatch {
+		return 0, p, fmt.Errorf("batch of %d (cap %d): %w", n, MaxBatch, ErrMalformed)
+	}
+	return n, p[2:], nil
+}

@@ -1,0 +1,180 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/sgrelay/sg/internal/chunk"
+)
+
+func chunks(n, size int) []Chunk {
+	out := make([]Chunk, n)
+	for i := range out {
+		d := bytes.Repeat([]byte{byte(i + 1)}, size)
+		out[i] = Chunk{ID: chunk.Sum(d), Data: d}
+	}
+	return out
+}
+
+func TestRoundTrips(t *testing.T) {
+	var stream bytes.Buffer
+	push := chunks(3, 4096)
+	ids := []chunk.ID{push[0].ID, push[1].ID}
+	stream.Write(AppendPush(nil, push))
+	stream.Write(AppendStatuses(nil, []Status{StatusOK, StatusBadHash, StatusFull}))
+	stream.Write(AppendHave(nil, ids))
+	stream.Write(AppendHaveAck(nil, []bool{true, false, true, true, false, false, false, false, true}))
+	stream.Write(AppendGet(nil, Demand, ids))
+	stream.Write(AppendGetAck(nil, []GetResult{{StatusOK, push[2].Data}, {Status: StatusMissing}}))
+	stream.Write(AppendInfo(nil))
+	stream.Write(AppendInfoAck(nil, Info{MemFree: 1 << 30, DiskFree: 5 << 40, Load: 7, Zone: "rack-3"}))
+	stream.Write(AppendError(nil, StatusRefused, "not admitted"))
+
+	r := NewReader(&stream, 0)
+	p, err := r.Expect(TypePush)
+	must(t, err)
+	gotPush, err := DecodePush(p, nil)
+	must(t, err)
+	if len(gotPush) != 3 || gotPush[2].ID != push[2].ID || !bytes.Equal(gotPush[2].Data, push[2].Data) {
+		t.Fatalf("push round trip mismatch")
+	}
+	p, err = r.Expect(TypePushAck)
+	must(t, err)
+	st, err := DecodeStatuses(p, nil)
+	must(t, err)
+	if len(st) != 3 || st[1] != StatusBadHash || st[2] != StatusFull {
+		t.Fatalf("statuses %v", st)
+	}
+	p, err = r.Expect(TypeHave)
+	must(t, err)
+	gotIDs, err := DecodeIDs(p, nil)
+	must(t, err)
+	if len(gotIDs) != 2 || gotIDs[1] != ids[1] {
+		t.Fatalf("have ids %v", gotIDs)
+	}
+	p, err = r.Expect(TypeHaveAck)
+	must(t, err)
+	held, err := DecodeHaveAck(p, nil)
+	must(t, err)
+	want := []bool{true, false, true, true, false, false, false, false, true}
+	if len(held) != len(want) {
+		t.Fatalf("have-ack len %d", len(held))
+	}
+	for i := range want {
+		if held[i] != want[i] {
+			t.Fatalf("have-ack bit %d = %v", i, held[i])
+		}
+	}
+	p, err = r.Expect(TypeGet)
+	must(t, err)
+	prio, gotIDs, err := DecodeGet(p, nil)
+	must(t, err)
+	if prio != Demand || len(gotIDs) != 2 {
+		t.Fatalf("get: prio %d ids %d", prio, len(gotIDs))
+	}
+	p, err = r.Expect(TypeGetAck)
+	must(t, err)
+	res, err := DecodeGetAck(p, nil)
+	must(t, err)
+	if len(res) != 2 || res[0].Status != StatusOK || !bytes.Equal(res[0].Data, push[2].Data) || res[1].Status != StatusMissing {
+		t.Fatalf("get-ack %v", res)
+	}
+	_, err = r.Expect(TypeInfo)
+	must(t, err)
+	p, err = r.Expect(TypeInfoAck)
+	must(t, err)
+	info, err := DecodeInfoAck(p)
+	must(t, err)
+	if info != (Info{MemFree: 1 << 30, DiskFree: 5 << 40, Load: 7, Zone: "rack-3"}) {
+		t.Fatalf("info %+v", info)
+	}
+	_, err = r.Expect(TypePush)
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Code != StatusRefused || re.Message != "not admitted" {
+		t.Fatalf("error frame: %v", err)
+	}
+	if _, _, err := r.Next(); err != io.EOF {
+		t.Fatalf("clean end: %v", err)
+	}
+}
+
+func TestReaderRefusesOversizedFrame(t *testing.T) {
+	// A header announcing 100 MiB: refused before any payload is read.
+	r := NewReader(bytes.NewReader([]byte{0x06, 0x40, 0, 0, byte(TypePush)}), 0)
+	if _, _, err := r.Next(); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("err = %v, want ErrFrameTooLarge", err)
+	}
+	small := NewReader(bytes.NewReader(AppendPush(nil, chunks(1, 4096))), 1024)
+	if _, _, err := small.Next(); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("err = %v, want ErrFrameTooLarge with a 1 KiB cap", err)
+	}
+}
+
+func TestReaderTruncated(t *testing.T) {
+	frame := AppendPush(nil, chunks(2, 100))
+	for _, cut := range []int{2, 5, len(frame) - 1} {
+		r := NewReader(bytes.NewReader(frame[:cut]), 0)
+		if _, _, err := r.Next(); err == nil || err == io.EOF {
+			t.Fatalf("cut at %d: err = %v, want an unexpected-EOF error", cut, err)
+		}
+	}
+}
+
+func TestDecodersRejectMalformed(t *testing.T) {
+	good := AppendPush(nil, chunks(2, 64))[headerSize:]
+	cases := []struct {
+		name   string
+		decode func() error
+	}{
+		{"push empty", func() error { _, err := DecodePush(nil, nil); return err }},
+		{"push trailing", func() error { _, err := DecodePush(append(append([]byte{}, good...), 1), nil); return err }},
+		{"push short", func() error { _, err := DecodePush(good[:len(good)-1], nil); return err }},
+		{"push zero-length chunk", func() error {
+			_, err := DecodePush(append([]byte{0, 1}, make([]byte, chunk.Size+4)...), nil)
+			return err
+		}},
+		{"push count over cap", func() error { _, err := DecodePush([]byte{0xff, 0xff}, nil); return err }},
+		{"statuses unknown", func() error { _, err := DecodeStatuses([]byte{0, 1, 200}, nil); return err }},
+		{"ids misaligned", func() error { _, err := DecodeIDs([]byte{0, 1, 1, 2, 3}, nil); return err }},
+		{"have-ack short", func() error { _, err := DecodeHaveAck([]byte{0, 9, 1}, nil); return err }},
+		{"get bad prio", func() error { _, _, err := DecodeGet([]byte{9, 0, 0}, nil); return err }},
+		{"get-ack oversize", func() error {
+			_, err := DecodeGetAck([]byte{0, 1, 0, 0xff, 0xff, 0xff, 0xff}, nil)
+			return err
+		}},
+		{"info short", func() error { _, err := DecodeInfoAck(make([]byte, 20)); return err }},
+		{"info zone len", func() error { _, err := DecodeInfoAck(append(make([]byte, 20), 5, 'a')); return err }},
+		{"error len", func() error { _, err := DecodeError([]byte{1, 0, 9, 'x'}); return err }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.decode(); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("err = %v, want ErrMalformed", err)
+			}
+		})
+	}
+}
+
+func TestDecodeAllocFree(t *testing.T) {
+	frame := AppendPush(nil, chunks(16, 4096))
+	dst := make([]Chunk, 0, 16)
+	allocs := testing.AllocsPerRun(100, func() {
+		var err error
+		dst, err = DecodePush(frame[headerSize:], dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("DecodePush allocates %.0f times per frame", allocs)
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
