@@ -1,0 +1,227 @@
+package chunkstore
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/sgrelay/sg/internal/chunk"
+)
+
+// Config configures a Store.
+type Config struct {
+	MemoryBudget int64  // bytes of chunk data kept in RAM
+	DiskDir      string // segment directory; empty means memory only
+	DiskBudget   int64  // bytes of segment files
+	SegmentSize  int64  // 0 means DefaultSegmentSize
+}
+
+// DefaultConfig keeps 1 GiB in memory and no disk tier.
+func DefaultConfig() Config {
+	return Config{MemoryBudget: 1 << 30}
+}
+
+// Validate reports the first thing wrong with c.
+func (c Config) Validate() error {
+	switch {
+	case c.MemoryBudget < 0:
+		return errors.New("chunkstore: memory budget is negative")
+	case c.DiskBudget < 0:
+		return errors.New("chunkstore: disk budget is negative")
+	case c.DiskDir == "" && c.DiskBudget > 0:
+		return errors.New("chunkstore: disk budget set but no disk directory")
+	case c.MemoryBudget == 0 && c.DiskBudget == 0:
+		return errors.New("chunkstore: both budgets are zero: the store could hold nothing")
+	}
+	return nil
+}
+
+// Store puts chunks in memory until its budget is reached, then on disk,
+// and keeps pins so that GC frees only what no migration still needs.
+type Store struct {
+	mem  *Memory
+	disk *Disk // nil for a memory-only store
+
+	mu   sync.Mutex
+	pins map[chunk.ID]int32    // how many owners pin each chunk
+	own  map[string][]chunk.ID // what each owner pinned
+}
+
+// Open builds a Store from cfg, opening (and scanning) the disk tier.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{
+		mem:  NewMemory(cfg.MemoryBudget),
+		pins: make(map[chunk.ID]int32),
+		own:  make(map[string][]chunk.ID),
+	}
+	if cfg.DiskDir != "" && cfg.DiskBudget > 0 {
+		d, err := OpenDisk(DiskConfig{Dir: cfg.DiskDir, Budget: cfg.DiskBudget, SegmentSize: cfg.SegmentSize})
+		if err != nil {
+			return nil, err
+		}
+		s.disk = d
+	}
+	return s, nil
+}
+
+// Disk returns the disk tier, or nil.
+func (s *Store) Disk() *Disk { return s.disk }
+
+func (s *Store) Has(id chunk.ID) bool {
+	return s.mem.Has(id) || (s.disk != nil && s.disk.Has(id))
+}
+
+func (s *Store) Get(id chunk.ID, dst []byte) ([]byte, error) {
+	out, err := s.mem.Get(id, dst)
+	if errors.Is(err, ErrNotFound) && s.disk != nil {
+		return s.disk.Get(id, dst)
+	}
+	return out, err
+}
+
+func (s *Store) Put(id chunk.ID, data []byte) error {
+	if s.disk != nil && s.disk.Has(id) {
+		return nil
+	}
+	err := s.mem.Put(id, data)
+	if errors.Is(err, ErrFull) && s.disk != nil {
+		return s.disk.Put(id, data)
+	}
+	return err
+}
+
+func (s *Store) Delete(id chunk.ID) error {
+	if err := s.mem.Delete(id); err != nil {
+		return err
+	}
+	if s.disk != nil {
+		return s.disk.Delete(id)
+	}
+	return nil
+}
+
+func (s *Store) Range(fn func(id chunk.ID, size int) bool) {
+	more := true
+	s.mem.Range(func(id chunk.ID, size int) bool { more = fn(id, size); return more })
+	if more && s.disk != nil {
+		s.disk.Range(fn)
+	}
+}
+
+func (s *Store) Sync() error {
+	if s.disk != nil {
+		return s.disk.Sync()
+	}
+	return nil
+}
+
+// Stats sums the tiers.
+func (s *Store) Stats() TierStats {
+	st := s.mem.Stats()
+	st.Name = "store"
+	if s.disk != nil {
+		d := s.disk.Stats()
+		st.Chunks += d.Chunks
+		st.Bytes += d.Bytes
+		st.Used += d.Used
+		st.Budget += d.Budget
+	}
+	return st
+}
+
+// TierStats reports each tier separately.
+func (s *Store) TierStats() []TierStats {
+	out := []TierStats{s.mem.Stats()}
+	if s.disk != nil {
+		out = append(out, s.disk.Stats())
+	}
+	return out
+}
+
+func (s *Store) Close() error {
+	err := s.mem.Close()
+	if s.disk != nil {
+		err = errors.Join(err, s.disk.Close())
+	}
+	return err
+}
+
+// Pin records that owner needs ids. Pinning a chunk that is not (yet) held
+// is allowed: it protects the chunk from GC once it arrives.
+func (s *Store) Pin(owner string, ids ...chunk.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		s.pins[id]++
+	}
+	s.own[owner] = append(s.own[owner], ids...)
+}
+
+// Unpin drops every pin owner holds and returns how many it dropped.
+func (s *Store) Unpin(owner string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := s.own[owner]
+	for _, id := range ids {
+		if s.pins[id]--; s.pins[id] <= 0 {
+			delete(s.pins, id)
+		}
+	}
+	delete(s.own, owner)
+	return len(ids)
+}
+
+// Pinned reports whether any owner pins id.
+func (s *Store) Pinned(id chunk.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pins[id] > 0
+}
+
+// GCResult says what a GC pass freed.
+type GCResult struct {
+	Chunks    int64 `json:"chunks"`
+	Bytes     int64 `json:"bytes"`
+	Compacted int64 `json:"compacted_bytes"`
+}
+
+// GC deletes every chunk no owner pins, then compacts the disk tier.
+func (s *Store) GC() (GCResult, error) {
+	var victims []chunk.ID
+	var res GCResult
+	s.mu.Lock()
+	s.Range(func(id chunk.ID, size int) bool {
+		if s.pins[id] == 0 {
+			victims = append(victims, id)
+			res.Bytes += int64(size)
+		}
+		return true
+	})
+	s.mu.Unlock()
+	for _, id := range victims {
+		if s.Pinned(id) { // pinned while we collected
+			continue
+		}
+		if err := s.Delete(id); err != nil {
+			return res, fmt.Errorf("gc: %w", err)
+		}
+		res.Chunks++
+	}
+	if s.disk != nil {
+		n, err := s.disk.Compact()
+		res.Compacted = n
+		if err != nil {
+			return res, fmt.Errorf("gc: %w", err)
+		}
+	}
+	return res, nil
+}
+
+var (
+	_ Tier = (*Memory)(nil)
+	_ Tier = (*Disk)(nil)
+	_ Tier = (*Store)(nil)
+)
