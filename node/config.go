@@ -1,0 +1,73 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+// Config configures a Node.
+type Config struct {
+	Identity crypto.PrivKey
+	Listen   []string        // multiaddrs, QUIC only (…/udp/N/quic-v1)
+	Peers    []peer.AddrInfo // cluster members: dialed and admitted
+	Allow    []peer.ID       // admitted too, but not dialed
+	AllowAny bool            // admit every peer: labs only
+	Zone     string          // locality label shared with peers
+
+	// RefreshInterval is how often peers are (re)dialed, pinged and asked
+	// for their capacity.
+	RefreshInterval time.Duration
+	// RequestTimeout bounds each wait for a peer's answer, so a peer that
+	// goes silent fails requests instead of hanging them.
+	RequestTimeout time.Duration
+	// PushWindow is how many push batches one stream keeps in flight.
+	PushWindow int
+
+	// HostOptions are extra libp2p options (simnet plugs its simulated
+	// QUIC transport in here). Not settable from a config file.
+	HostOptions []libp2p.Option
+}
+
+// DefaultConfig listens on all IPv4 addresses on UDP 4100.
+func DefaultConfig() Config {
+	return Config{
+		Listen:          []string{"/ip4/0.0.0.0/udp/4100/quic-v1"},
+		RefreshInterval: 2 * time.Second,
+		RequestTimeout:  30 * time.Second,
+		PushWindow:      8,
+	}
+}
+
+// Validate reports the first thing wrong with c.
+func (c Config) Validate() error {
+	if c.Identity == nil {
+		return errors.New("node: no identity key")
+	}
+	if len(c.Listen) == 0 && len(c.HostOptions) == 0 {
+		return errors.New("node: no listen address")
+	}
+	for _, l := range c.Listen {
+		a, err := ma.NewMultiaddr(l)
+		if err != nil {
+			return fmt.Errorf("node: listen address %q: %w", l, err)
+		}
+		if _, err := a.ValueForProtocol(ma.P_QUIC_V1); err != nil {
+			return fmt.Errorf("node: listen address %q is not QUIC (want …/udp/PORT/quic-v1)", l)
+		}
+	}
+	if len(c.Zone) > wire.MaxZoneLen {
+		return fmt.Errorf("node: zone label longer than %d bytes", wire.MaxZoneLen)
+	}
+	if c.RefreshInterval <= 0 || c.RequestTimeout <= 0 || c.PushWindow <= 0 {
+		return errors.New("node: refresh interval, request timeout and push window must be positive")
+	}
+	return nil
+}

@@ -1,0 +1,24 @@
+// Package node is sg's libp2p host: QUIC transport only, a persistent
+// Ed25519 identity, an allow-list of cluster members enforced at connection
+// time, per-peer RTT and capacity, and the wire protocols.
+//
+// Protocols (frames from internal/wire):
+//
+//	/sg/push/1  client: Push...         server: PushAck per Push, in order
+//	/sg/have/1  client: Have...         server: HaveAck per Have
+//	/sg/get/1   client: Get...          server: GetAck per Get
+//	/sg/info/1  client: Info            server: InfoAck
+//
+// Every request stream is pipelined: the client writes several requests
+// before it reads the first answer, bounded by a window (reqStream). Demand
+// Gets travel on their own streams, so they never queue behind prefetch.
+//
+// Trust: a peer is refused unless it is admitted (cluster peers file,
+// --allow, or --allow-any). Admitted peers are still not trusted with
+// bytes: every pushed chunk is re-hashed before it is stored, and every
+// fetched chunk is re-hashed before it is handed to the caller. A push is
+// acknowledged only after the chunk is verified, stored and synced.
+//
+// The handlers follow one shape: handleX owns the stream (Reset on error,
+// Close on success) and serveX does the protocol work and returns an error.
+package node

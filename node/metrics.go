@@ -1,0 +1,52 @@
+package node
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are one node's counters, registered on the node's own registry
+// (many simnet nodes share a process). No peer or chunk IDs as labels.
+type metrics struct {
+	pushChunks   *prometheus.CounterVec // by result status
+	pushBytes    prometheus.Counter
+	servedChunks *prometheus.CounterVec // get, by priority
+	servedBytes  prometheus.Counter
+	fetchedBytes prometheus.Counter
+	badChunks    prometheus.Counter // chunks a peer sent that failed re-hashing
+	refused      prometheus.Counter // connections refused by the gater
+	protoErrors  *prometheus.CounterVec
+	peers        prometheus.GaugeFunc
+}
+
+func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
+	m := &metrics{
+		pushChunks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sg_node_push_received_chunks_total", Help: "Chunks received by push, by outcome.",
+		}, []string{"status"}),
+		pushBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sg_node_push_received_bytes_total", Help: "Chunk bytes received by push and stored.",
+		}),
+		servedChunks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sg_node_get_served_chunks_total", Help: "Chunks served to get requests, by priority.",
+		}, []string{"priority"}),
+		servedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sg_node_get_served_bytes_total", Help: "Chunk bytes served to get requests.",
+		}),
+		fetchedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sg_node_get_fetched_bytes_total", Help: "Verified chunk bytes fetched from peers.",
+		}),
+		badChunks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sg_node_bad_chunks_total", Help: "Chunks from peers whose bytes did not match their ID.",
+		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sg_node_refused_connections_total", Help: "Connections refused because the peer is not admitted.",
+		}),
+		protoErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sg_node_protocol_errors_total", Help: "Streams ended by a protocol violation, by protocol.",
+		}, []string{"protocol"}),
+		peers: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sg_node_connected_peers", Help: "Peers with an open connection.",
+		}, connected),
+	}
+	reg.MustRegister(m.pushChunks, m.pushBytes, m.servedChunks, m.servedBytes, m.fetchedBytes,
+		m.badChunks, m.refused, m.protoErrors, m.peers)
+	return m
+}

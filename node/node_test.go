@@ -1,0 +1,282 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/sgrelay/sg/chunkstore"
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+type testNode struct {
+	*Node
+	store *chunkstore.Store
+}
+
+// newTestNodes starts n nodes on loopback that all admit each other.
+func newTestNodes(t testing.TB, n int, tweak func(i int, c *Config)) []testNode {
+	t.Helper()
+	keys := make([]crypto.PrivKey, n)
+	ids := make([]peer.ID, n)
+	for i := range keys {
+		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[i] = k
+		ids[i], _ = peer.IDFromPrivateKey(k)
+	}
+	out := make([]testNode, n)
+	for i := range out {
+		cfg := DefaultConfig()
+		cfg.Identity = keys[i]
+		cfg.Listen = []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
+		cfg.Allow = ids
+		cfg.RequestTimeout = 5 * time.Second
+		if tweak != nil {
+			tweak(i, &cfg)
+		}
+		st, err := chunkstore.Open(chunkstore.Config{MemoryBudget: 512 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd, err := New(cfg, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nd.Close(); st.Close() })
+		out[i] = testNode{nd, st}
+	}
+	return out
+}
+
+func connect(t testing.TB, a, b testNode) {
+	t.Helper()
+	if err := a.Connect(t.Context(), peer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func randomChunks(n, size int) []wire.Chunk {
+	out := make([]wire.Chunk, n)
+	for i := range out {
+		d := make([]byte, size)
+		rand.Read(d)
+		out[i] = wire.Chunk{ID: chunk.Sum(d), Data: d}
+	}
+	return out
+}
+
+func TestPushHaveGetInfo(t *testing.T) {
+	nodes := newTestNodes(t, 2, func(i int, c *Config) { c.Zone = []string{"a", "b"}[i] })
+	a, b := nodes[0], nodes[1]
+	connect(t, a, b)
+	ctx := t.Context()
+
+	cs := randomChunks(20, 4096)
+	st, err := a.Push(ctx, b.ID(), cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range st {
+		if s != wire.StatusOK {
+			t.Fatalf("chunk %d: %s", i, s)
+		}
+		if !b.store.Has(cs[i].ID) {
+			t.Fatalf("chunk %d acked but not stored", i)
+		}
+	}
+
+	absent := randomChunks(1, 100)[0].ID
+	held, err := a.Have(ctx, b.ID(), []chunk.ID{cs[0].ID, absent, cs[19].ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !held[0] || held[1] || !held[2] {
+		t.Fatalf("have = %v, want [true false true]", held)
+	}
+
+	gs, err := a.OpenGet(ctx, b.ID(), wire.Demand, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	ids := []chunk.ID{cs[3].ID, absent, cs[7].ID}
+	if err := gs.Get(ctx, ids, func(res []wire.GetResult, err error) {
+		switch {
+		case err != nil:
+		case res[0].Status != wire.StatusOK || !bytes.Equal(res[0].Data, cs[3].Data):
+			err = errors.New("chunk 3 wrong")
+		case res[1].Status != wire.StatusMissing:
+			err = errors.New("absent chunk not reported missing")
+		case res[2].Status != wire.StatusOK || !bytes.Equal(res[2].Data, cs[7].Data):
+			err = errors.New("chunk 7 wrong")
+		}
+		got <- err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if err := gs.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	info, err := a.Info(ctx, b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Zone != "b" || info.MemFree == 0 || info.MemFree >= 512<<20 {
+		t.Fatalf("info %+v: want zone b and less than 512 MiB free after pushes", info)
+	}
+}
+
+func TestPipelinedPushStream(t *testing.T) {
+	nodes := newTestNodes(t, 2, nil)
+	a, b := nodes[0], nodes[1]
+	connect(t, a, b)
+	ps, err := a.OpenPush(t.Context(), b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batches = 50
+	acked := make(chan int, batches)
+	var all []wire.Chunk
+	for range batches {
+		cs := randomChunks(16, 4096)
+		all = append(all, cs...)
+		if err := ps.Push(t.Context(), cs, func(st []wire.Status, err error) {
+			ok := 0
+			for _, s := range st {
+				if s == wire.StatusOK {
+					ok++
+				}
+			}
+			if err != nil {
+				ok = -1
+			}
+			acked <- ok
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ps.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range batches {
+		if ok := <-acked; ok != 16 {
+			t.Fatalf("a batch acked %d of 16", ok)
+		}
+	}
+	for _, c := range all {
+		if !b.store.Has(c.ID) {
+			t.Fatal("acked chunk missing at receiver")
+		}
+	}
+}
+
+// A hand-built frame claims an ID for bytes that do not hash to it.
+func TestPushWithWrongHashRefused(t *testing.T) {
+	nodes := newTestNodes(t, 2, nil)
+	a, b := nodes[0], nodes[1]
+	connect(t, a, b)
+	good := randomChunks(2, 4096)
+	lie := wire.Chunk{ID: good[0].ID, Data: bytes.Repeat([]byte{0xab}, 4096)}
+
+	s, err := a.Host().NewStream(t.Context(), b.ID(), ProtoPush)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Write(wire.AppendPush(nil, []wire.Chunk{lie, good[1]})); err != nil {
+		t.Fatal(err)
+	}
+	r := wire.NewReader(s, 0)
+	p, err := r.Expect(wire.TypePushAck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := wire.DecodeStatuses(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st[0] != wire.StatusBadHash || st[1] != wire.StatusOK {
+		t.Fatalf("statuses %v, want [bad-hash ok]", st)
+	}
+	if b.store.Has(good[0].ID) {
+		t.Fatal("the lying chunk's ID is in the store")
+	}
+	if n := b.store.Stats().Chunks; n != 1 {
+		t.Fatalf("%d chunks stored, want only the honest one", n)
+	}
+}
+
+func TestMalformedFrameEndsStreamOnly(t *testing.T) {
+	nodes := newTestNodes(t, 2, nil)
+	a, b := nodes[0], nodes[1]
+	connect(t, a, b)
+	s, err := a.Host().NewStream(t.Context(), b.ID(), ProtoPush)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A push claiming one chunk but carrying a truncated header.
+	frame := wire.Finish(append(wire.Begin(nil, wire.TypePush), 0, 1, 1, 2, 3))
+	if _, err := s.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wire.NewReader(s, 0).Expect(wire.TypePushAck); err == nil {
+		t.Fatal("a malformed push was acknowledged")
+	}
+	s.Reset()
+	// The node still serves this peer on a new stream.
+	if _, err := a.Info(t.Context(), b.ID()); err != nil {
+		t.Fatalf("node stopped serving after a malformed frame: %v", err)
+	}
+}
+
+func TestUnadmittedPeerRefused(t *testing.T) {
+	members := newTestNodes(t, 2, nil)
+	stranger := newTestNodes(t, 1, func(_ int, c *Config) { c.AllowAny = true })[0]
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	err := stranger.Connect(ctx, peer.AddrInfo{ID: members[0].ID(), Addrs: members[0].Host().Addrs()})
+	if err == nil {
+		// The handshake may complete on the stranger's side before the
+		// member's gater closes it: then no stream may get through.
+		if _, perr := stranger.Push(ctx, members[0].ID(), randomChunks(1, 64)); perr == nil {
+			t.Fatal("an unadmitted peer pushed a chunk")
+		}
+	}
+	if members[0].store.Stats().Chunks != 0 {
+		t.Fatal("a chunk from an unadmitted peer was stored")
+	}
+	// And members refuse to dial it.
+	if err := members[0].Connect(ctx, peer.AddrInfo{ID: stranger.ID(), Addrs: stranger.Host().Addrs()}); err == nil {
+		t.Fatal("a member dialed a peer that is not admitted")
+	}
+}
+
+func TestRTTMeasured(t *testing.T) {
+	nodes := newTestNodes(t, 3, nil)
+	connect(t, nodes[0], nodes[1])
+	connect(t, nodes[0], nodes[2])
+	for _, p := range []testNode{nodes[1], nodes[2]} {
+		rtt, ok := nodes[0].RTT(p.ID())
+		if !ok || rtt <= 0 || rtt > time.Second {
+			t.Fatalf("RTT to %s = %v, %v", p.ID(), rtt, ok)
+		}
+	}
+	ps := nodes[0].Peers()
+	if len(ps) != 2 || !ps[0].Connected || ps[0].RTT == 0 || ps[0].InfoAge < 0 {
+		t.Fatalf("Peers() = %+v", ps)
+	}
+}

@@ -1,0 +1,143 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/sgrelay/sg/chunkstore"
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+func (n *Node) handlePush(s network.Stream) {
+	var chunks []wire.Chunk
+	var st []wire.Status
+	n.handler(ProtoPush, wire.TypePush, func(from peer.ID, payload, dst []byte) ([]byte, error) {
+		var err error
+		chunks, err = wire.DecodePush(payload, chunks)
+		if err != nil {
+			return dst, err
+		}
+		st = n.storePushed(from, chunks, st[:0])
+		return wire.AppendStatuses(dst, st), nil
+	})(s)
+}
+
+// storePushed verifies and stores one batch, then syncs once (group commit)
+// so every OK it returns is durable.
+func (n *Node) storePushed(from peer.ID, chunks []wire.Chunk, st []wire.Status) []wire.Status {
+	stored := false
+	for _, c := range chunks {
+		s := wire.StatusOK
+		switch {
+		case !chunk.Verify(c.ID, c.Data):
+			s = wire.StatusBadHash
+			n.m.badChunks.Inc()
+			n.log.Warn("peer pushed a chunk whose bytes do not match its ID; refused", "peer", from, "chunk", c.ID.Short())
+		default:
+			if err := n.store.Put(c.ID, c.Data); err != nil {
+				s = putStatus(err)
+			} else {
+				stored = true
+			}
+		}
+		st = append(st, s)
+	}
+	if stored {
+		if err := n.store.Sync(); err != nil {
+			n.log.Error("sync chunk store", "err", err)
+			for i := range st {
+				if st[i] == wire.StatusOK {
+					st[i] = wire.StatusFailed
+				}
+			}
+		}
+	}
+	for i, s := range st {
+		n.m.pushChunks.WithLabelValues(s.String()).Inc()
+		if s == wire.StatusOK {
+			n.m.pushBytes.Add(float64(len(chunks[i].Data)))
+		}
+	}
+	return st
+}
+
+func putStatus(err error) wire.Status {
+	switch {
+	case errors.Is(err, chunkstore.ErrFull):
+		return wire.StatusFull
+	case errors.Is(err, chunkstore.ErrTooLarge):
+		return wire.StatusRefused
+	}
+	return wire.StatusFailed
+}
+
+// PushStream pushes batches of chunks to one peer over one pipelined
+// stream. Use it from one goroutine at a time.
+type PushStream struct {
+	rs   *reqStream
+	peer peer.ID
+	st   []wire.Status // decode buffer, used only by the reader goroutine
+}
+
+// OpenPush opens a push stream to p.
+func (n *Node) OpenPush(ctx context.Context, p peer.ID) (*PushStream, error) {
+	s, err := n.host.NewStream(ctx, p, ProtoPush)
+	if err != nil {
+		return nil, fmt.Errorf("open push stream to %s: %w", p, err)
+	}
+	return &PushStream{rs: newReqStream(s, n.cfg.PushWindow, n.cfg.RequestTimeout), peer: p}, nil
+}
+
+// Peer is the peer this stream pushes to.
+func (ps *PushStream) Peer() peer.ID { return ps.peer }
+
+// Push sends one batch (at most wire.MaxBatch chunks, and a frame of at most
+// wire.MaxFrameSize) and returns once it is written; done is called with
+// one status per chunk when the peer acknowledges, or with an error. The
+// statuses are valid only during done. chunks may be reused once Push returns.
+func (ps *PushStream) Push(ctx context.Context, chunks []wire.Chunk, done func([]wire.Status, error)) error {
+	want := len(chunks)
+	return ps.rs.send(ctx, func(dst []byte) []byte { return wire.AppendPush(dst, chunks) },
+		func(t wire.Type, payload []byte, err error) {
+			if err == nil {
+				err = expect(t, payload, wire.TypePushAck)
+			}
+			if err == nil {
+				ps.st, err = wire.DecodeStatuses(payload, ps.st)
+			}
+			if err == nil && len(ps.st) != want {
+				err = fmt.Errorf("push-ack has %d statuses for %d chunks: %w", len(ps.st), want, wire.ErrMalformed)
+			}
+			if err != nil {
+				done(nil, fmt.Errorf("push to %s: %w", ps.peer, err))
+				return
+			}
+			done(ps.st, nil)
+		})
+}
+
+// Close waits for every outstanding acknowledgement, then closes the stream.
+func (ps *PushStream) Close() error { return ps.rs.close() }
+
+// Abort resets the stream; outstanding batches fail.
+func (ps *PushStream) Abort() { ps.rs.abort() }
+
+// Push sends one batch to p on its own stream and waits for the statuses.
+func (n *Node) Push(ctx context.Context, p peer.ID, chunks []wire.Chunk) ([]wire.Status, error) {
+	var out []wire.Status
+	err := n.call(ctx, p, ProtoPush, func(dst []byte) []byte { return wire.AppendPush(dst, chunks) },
+		wire.TypePushAck, func(payload []byte) error {
+			var err error
+			out, err = wire.DecodeStatuses(payload, nil)
+			if err == nil && len(out) != len(chunks) {
+				err = fmt.Errorf("push-ack has %d statuses for %d chunks: %w", len(out), len(chunks), wire.ErrMalformed)
+			}
+			return err
+		})
+	return out, err
+}
