@@ -31,7 +31,7 @@ func (g *gater) admit(p peer.ID) {
 	g.mu.Unlock()
 }
 
-func (g *gater) InterceptPeerDial(p peer.ID) bool            { return g.check(p) }
+func (g *gater) InterceptPeerDial(p peer.ID) bool             { return g.check(p) }
 func (g *gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
 func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool  { return true }
 func (g *gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {

@@ -1,0 +1,18 @@
+// Package fetch is the destination side of sg: it resolves a manifest and
+// brings its chunks here from the peers that hold them.
+//
+//	root ID ─► resolve (root, then blocks, from the nearest holder that has them)
+//	        ─► plan: distinct non-zero chunks not already in the local store
+//	        ─► shared work queue ◄── one worker per holder (pipelined Get
+//	           stream): nearest holders start first, faster holders take more
+//	        ─► verify (re-hashed by the transport) ─► write at every offset
+//	        ─► read back and verify the whole output against the manifest
+//
+// A chunk a holder does not have, or serves with the wrong bytes, goes back
+// to the queue for another holder; it fails only when every holder has
+// been tried. This package does not import libp2p: node.GetStream
+// satisfies Getter and the daemon adapts the peer type.
+//
+// Status: this is `sgctl get` (issue #2). The post-copy fetcher with demand
+// reads, prefetch around faults and lazy views (issue #4) builds on it.
+package fetch

@@ -1,0 +1,110 @@
+package manifest
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/sgrelay/sg/internal/chunk"
+)
+
+func ids(n int) []chunk.ID {
+	out := make([]chunk.ID, n)
+	for i := range out {
+		if i%5 == 0 {
+			continue // zero chunk
+		}
+		out[i] = chunk.Sum([]byte{byte(i), byte(i >> 8), byte(i >> 16)})
+	}
+	return out
+}
+
+func TestBuildDecodeRoundTrip(t *testing.T) {
+	mem := Region{Name: "mem", Kind: KindMemory, Size: 40000*4096 - 100, ChunkSize: 4096}
+	disk := Region{Name: "disk0", Kind: KindDisk, Size: 3 * 65536, ChunkSize: 65536}
+	memIDs, diskIDs := ids(40000), ids(3)
+	memNodes, err := Build(&mem, memIDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(memNodes) != 3 || len(mem.Blocks) != 3 {
+		t.Fatalf("40000 chunks in %d blocks, want 3", len(memNodes))
+	}
+	if _, err := Build(&disk, diskIDs); err != nil {
+		t.Fatal(err)
+	}
+	m := &Manifest{Name: "web1", Regions: []Region{mem, disk}}
+	got, err := Decode(m.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "web1" || len(got.Regions) != 2 || got.Regions[0].Size != mem.Size || got.Regions[1].Kind != KindDisk {
+		t.Fatalf("decoded %+v", got)
+	}
+	var back []chunk.ID
+	for i, n := range memNodes {
+		if chunk.Sum(n.Data) != got.Regions[0].Blocks[i] {
+			t.Fatal("block ID mismatch")
+		}
+		if back, err = DecodeBlock(n.Data, back); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(back) != len(memIDs) || back[5] != chunk.Zero || back[39999] != memIDs[39999] {
+		t.Fatal("block round trip lost IDs")
+	}
+}
+
+func TestManifestSizeUnderOnePercent(t *testing.T) {
+	r := Region{Name: "mem", Kind: KindMemory, Size: 1 << 30, ChunkSize: 4096}
+	nodes, err := Build(&r, make([]chunk.ID, r.Chunks()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := len((&Manifest{Regions: []Region{r}}).Encode())
+	for _, n := range nodes {
+		total += len(n.Data)
+	}
+	if ratio := float64(total) / float64(r.Size); ratio > 0.01 {
+		t.Fatalf("manifest is %.2f%% of a 1 GiB 4 KiB-page region", ratio*100)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	good := (&Manifest{Name: "x", Regions: []Region{{Name: "f", Size: 10, ChunkSize: 4, Blocks: []chunk.ID{{1}}}}}).Encode()
+	cases := map[string][]byte{
+		"empty":          nil,
+		"magic":          append([]byte("XXXX"), good[4:]...),
+		"trailing":       append(append([]byte{}, good...), 0),
+		"truncated":      good[:len(good)-1],
+		"blocks≠chunks":  (&Manifest{Regions: []Region{{Name: "f", Size: 10, ChunkSize: 4}}}).Encode(),
+		"zero chunksize": (&Manifest{Regions: []Region{{Name: "f", Size: 0, ChunkSize: 0}}}).Encode(),
+	}
+	for name, p := range cases {
+		if _, err := Decode(p); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+	if _, err := DecodeBlock([]byte("SGB1\x00\x00\x00\x02"), nil); !errors.Is(err, ErrMalformed) {
+		t.Error("short block accepted")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	r := Region{Name: "mem", Kind: KindMemory, Size: 5 * 4096, ChunkSize: 4096}
+	nodes, _ := Build(&r, ids(5))
+	f.Add((&Manifest{Name: "vm", Regions: []Region{r}}).Encode())
+	f.Add(nodes[0].Data)
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if m, err := Decode(p); err == nil {
+			if !bytes.Equal(m.Encode(), p) {
+				t.Fatal("root re-encodes differently")
+			}
+		}
+		if got, err := DecodeBlock(p, nil); err == nil {
+			if !bytes.Equal(EncodeBlock(got), p) {
+				t.Fatal("block re-encodes differently")
+			}
+		}
+	})
+}
