@@ -28,7 +28,7 @@ type Getter interface {
 
 // Network opens get streams to peers by ID.
 type Network interface {
-	OpenGet(ctx context.Context, peer string, prio wire.Priority) (Getter, error)
+	OpenGet(ctx context.Context, peer string, prio wire.Priority, window int) (Getter, error)
 }
 
 // Holder is a peer that may hold the chunks, with its RTT (0 if unknown).
@@ -220,7 +220,7 @@ func fetchOne(ctx context.Context, net Network, holders []Holder, local LocalSto
 	}
 	var errs []error
 	for _, h := range holders {
-		g, err := net.OpenGet(ctx, h.Peer, wire.Demand)
+		g, err := net.OpenGet(ctx, h.Peer, wire.Demand, 1)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -370,7 +370,7 @@ func fetchAll(ctx context.Context, net Network, holders []Holder, todo []chunk.I
 	defer stop()
 	for _, h := range holders {
 		g.Go(func() error {
-			gs, err := net.OpenGet(gctx, h.Peer, wire.Prefetch)
+			gs, err := net.OpenGet(gctx, h.Peer, wire.Prefetch, cfg.Window)
 			if err != nil {
 				// This holder is unreachable: its share goes to the others.
 				q.holderGone(h.Peer, err)

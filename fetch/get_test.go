@@ -68,7 +68,7 @@ type fakeGetter struct {
 	peer string
 }
 
-func (n *fakeNet) OpenGet(_ context.Context, p string, _ wire.Priority) (fetch.Getter, error) {
+func (n *fakeNet) OpenGet(_ context.Context, p string, _ wire.Priority, _ int) (fetch.Getter, error) {
 	if n.stores[p] == nil {
 		return nil, errors.New("unknown peer " + p)
 	}
@@ -106,7 +106,7 @@ func testFile(t *testing.T) (string, []byte) {
 	for i := range data {
 		data[i] = byte(r.Uint32())
 	}
-	clear(data[1<<20 : 2<<20])                   // 16 zero chunks of 64 KiB
+	clear(data[1<<20 : 2<<20])                    // 16 zero chunks of 64 KiB
 	copy(data[3<<20:3<<20+64<<10], data[:64<<10]) // a duplicate chunk
 	path := filepath.Join(t.TempDir(), "in")
 	if err := os.WriteFile(path, data, 0o600); err != nil {

@@ -54,6 +54,7 @@ type Node struct {
 	ping  *ping.PingService
 
 	load atomic.Int32 // requests being served
+	kick chan struct{} // a new connection: refresh now (capacity 1)
 
 	mu    sync.Mutex
 	peers map[peer.ID]*peerState
@@ -84,7 +85,7 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	n := &Node{cfg: cfg, store: store, log: o.log, peers: make(map[peer.ID]*peerState)}
+	n := &Node{cfg: cfg, store: store, log: o.log, peers: make(map[peer.ID]*peerState), kick: make(chan struct{}, 1)}
 	n.gater = &gater{allowed: make(map[peer.ID]bool), allowAny: cfg.AllowAny}
 	for _, p := range cfg.Peers {
 		n.gater.allowed[p.ID] = true
@@ -124,6 +125,12 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 		n.log.Warn("refused connection from a peer that is not admitted", "peer", p)
 	}
 	n.ping = ping.NewPingService(h)
+	h.Network().Notify(&network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) {
+		select {
+		case n.kick <- struct{}{}:
+		default: // a refresh is already due
+		}
+	}})
 	for _, p := range cfg.Peers {
 		h.Peerstore().AddAddrs(p.ID, p.Addrs, time.Hour*24*365)
 	}
@@ -191,30 +198,42 @@ func (n *Node) Connect(ctx context.Context, p peer.AddrInfo) error {
 
 // Run keeps the cluster connected and each peer's RTT and capacity fresh
 // until ctx ends. It returns nil on cancellation.
+//
+// Two loops: the dialer redials cluster members that are not connected
+// (a member that is down can take seconds to time out), and the prober
+// pings and asks every connected peer for its capacity, each round and at
+// once when a new connection appears.
 func (n *Node) Run(ctx context.Context) error {
+	var g errgroup.Group
+	g.Go(func() error { n.every(ctx, nil, n.dialMissing); return nil })
+	g.Go(func() error { n.every(ctx, n.kick, n.probeConnected); return nil })
+	return g.Wait()
+}
+
+// every runs round now and then on each tick (or kick) until ctx ends.
+func (n *Node) every(ctx context.Context, kick <-chan struct{}, round func(context.Context)) {
 	t := time.NewTicker(n.cfg.RefreshInterval)
 	defer t.Stop()
 	for {
-		n.refresh(ctx)
+		round(ctx)
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
+		case <-kick:
 		}
 	}
 }
 
-// refresh dials cluster members we are not connected to, then pings and
-// asks every connected peer for its capacity, a few at a time.
-func (n *Node) refresh(ctx context.Context) {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
+func (n *Node) dialMissing(ctx context.Context) {
+	var g errgroup.Group
+	g.SetLimit(16)
 	for _, p := range n.cfg.Peers {
 		if p.ID == n.host.ID() || n.host.Network().Connectedness(p.ID) == network.Connected {
 			continue
 		}
 		g.Go(func() error {
-			dctx, cancel := context.WithTimeout(gctx, n.cfg.RefreshInterval*3)
+			dctx, cancel := context.WithTimeout(ctx, n.cfg.RefreshInterval*3)
 			defer cancel()
 			if err := n.host.Connect(dctx, p); err != nil {
 				n.log.Debug("dial cluster peer", "peer", p.ID, "err", err)
@@ -223,8 +242,13 @@ func (n *Node) refresh(ctx context.Context) {
 		})
 	}
 	g.Wait()
+}
+
+func (n *Node) probeConnected(ctx context.Context) {
+	var g errgroup.Group
+	g.SetLimit(16)
 	for _, p := range n.host.Network().Peers() {
-		g.Go(func() error { n.refreshPeer(gctx, p); return nil })
+		g.Go(func() error { n.refreshPeer(ctx, p); return nil })
 	}
 	g.Wait()
 }

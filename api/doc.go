@@ -1,0 +1,14 @@
+// Package api is the contract between sgnode and its clients: the request
+// and response types of the control API, and a Go client for it.
+//
+// Transport: HTTP/JSON over a unix socket that only root (mode 0600) can
+// open. Long operations (put, get, later evict and gather) answer with an
+// NDJSON stream of Event lines: progress while they run, then exactly one
+// line carrying the result or the error.
+//
+//	GET  /v1/status   Status
+//	GET  /v1/peers    []Peer
+//	POST /v1/put      PutRequest  → stream of Event{Progress | Put | Error}
+//	POST /v1/get      GetRequest  → stream of Event{Progress | Get | Error}
+//	GET  /metrics     Prometheus text format
+package api

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/sgrelay/sg/daemon"
+	"github.com/sgrelay/sg/internal/units"
+	"github.com/sgrelay/sg/node"
+)
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fl := flag.NewFlagSet("sgnode run", flag.ContinueOnError)
+	data := fl.String("data", defaultDataDir(), "data directory (identity, chunks, socket)")
+	cfgFile := fl.String("config", "", "config file (default <data>/sgnode.toml if present)")
+	var listen, allow listFlag
+	fl.Var(&listen, "listen", "QUIC listen multiaddr (repeatable)")
+	fl.Var(&allow, "allow", "admit this peer ID too (repeatable)")
+	peersFile := fl.String("peers", "", "cluster peers file")
+	allowAny := fl.Bool("allow-any", false, "admit ANY peer (labs only)")
+	apiPath := fl.String("api", "", "control socket path")
+	metrics := fl.String("metrics", "", "serve Prometheus metrics on HOST:PORT")
+	memBudget := fl.String("mem-budget", "", "memory tier budget, e.g. 4GiB")
+	diskBudget := fl.String("disk-budget", "", "disk tier budget, e.g. 100GiB")
+	zone := fl.String("zone", "", "locality label")
+	logLevel := fl.String("log-level", "", "debug, info, warn or error")
+	if err := fl.Parse(args); err != nil {
+		return usageErr(err)
+	}
+	if fl.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fl.Arg(0))
+	}
+
+	path, optional := *cfgFile, false
+	if path == "" {
+		path, optional = filepath.Join(*data, "sgnode.toml"), true
+	}
+	fc, err := readFileConfig(path, optional)
+	if err != nil {
+		return err
+	}
+	// Flags override the file.
+	set := map[string]bool{}
+	fl.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	override := func(name string, dst *string, v string) {
+		if set[name] {
+			*dst = v
+		}
+	}
+	override("peers", &fc.PeersFile, *peersFile)
+	override("api", &fc.API, *apiPath)
+	override("metrics", &fc.Metrics, *metrics)
+	override("mem-budget", &fc.MemBudget, *memBudget)
+	override("disk-budget", &fc.DiskBudget, *diskBudget)
+	override("zone", &fc.Zone, *zone)
+	override("log-level", &fc.LogLevel, *logLevel)
+	if set["listen"] {
+		fc.Listen = listen
+	}
+	if set["allow-any"] {
+		fc.AllowAny = *allowAny
+	}
+	fc.Allow = append(fc.Allow, allow...)
+
+	cfg, err := buildConfig(*data, fc)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, fc.LogLevel, fc.LogFormat)
+	if err != nil {
+		return err
+	}
+	d, err := daemon.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}
+
+// buildConfig turns the merged file+flags settings into a daemon.Config,
+// naming the setting in every error.
+func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
+	cfg := daemon.DefaultConfig(data)
+	cfg.Version = version
+	cfg.APISocket = fc.API
+	cfg.MetricsAddr = fc.Metrics
+	if len(fc.Listen) > 0 {
+		cfg.Node.Listen = fc.Listen
+	}
+	cfg.Node.AllowAny = fc.AllowAny
+	cfg.Node.Zone = fc.Zone
+	for _, a := range fc.Allow {
+		id, err := peer.Decode(a)
+		if err != nil {
+			return cfg, fmt.Errorf("allow: %q is not a peer ID: %w", a, err)
+		}
+		cfg.Node.Allow = append(cfg.Node.Allow, id)
+	}
+	if fc.PeersFile != "" {
+		p := fc.PeersFile
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(data, p)
+		}
+		peers, err := node.ReadPeersFile(p)
+		if err != nil {
+			if fc.PeersFile == "peers.txt" && errors.Is(err, fs.ErrNotExist) {
+				peers = nil // the default file is optional
+			} else {
+				return cfg, fmt.Errorf("peers_file: %w", err)
+			}
+		}
+		cfg.Node.Peers = peers
+	}
+	var err error
+	if fc.MemBudget != "" {
+		if cfg.Store.MemoryBudget, err = units.ParseSize(fc.MemBudget); err != nil {
+			return cfg, fmt.Errorf("mem_budget: %w", err)
+		}
+	}
+	if fc.DiskBudget != "" {
+		if cfg.Store.DiskBudget, err = units.ParseSize(fc.DiskBudget); err != nil {
+			return cfg, fmt.Errorf("disk_budget: %w", err)
+		}
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if level == "" {
+		level = "info"
+	}
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log_level: %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log_format: %q: want text or json", format)
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// fileConfig is sgnode.toml. Every key is optional; flags override it.
+type fileConfig struct {
+	Listen     []string `toml:"listen"`
+	PeersFile  string   `toml:"peers_file"`
+	Allow      []string `toml:"allow"`
+	AllowAny   bool     `toml:"allow_any"`
+	Zone       string   `toml:"zone"`
+	API        string   `toml:"api"`
+	Metrics    string   `toml:"metrics"`
+	MemBudget  string   `toml:"mem_budget"`
+	DiskBudget string   `toml:"disk_budget"`
+	LogLevel   string   `toml:"log_level"`
+	LogFormat  string   `toml:"log_format"`
+}
+
+const defaultConfigFile = `# sgnode configuration. Every key is optional; command-line flags override.
+
+# QUIC listen addresses (multiaddrs).
+listen = ["/ip4/0.0.0.0/udp/4100/quic-v1"]
+
+# Cluster members: one multiaddr ending in /p2p/<peer-id> per line.
+# sgnode dials them and admits only them (plus 'allow'). Relative paths are
+# relative to the data directory.
+peers_file = "peers.txt"
+
+# Extra peer IDs to admit without dialing them.
+allow = []
+
+# Admit ANY peer. For labs only: anyone who can reach the port can push
+# and fetch chunks.
+allow_any = false
+
+# Locality label shared with peers (rack, zone, site).
+zone = ""
+
+# Control socket (mode 0600). Default: <data>/sgnode.sock
+api = ""
+
+# Prometheus metrics on HOST:PORT (also served on the control socket).
+metrics = ""
+
+# Chunk store budgets. Chunks go to memory first, then spill to disk.
+mem_budget = "1GiB"
+disk_budget = "0"
+
+# debug, info, warn or error; text or json.
+log_level = "info"
+log_format = "text"
+`
+
+// readFileConfig reads path; a missing file is fine when optional.
+func readFileConfig(path string, optional bool) (fileConfig, error) {
+	var fc fileConfig
+	md, err := toml.DecodeFile(path, &fc)
+	if err != nil {
+		if optional && errors.Is(err, os.ErrNotExist) {
+			return fileConfig{}, nil
+		}
+		return fc, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fc, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	return fc, nil
+}

@@ -1,0 +1,51 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/sgrelay/sg/chunkstore"
+	"github.com/sgrelay/sg/node"
+)
+
+// Config is everything sgnode runs with. cmd/sgnode fills it from flags and
+// the config file; the daemon itself reads no flags or environment.
+type Config struct {
+	DataDir     string // identity, chunk segments, default socket
+	APISocket   string // control socket; default DataDir/sgnode.sock
+	MetricsAddr string // HOST:PORT for Prometheus; empty: only on the socket
+	Node        node.Config
+	Store       chunkstore.Config
+	Version     string
+}
+
+// DefaultConfig returns the defaults for a data directory.
+func DefaultConfig(dataDir string) Config {
+	return Config{DataDir: dataDir, Node: node.DefaultConfig(), Store: chunkstore.DefaultConfig()}
+}
+
+// IdentityPath is where the node's key lives.
+func (c Config) IdentityPath() string { return filepath.Join(c.DataDir, "identity.key") }
+
+// SocketPath is the control socket's path.
+func (c Config) SocketPath() string {
+	if c.APISocket != "" {
+		return c.APISocket
+	}
+	return filepath.Join(c.DataDir, "sgnode.sock")
+}
+
+// ChunkDir is where the disk tier keeps segments unless configured.
+func (c Config) ChunkDir() string { return filepath.Join(c.DataDir, "chunks") }
+
+// Validate reports the first thing wrong with c, naming the setting.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("data directory (--data) is required")
+	}
+	if err := c.Store.Validate(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
