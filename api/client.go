@@ -135,3 +135,14 @@ func (c *Client) stream(ctx context.Context, path string, req any, progress func
 	}
 	return nil, errors.New("sgnode closed the stream before the result")
 }
+
+// Metrics returns the node's Prometheus metrics in text format.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	return string(b), err
+}
