@@ -36,8 +36,10 @@ func TestPutGetThreeNodes(t *testing.T) {
 	}
 
 	for _, n := range []struct {
-		name    string
-		node    interface{ SgctlJSON(context.Context, any, ...string) error }
+		name string
+		node interface {
+			SgctlJSON(context.Context, any, ...string) error
+		}
 		network bool
 	}{{"c (replica)", cn, false}, {"a (holds nothing)", a, true}} {
 		out := filepath.Join(t.TempDir(), "out.bin")

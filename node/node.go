@@ -53,7 +53,7 @@ type Node struct {
 	gater *gater
 	ping  *ping.PingService
 
-	load atomic.Int32 // requests being served
+	load atomic.Int32  // requests being served
 	kick chan struct{} // a new connection: refresh now (capacity 1)
 
 	mu    sync.Mutex

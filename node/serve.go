@@ -25,8 +25,10 @@ const serveIdleFactor = 10
 // Close on success.
 func (n *Node) handler(proto protocol.ID, want wire.Type, answer answerer) network.StreamHandler {
 	return func(s network.Stream) {
-		n.load.Add(1)
-		defer n.load.Add(-1)
+		if proto != ProtoInfo { // asking for the load is not load
+			n.load.Add(1)
+			defer n.load.Add(-1)
+		}
 		if err := n.serveRequests(s, want, answer); err != nil {
 			n.m.protoErrors.WithLabelValues(string(proto)).Inc()
 			n.log.Debug("stream ended with error", "protocol", proto, "peer", s.Conn().RemotePeer(), "err", err)
