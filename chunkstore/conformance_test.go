@@ -130,7 +130,7 @@ func runConformance(t *testing.T, newTier newTierFunc) {
 			wg.Go(func() {
 				buf := make([]byte, 0, 8192)
 				for i := range 200 {
-					id, data := testChunk(1000+i%50+w*7, 4096)
+					id, data := testChunk(1000+w*100+i%50, 4096) // disjoint per worker
 					if err := tr.Put(id, data); err != nil {
 						t.Error(err)
 						return
