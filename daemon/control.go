@@ -162,7 +162,7 @@ func (d *Daemon) servePut(w http.ResponseWriter, r *http.Request) {
 	}
 	d.log.Info("put started", "path", req.Path, "size", fi.Size(), "targets", targets)
 	ev := newEventStream(w)
-	res, err := eviction.Put(r.Context(), nodeNetwork{d.node}, targets, f, fi.Size(), cfg, func(p eviction.Progress) {
+	res, err := eviction.Put(r.Context(), nodeNetwork{d.node}, targets, f, fi.Size(), cfg, func(p eviction.PutProgress) {
 		ev.send(api.Event{Progress: &api.Progress{Done: p.BytesAcked, Total: p.Total, Stage: "push"}}, false)
 	})
 	if err != nil {

@@ -58,8 +58,8 @@ func (c PutConfig) Validate() error {
 	return nil
 }
 
-// Progress is reported while Put runs.
-type Progress struct {
+// PutProgress is reported while Put runs.
+type PutProgress struct {
 	BytesRead  int64 // of the input
 	BytesAcked int64 // unique chunk bytes acknowledged by every replica
 	Total      int64
@@ -84,7 +84,7 @@ var ErrRejected = errors.New("target rejected a chunk")
 // Put reads size bytes from r, and pushes every distinct non-zero chunk and
 // the manifest to every target. It returns once all of them acknowledged
 // everything. progress may be nil; it is called from one goroutine.
-func Put(ctx context.Context, net Network, targets []string, r io.ReaderAt, size int64, cfg PutConfig, progress func(Progress)) (*PutResult, error) {
+func Put(ctx context.Context, net Network, targets []string, r io.ReaderAt, size int64, cfg PutConfig, progress func(PutProgress)) (*PutResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("put: %w", err)
 	}
@@ -132,7 +132,7 @@ func Put(ctx context.Context, net Network, targets []string, r io.ReaderAt, size
 			}
 			off += int64(n)
 			if progress != nil {
-				progress(Progress{BytesRead: off, BytesAcked: sc.acked.Load(), Total: size})
+				progress(PutProgress{BytesRead: off, BytesAcked: sc.acked.Load(), Total: size})
 			}
 		}
 		nodes, err := manifest.Build(&region, ids)
@@ -159,14 +159,14 @@ func Put(ctx context.Context, net Network, targets []string, r io.ReaderAt, size
 	}
 	res.Duration = time.Since(start)
 	if progress != nil {
-		progress(Progress{BytesRead: size, BytesAcked: sc.acked.Load(), Total: size})
+		progress(PutProgress{BytesRead: size, BytesAcked: sc.acked.Load(), Total: size})
 	}
 	return res, nil
 }
 
-// batch is a run of chunks sent to every target; it is recycled once every
+// putBatch is a run of chunks sent to every target; it is recycled once every
 // target has acknowledged it.
-type batch struct {
+type putBatch struct {
 	chunks  []wire.Chunk
 	buf     []byte
 	pending atomic.Int32 // targets yet to acknowledge
@@ -179,10 +179,10 @@ type scatter struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	g      *errgroup.Group
-	queues map[string]chan *batch
+	queues map[string]chan *putBatch
 	sent   map[string]*atomic.Int64
 	acked  atomic.Int64
-	cur    *batch
+	cur    *putBatch
 	pool   sync.Pool
 }
 
@@ -190,14 +190,14 @@ func newScatter(ctx context.Context, net Network, targets []string, cfg PutConfi
 	ctx, cancel := context.WithCancelCause(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	sc := &scatter{cfg: cfg, ctx: gctx, cancel: cancel, g: g,
-		queues: map[string]chan *batch{}, sent: map[string]*atomic.Int64{}}
-	sc.pool.New = func() any { return &batch{buf: make([]byte, 0, cfg.BatchBytes)} }
+		queues: map[string]chan *putBatch{}, sent: map[string]*atomic.Int64{}}
+	sc.pool.New = func() any { return &putBatch{buf: make([]byte, 0, cfg.BatchBytes)} }
 	for _, t := range targets {
 		if _, dup := sc.queues[t]; dup {
 			cancel(nil)
 			return nil, fmt.Errorf("put: target %s listed twice", t)
 		}
-		q := make(chan *batch, cfg.QueueBatches)
+		q := make(chan *putBatch, cfg.QueueBatches)
 		sc.queues[t], sc.sent[t] = q, new(atomic.Int64)
 		for range cfg.StreamsPerPeer {
 			ps, err := net.OpenPush(gctx, t)
@@ -213,8 +213,8 @@ func newScatter(ctx context.Context, net Network, targets []string, cfg PutConfi
 	return sc, nil
 }
 
-func (sc *scatter) newBatch() *batch {
-	b := sc.pool.Get().(*batch)
+func (sc *scatter) newBatch() *putBatch {
+	b := sc.pool.Get().(*putBatch)
 	b.chunks, b.buf, b.bytes = b.chunks[:0], b.buf[:0], 0
 	return b
 }
@@ -252,7 +252,7 @@ func (sc *scatter) send() error {
 }
 
 // drain pushes batches from q on one stream until q is closed.
-func (sc *scatter) drain(target string, ps Pusher, q <-chan *batch) error {
+func (sc *scatter) drain(target string, ps Pusher, q <-chan *putBatch) error {
 	for b := range q {
 		err := ps.Push(sc.ctx, b.chunks, func(st []wire.Status, err error) {
 			if err == nil {

@@ -55,6 +55,7 @@ type Node struct {
 
 	load atomic.Int32  // requests being served
 	kick chan struct{} // a new connection: refresh now (capacity 1)
+	mig  migrationHandlers
 
 	mu    sync.Mutex
 	peers map[peer.ID]*peerState
@@ -138,6 +139,7 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 	h.SetStreamHandler(ProtoHave, n.handleHave)
 	h.SetStreamHandler(ProtoGet, n.handleGet)
 	h.SetStreamHandler(ProtoInfo, n.handleInfo)
+	h.SetStreamHandler(ProtoMigrate, n.handleMigrate)
 	return n, nil
 }
 
@@ -155,7 +157,7 @@ func newResourceManager() (network.ResourceManager, error) {
 		id       protocol.ID
 		all, per int
 	}{
-		{ProtoPush, 1024, 64}, {ProtoGet, 1024, 64}, {ProtoHave, 256, 16}, {ProtoInfo, 256, 8},
+		{ProtoPush, 1024, 64}, {ProtoGet, 1024, 64}, {ProtoHave, 256, 16}, {ProtoInfo, 256, 8}, {ProtoMigrate, 512, 32},
 	} {
 		base, inc := perProto(p.all)
 		limits.AddProtocolLimit(p.id, base, inc)

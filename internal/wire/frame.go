@@ -44,6 +44,20 @@ func (t Type) String() string {
 		return "info-ack"
 	case TypeError:
 		return "error"
+	case TypeMigrateOpen:
+		return "migrate-open"
+	case TypeHolders:
+		return "holders"
+	case TypePlacements:
+		return "placements"
+	case TypeMigrateDone:
+		return "migrate-done"
+	case TypeAck:
+		return "ack"
+	case TypeDemand:
+		return "demand"
+	case TypeDemandAck:
+		return "demand-ack"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }

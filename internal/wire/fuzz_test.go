@@ -24,6 +24,14 @@ func FuzzFrames(f *testing.F) {
 		AppendInfo(nil),
 		AppendInfoAck(nil, Info{MemFree: 1, DiskFree: 2, Load: 3, Zone: "z"}),
 		AppendError(nil, StatusRefused, "no"),
+		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}}),
+		AppendHolders(nil, []Holder{{0, "12D3KooWdest"}, {1, "12D3KooWrelay"}}),
+		AppendPlacements(nil, []Placement{{Region: 0, Index: 7, ID: c[0].ID, Holders: 3}}),
+		AppendDone(nil, c[1].ID),
+		AppendAck(nil, StatusOK, ""),
+		AppendDemand(nil, DemandReq{ID: MigrationID{2}, Region: 1, Index: 99}),
+		AppendDemandAck(nil, StatusOK, c[0].Data),
+		AppendDemandAck(nil, StatusMissing, nil),
 		{0, 0, 0, 0},
 		{0xff, 0xff, 0xff, 0xff, 1},
 	}
@@ -87,6 +95,36 @@ func checkPayload(t *testing.T, typ Type, p []byte) {
 		v, err := DecodeError(p)
 		if err == nil {
 			re = AppendError(nil, v.Code, v.Message)
+		}
+	}
+	switch typ {
+	case TypeMigrateOpen:
+		if v, err := DecodeOpen(p); err == nil {
+			re = AppendOpen(nil, v)
+		}
+	case TypeHolders:
+		if v, err := DecodeHolders(p); err == nil {
+			re = AppendHolders(nil, v)
+		}
+	case TypePlacements:
+		if v, err := DecodePlacements(p, nil); err == nil {
+			re = AppendPlacements(nil, v)
+		}
+	case TypeMigrateDone:
+		if v, err := DecodeDone(p); err == nil {
+			re = AppendDone(nil, v)
+		}
+	case TypeAck:
+		if st, msg, err := DecodeAck(p); err == nil {
+			re = AppendAck(nil, st, msg)
+		}
+	case TypeDemand:
+		if v, err := DecodeDemand(p); err == nil {
+			re = AppendDemand(nil, v)
+		}
+	case TypeDemandAck:
+		if st, data, err := DecodeDemandAck(p); err == nil {
+			re = AppendDemandAck(nil, st, data)
 		}
 	}
 	if re != nil && !bytes.Equal(re[headerSize:], p) {

@@ -1,0 +1,417 @@
+package eviction
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+// Cluster is what an eviction needs from the network. The daemon adapts
+// node.Node to it; tests and simnet may plug in anything.
+type Cluster interface {
+	Network
+	// Have asks peer which of ids it already holds.
+	Have(ctx context.Context, peer string, ids []chunk.ID) ([]bool, error)
+	// FreeCapacity is how many bytes peer says it can still take.
+	FreeCapacity(ctx context.Context, peer string) (int64, error)
+	// OpenMigration opens a migration at the destination.
+	OpenMigration(ctx context.Context, dest string, o wire.Open) (Session, error)
+}
+
+// Session is the control stream of one migration to its destination.
+type Session interface {
+	Holders(ctx context.Context, hs []wire.Holder) error
+	Placements(ctx context.Context, ps []wire.Placement) error
+	Done(ctx context.Context, root chunk.ID) error
+	Close() error
+	Abort()
+}
+
+// Region is one piece of a VM's state, readable at any offset.
+type Region struct {
+	Name      string
+	Kind      manifest.Kind
+	Size      int64
+	ChunkSize int
+	Data      io.ReaderAt
+}
+
+// VM is one VM to evict.
+type VM struct {
+	Name    string
+	Regions []Region
+}
+
+// Config configures an eviction.
+type Config struct {
+	Dest     string   // the destination peer
+	Via      []string // intermediates (relays); ignored when Direct
+	Replicas int      // holders each chunk needs before it counts (the destination counts)
+	Direct   bool     // push to the destination only: the pre-/post-copy baseline
+	MaxRate  int64    // bytes/s cap on the source's pushes; 0: none
+
+	SpanBytes       int // bytes read and hashed as one unit
+	BatchBytes      int // chunk bytes per push frame
+	Hashers         int // hashing goroutines
+	HaveWorkers     int // concurrent have queries to the destination
+	DestStreams     int // push streams to the destination
+	RelayStreams    int // push streams to each relay
+	RelayBacklog    int // relays take batches only when this many wait (the destination is behind)
+	PlacementBatch  int // placements per frame
+	PlacementFlush  time.Duration
+	SkipHaveQueries bool // do not ask the destination what it already holds
+
+	Log *slog.Logger
+}
+
+// DefaultConfig returns settings for dest.
+func DefaultConfig(dest string) Config {
+	return Config{
+		Dest: dest, Replicas: 1,
+		SpanBytes: 1 << 20, BatchBytes: 1 << 20, Hashers: runtime.GOMAXPROCS(0), HaveWorkers: 8,
+		DestStreams: 4, RelayStreams: 2, RelayBacklog: 2,
+		PlacementBatch: 1024, PlacementFlush: 50 * time.Millisecond,
+	}
+}
+
+// Validate reports the first thing wrong with c.
+func (c Config) Validate() error {
+	switch {
+	case c.Dest == "":
+		return errors.New("no destination")
+	case c.Replicas < 1:
+		return fmt.Errorf("replicas %d: want at least 1", c.Replicas)
+	case c.Direct && c.Replicas > 1:
+		return errors.New("--direct sends to the destination only, so it cannot keep more than one replica")
+	case !c.Direct && c.Replicas > 1+len(c.Via):
+		return fmt.Errorf("replicas %d needs at least %d intermediates, have %d", c.Replicas, c.Replicas-1, len(c.Via))
+	case c.SpanBytes <= 0 || c.BatchBytes <= 0 || c.BatchBytes > wire.MaxFrameSize/2:
+		return errors.New("span and batch sizes must be positive (batch ≤ 4 MiB)")
+	case c.Hashers <= 0 || c.HaveWorkers <= 0 || c.DestStreams <= 0 || c.RelayStreams <= 0:
+		return errors.New("worker and stream counts must be positive")
+	case c.MaxRate < 0:
+		return errors.New("max rate is negative")
+	}
+	for _, v := range c.Via {
+		if v == c.Dest {
+			return errors.New("the destination is listed as an intermediate")
+		}
+	}
+	return nil
+}
+
+// Progress is reported while an eviction runs.
+type Progress struct {
+	BytesRead  int64            // of the VMs' images
+	BytesTotal int64            // VM bytes in all
+	UniqueDone int64            // unique chunk bytes fully acknowledged
+	Sent       map[string]int64 // acknowledged bytes per target
+	Elapsed    time.Duration
+}
+
+// VMResult is one VM's outcome.
+type VMResult struct {
+	Name          string
+	MigrationID   wire.MigrationID
+	Root          chunk.ID
+	Bytes         int64
+	Chunks        int64
+	ZeroChunks    int64
+	DupWithin     int64 // chunks equal to an earlier chunk of the same VM
+	DupAcross     int64 // chunks first seen in another VM of this eviction
+	ManifestBytes int64
+}
+
+// Result describes a finished eviction.
+type Result struct {
+	VMs           []VMResult
+	ET            time.Duration // eviction time: from start until nothing exists only here
+	Bytes         int64         // VM bytes
+	Chunks        int64
+	ZeroChunks    int64
+	DupWithin     int64
+	DupAcross     int64
+	AlreadyHeld   int64            // chunks the destination already had
+	UniqueChunks  int64            // distinct non-zero chunks pushed
+	UniqueBytes   int64            // their bytes
+	ManifestBytes int64            // manifest chunks pushed (all replicas)
+	SentBytes     map[string]int64 // chunk bytes acknowledged per target
+	Repaired      int64            // chunks pushed again after a relay was lost
+	Replicas      int
+}
+
+// EffectiveRate is VM bytes per second of ET.
+func (r *Result) EffectiveRate() float64 { return float64(r.Bytes) / r.ET.Seconds() }
+
+// WireRate is bytes pushed per second of ET.
+func (r *Result) WireRate() float64 {
+	var n int64
+	for _, v := range r.SentBytes {
+		n += v
+	}
+	return float64(n) / r.ET.Seconds()
+}
+
+// Eviction evicts one or more VMs together: they share one view of which
+// chunks were already sent, so a chunk common to several travels once.
+type Eviction struct {
+	cfg Config
+	cl  Cluster
+	vms []vmState
+	log *slog.Logger
+}
+
+type vmState struct {
+	VM
+	id      wire.MigrationID
+	ids     [][]chunk.ID // per region, per chunk: the manifest entries
+	res     VMResult
+	session Session
+}
+
+// New prepares an eviction; each VM gets a fresh migration ID.
+func New(cl Cluster, vms []VM, cfg Config) (*Eviction, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("evict: %w", err)
+	}
+	if len(vms) == 0 {
+		return nil, errors.New("evict: no VMs")
+	}
+	e := &Eviction{cfg: cfg, cl: cl, log: cfg.Log}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	for _, v := range vms {
+		if len(v.Regions) == 0 || len(v.Regions) > wire.MaxRegions {
+			return nil, fmt.Errorf("evict %s: %d regions", v.Name, len(v.Regions))
+		}
+		st := vmState{VM: v, res: VMResult{Name: v.Name}}
+		rand.Read(st.id[:])
+		st.res.MigrationID = st.id
+		for _, r := range v.Regions {
+			if r.ChunkSize <= 0 || r.ChunkSize > wire.MaxChunkSize || r.Size <= 0 {
+				return nil, fmt.Errorf("evict %s: region %s: size %d, chunk size %d", v.Name, r.Name, r.Size, r.ChunkSize)
+			}
+			mr := manifest.Region{Size: r.Size, ChunkSize: r.ChunkSize}
+			st.ids = append(st.ids, make([]chunk.ID, mr.Chunks()))
+			st.res.Bytes += r.Size
+		}
+		e.vms = append(e.vms, st)
+	}
+	return e, nil
+}
+
+// MigrationIDs lists the migrations this eviction opens, one per VM.
+func (e *Eviction) MigrationIDs() []wire.MigrationID {
+	out := make([]wire.MigrationID, len(e.vms))
+	for i := range e.vms {
+		out[i] = e.vms[i].id
+	}
+	return out
+}
+
+// ErrUnknownPosition is returned by ReadChunk for a position outside the VM.
+var ErrUnknownPosition = errors.New("no such migration, region or chunk")
+
+// ReadChunk reads the chunk at a position straight from the source's
+// snapshot: the answer to a destination's demand read, served at once,
+// whether or not the chunk has been placed yet.
+func (e *Eviction) ReadChunk(id wire.MigrationID, region uint16, index uint64, dst []byte) ([]byte, error) {
+	for i := range e.vms {
+		v := &e.vms[i]
+		if v.id != id {
+			continue
+		}
+		if int(region) >= len(v.Regions) {
+			return dst, ErrUnknownPosition
+		}
+		return readAt(v.Regions[region], index, dst)
+	}
+	return dst, ErrUnknownPosition
+}
+
+func readAt(r Region, index uint64, dst []byte) ([]byte, error) {
+	off := int64(index) * int64(r.ChunkSize)
+	if index >= uint64(r.Size) || off >= r.Size {
+		return dst, ErrUnknownPosition
+	}
+	n := int(min(int64(r.ChunkSize), r.Size-off))
+	dst = append(dst[:0], make([]byte, n)...)
+	if _, err := r.Data.ReadAt(dst, off); err != nil && !errors.Is(err, io.EOF) {
+		return dst[:0], fmt.Errorf("read %s at %d: %w", r.Name, off, err)
+	}
+	return dst, nil
+}
+
+// Run evicts the VMs and returns once every non-zero chunk has the
+// required holders and every manifest is stored at the destination.
+// progress may be nil.
+func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, error) {
+	start := time.Now()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	targets := []string{e.cfg.Dest}
+	if !e.cfg.Direct {
+		targets = append(targets, e.cfg.Via...)
+	}
+	if len(targets) > wire.MaxHolders {
+		return nil, fmt.Errorf("evict: %d targets, at most %d", len(targets), wire.MaxHolders)
+	}
+
+	// 1. Open every migration at the destination before sending a byte,
+	//    so it can start gathering (and demand-reading) at once.
+	holders := make([]wire.Holder, len(targets))
+	for i, t := range targets {
+		holders[i] = wire.Holder{Index: uint8(i), Peer: t}
+	}
+	for i := range e.vms {
+		v := &e.vms[i]
+		o := wire.Open{ID: v.id, VM: v.Name}
+		for _, r := range v.Regions {
+			o.Regions = append(o.Regions, wire.RegionInfo{Name: r.Name, Kind: uint8(r.Kind), Size: uint64(r.Size), ChunkSize: uint32(r.ChunkSize)})
+		}
+		s, err := e.cl.OpenMigration(ctx, e.cfg.Dest, o)
+		if err != nil {
+			e.abortSessions()
+			return nil, fmt.Errorf("evict %s: %w", v.Name, err)
+		}
+		v.session = s
+		if err := s.Holders(ctx, holders); err != nil {
+			e.abortSessions()
+			return nil, fmt.Errorf("evict %s: %w", v.Name, err)
+		}
+	}
+
+	// 2. Scatter.
+	sc, err := newScheduler(ctx, e, targets)
+	if err != nil {
+		e.abortSessions()
+		return nil, err
+	}
+	pl := newPlacer(e)
+	sc.placed = pl.add
+	var total int64
+	for _, v := range e.vms {
+		total += v.res.Bytes
+	}
+	pr := newProducer(e, sc)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return pl.run(gctx) })
+	g.Go(func() error {
+		err := sc.run(gctx)
+		pl.close() // everything is placed: flush and stop
+		return err
+	})
+	g.Go(func() error {
+		err := pr.run(gctx)
+		sc.producerDone(err)
+		return err
+	})
+	if progress != nil {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					progress(Progress{BytesRead: pr.read.Load(), BytesTotal: total, UniqueDone: sc.uniqueDone.Load(),
+						Sent: sc.sentSnapshot(), Elapsed: time.Since(start)})
+				}
+			}
+		})
+		defer func() { close(stop); wg.Wait() }()
+	}
+	// The placer ends when the scheduler has placed everything and closed it.
+	if err := g.Wait(); err != nil {
+		e.abortSessions()
+		return nil, fmt.Errorf("evict: %w", err)
+	}
+
+	// 3. Manifests: built from the positions, pushed to the destination
+	//    (and replicated like data), then handed over with Done.
+	res := &Result{SentBytes: sc.sentSnapshot(), Replicas: e.cfg.Replicas}
+	for i := range e.vms {
+		v := &e.vms[i]
+		root, mbytes, err := e.storeManifest(ctx, sc, v)
+		if err != nil {
+			e.abortSessions()
+			return nil, fmt.Errorf("evict %s: manifest: %w", v.Name, err)
+		}
+		if err := v.session.Done(ctx, root); err != nil {
+			e.abortSessions()
+			return nil, fmt.Errorf("evict %s: hand over manifest: %w", v.Name, err)
+		}
+		v.res.Root, v.res.ManifestBytes = root, mbytes
+	}
+	res.ET = time.Since(start)
+	for i := range e.vms {
+		v := &e.vms[i]
+		if err := v.session.Close(); err != nil {
+			e.log.Warn("close migration session", "vm", v.Name, "err", err)
+		}
+		res.VMs = append(res.VMs, v.res)
+		res.Bytes += v.res.Bytes
+		res.Chunks += v.res.Chunks
+		res.ZeroChunks += v.res.ZeroChunks
+		res.DupWithin += v.res.DupWithin
+		res.DupAcross += v.res.DupAcross
+		res.ManifestBytes += v.res.ManifestBytes
+	}
+	res.SentBytes = sc.sentSnapshot()
+	res.AlreadyHeld = sc.alreadyHeld.Load()
+	res.UniqueChunks, res.UniqueBytes = pr.uniqueChunks, pr.uniqueBytes
+	res.Repaired = sc.repaired.Load()
+	return res, nil
+}
+
+func (e *Eviction) abortSessions() {
+	for i := range e.vms {
+		if s := e.vms[i].session; s != nil {
+			s.Abort()
+		}
+	}
+}
+
+// storeManifest builds a VM's manifest tree and pushes every node of it to
+// the destination and to Replicas-1 other live targets.
+func (e *Eviction) storeManifest(ctx context.Context, sc *scheduler, v *vmState) (chunk.ID, int64, error) {
+	m := manifest.Manifest{Name: v.Name}
+	var nodes []manifest.Node
+	for i, r := range v.Regions {
+		mr := manifest.Region{Name: r.Name, Kind: r.Kind, Size: r.Size, ChunkSize: r.ChunkSize}
+		ns, err := manifest.Build(&mr, v.ids[i])
+		if err != nil {
+			return chunk.ID{}, 0, err
+		}
+		nodes = append(nodes, ns...)
+		m.Regions = append(m.Regions, mr)
+	}
+	rootData := m.Encode()
+	root := chunk.Sum(rootData)
+	nodes = append(nodes, manifest.Node{ID: root, Data: rootData})
+	var n int64
+	for _, nd := range nodes {
+		n += int64(len(nd.Data))
+	}
+	if err := sc.pushManifest(ctx, nodes); err != nil {
+		return chunk.ID{}, 0, err
+	}
+	return root, n, nil
+}

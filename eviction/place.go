@@ -1,0 +1,96 @@
+package eviction
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+// placement is one position whose chunk has its holders.
+type placement struct {
+	at      pos
+	id      chunk.ID
+	holders uint32
+}
+
+// placer streams placements to each VM's destination session in frames,
+// so the destination can fetch placed chunks from their holders while the
+// eviction goes on.
+type placer struct {
+	e       *Eviction
+	mu      sync.Mutex
+	pending [][]wire.Placement // per VM
+	kick    chan struct{}      // capacity 1: a frame's worth is waiting
+	done    chan struct{}      // closed by close: flush and return
+	once    sync.Once
+}
+
+func newPlacer(e *Eviction) *placer {
+	return &placer{e: e, pending: make([][]wire.Placement, len(e.vms)), kick: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func (p *placer) add(ps []placement) {
+	p.mu.Lock()
+	n := 0
+	for _, pl := range ps {
+		p.pending[pl.at.vm] = append(p.pending[pl.at.vm], wire.Placement{
+			Region: pl.at.region, Index: pl.at.index, ID: pl.id, Holders: pl.holders,
+		})
+		n = max(n, len(p.pending[pl.at.vm]))
+	}
+	p.mu.Unlock()
+	if n >= p.e.cfg.PlacementBatch {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// close makes run flush what is pending and return.
+func (p *placer) close() { p.once.Do(func() { close(p.done) }) }
+
+// run sends pending placements every PlacementFlush, or sooner when a
+// frame's worth is waiting, until closed.
+func (p *placer) run(ctx context.Context) error {
+	t := time.NewTicker(p.e.cfg.PlacementFlush)
+	defer t.Stop()
+	for {
+		final := false
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.done:
+			final = true
+		case <-t.C:
+		case <-p.kick:
+		}
+		if err := p.flush(ctx); err != nil {
+			return err
+		}
+		if final {
+			return nil
+		}
+	}
+}
+
+func (p *placer) flush(ctx context.Context) error {
+	p.mu.Lock()
+	work := p.pending
+	p.pending = make([][]wire.Placement, len(p.e.vms))
+	p.mu.Unlock()
+	for vi, ps := range work {
+		for len(ps) > 0 {
+			n := min(len(ps), p.e.cfg.PlacementBatch, wire.MaxPlacements)
+			if err := p.e.vms[vi].session.Placements(ctx, ps[:n]); err != nil {
+				return fmt.Errorf("placements to destination for %s: %w", p.e.vms[vi].Name, err)
+			}
+			ps = ps[n:]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,251 @@
+package eviction
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sgrelay/sg/internal/chunk"
+)
+
+// pos is one chunk position: VM, region, chunk index.
+type pos struct {
+	vm, region uint16
+	index      uint64
+}
+
+// chunkState is what the eviction knows of one distinct non-zero chunk.
+// Guarded by ledger.mu.
+type chunkState struct {
+	id        chunk.ID
+	size      int
+	first     pos    // where to read it again (repair after a lost relay)
+	waiting   []pos  // positions not yet reported to the destination
+	holders   uint32 // targets that acknowledged it (bit = target index)
+	satisfied bool   // has had Replicas holders at least once
+}
+
+// ledger is the dedup view shared by every VM of an eviction.
+type ledger struct {
+	mu     sync.Mutex
+	chunks map[chunk.ID]*chunkState
+}
+
+// span is a run of chunks of one region, read and hashed as a unit.
+type span struct {
+	vm, region int
+	first      uint64 // index of the first chunk
+	chunkSize  int
+	buf        []byte
+	ids        []chunk.ID
+}
+
+// producer reads every region, hashes in parallel, drops zeros and
+// duplicates, asks the destination what it already holds, and hands new
+// chunks to the scheduler in batches.
+//
+//	reader ─spans─► hashers (×N) ─spans─► sequencer (dedup, batching) ─batches─► have workers (×M) ─► scheduler
+type producer struct {
+	e    *Eviction
+	sc   *scheduler
+	read atomic.Int64
+	pool sync.Pool
+
+	// Counted by the sequencer only; read after run returns.
+	uniqueChunks, uniqueBytes int64
+}
+
+func newProducer(e *Eviction, sc *scheduler) *producer {
+	p := &producer{e: e, sc: sc}
+	p.pool.New = func() any { return &span{buf: make([]byte, 0, e.cfg.SpanBytes)} }
+	return p
+}
+
+func (p *producer) run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	hashers := p.e.cfg.Hashers
+	toHash := make(chan *span, 2*hashers)
+	toSeq := make(chan *span, 2*hashers)
+	toHave := make(chan *batch, p.e.cfg.HaveWorkers)
+
+	g.Go(func() error {
+		defer close(toHash)
+		return p.readAll(ctx, toHash)
+	})
+	var hw sync.WaitGroup
+	for range hashers {
+		hw.Add(1)
+		g.Go(func() error {
+			defer hw.Done()
+			for s := range toHash {
+				hashSpan(s)
+				select {
+				case toSeq <- s:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { hw.Wait(); close(toSeq); return nil })
+	g.Go(func() error {
+		defer close(toHave)
+		return p.sequence(ctx, toSeq, toHave)
+	})
+	for range p.e.cfg.HaveWorkers {
+		g.Go(func() error {
+			for b := range toHave {
+				if err := p.filterHeld(ctx, b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// readAll reads every region of every VM in spans.
+func (p *producer) readAll(ctx context.Context, out chan<- *span) error {
+	for vi := range p.e.vms {
+		v := &p.e.vms[vi]
+		for ri, r := range v.Regions {
+			per := max(1, p.e.cfg.SpanBytes/r.ChunkSize) * r.ChunkSize
+			for off := int64(0); off < r.Size; off += int64(per) {
+				s := p.pool.Get().(*span)
+				n := int(min(int64(per), r.Size-off))
+				s.vm, s.region, s.first, s.chunkSize = vi, ri, uint64(off/int64(r.ChunkSize)), r.ChunkSize
+				s.buf = append(s.buf[:0], make([]byte, n)...)
+				if _, err := r.Data.ReadAt(s.buf, off); err != nil && !errors.Is(err, io.EOF) {
+					return fmt.Errorf("read %s %s at %d: %w", v.Name, r.Name, off, err)
+				}
+				p.read.Add(int64(n))
+				select {
+				case out <- s:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// hashSpan fills s.ids: chunk.Zero for zero chunks, else the hash. Zero
+// detection runs first: it costs a few percent of hashing.
+func hashSpan(s *span) {
+	s.ids = s.ids[:0]
+	for o := 0; o < len(s.buf); o += s.chunkSize {
+		c := s.buf[o:min(len(s.buf), o+s.chunkSize)]
+		if chunk.IsZeroData(c) {
+			s.ids = append(s.ids, chunk.Zero)
+		} else {
+			s.ids = append(s.ids, chunk.Sum(c))
+		}
+	}
+}
+
+// sequence records every position for the manifests and batches each new
+// distinct chunk once. It is the only writer of the ledger's map.
+func (p *producer) sequence(ctx context.Context, in <-chan *span, out chan<- *batch) error {
+	led := p.sc.led
+	cur := p.sc.newBatch()
+	flush := func() error {
+		if len(cur.items) == 0 {
+			return nil
+		}
+		select {
+		case out <- cur:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		cur = p.sc.newBatch()
+		return nil
+	}
+	var now []placement // positions to report at once (duplicates of placed chunks)
+	for s := range in {
+		v := &p.e.vms[s.vm]
+		led.mu.Lock()
+		for i, id := range s.ids {
+			at := pos{vm: uint16(s.vm), region: uint16(s.region), index: s.first + uint64(i)}
+			v.ids[s.region][at.index] = id
+			v.res.Chunks++
+			if id.IsZero() {
+				v.res.ZeroChunks++
+				continue
+			}
+			if st, dup := led.chunks[id]; dup {
+				if int(st.first.vm) == s.vm {
+					v.res.DupWithin++
+				} else {
+					v.res.DupAcross++
+				}
+				if st.satisfied {
+					now = append(now, placement{at: at, id: id, holders: st.holders})
+				} else {
+					st.waiting = append(st.waiting, at)
+				}
+				continue
+			}
+			data := s.buf[i*s.chunkSize : min(len(s.buf), (i+1)*s.chunkSize)]
+			st := &chunkState{id: id, size: len(data), first: at, waiting: []pos{at}}
+			led.chunks[id] = st
+			p.uniqueChunks++
+			p.uniqueBytes += int64(len(data))
+			if !cur.fits(len(data), p.e.cfg.BatchBytes) {
+				led.mu.Unlock()
+				if err := flush(); err != nil {
+					return err
+				}
+				led.mu.Lock()
+			}
+			cur.add(st, data)
+		}
+		led.mu.Unlock()
+		p.pool.Put(s)
+		if len(now) > 0 {
+			p.sc.placed(now)
+			now = now[:0:0]
+		}
+	}
+	return flush()
+}
+
+// filterHeld asks the destination which chunks of b it already holds (from
+// other VMs, earlier migrations): they count as held there and are not sent.
+func (p *producer) filterHeld(ctx context.Context, b *batch) error {
+	if p.e.cfg.SkipHaveQueries {
+		return p.sc.enqueue(ctx, b)
+	}
+	ids := make([]chunk.ID, len(b.items))
+	for i, st := range b.items {
+		ids[i] = st.id
+	}
+	held, err := p.e.cl.Have(ctx, p.e.cfg.Dest, ids)
+	if err != nil {
+		// Not fatal: the chunks are simply sent.
+		p.e.log.Debug("have query to destination failed", "err", err)
+		return p.sc.enqueue(ctx, b)
+	}
+	var heldItems []int
+	for i, h := range held {
+		if h {
+			heldItems = append(heldItems, i)
+		}
+	}
+	if len(heldItems) > 0 {
+		p.sc.alreadyHeld.Add(int64(len(heldItems)))
+		p.sc.acked(b, heldItems, destIndex)
+		b = p.sc.withoutSatisfied(b)
+		if len(b.items) == 0 {
+			return nil
+		}
+	}
+	return p.sc.enqueue(ctx, b)
+}

@@ -1,0 +1,665 @@
+package eviction
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+// destIndex is the destination's target (and holder) index.
+const destIndex = 0
+
+// batch is a run of distinct chunks pushed together. Items leave a batch's
+// life only once each has Replicas holders; until then the batch goes back
+// to the queue after each push, and a target pushes only the items it
+// does not hold yet.
+type batch struct {
+	items    []*chunkState
+	data     [][]byte
+	buf      []byte
+	inflight uint32 // targets pushing it now
+}
+
+func (b *batch) fits(n, limit int) bool {
+	return len(b.items) == 0 || (len(b.items) < wire.MaxBatch && len(b.buf)+n <= limit)
+}
+
+func (b *batch) add(st *chunkState, data []byte) {
+	off := len(b.buf)
+	b.buf = append(b.buf, data...)
+	b.items = append(b.items, st)
+	b.data = append(b.data, b.buf[off:len(b.buf):len(b.buf)])
+}
+
+// without returns a batch of the items not listed in drop (sharing data).
+func (b *batch) without(drop []int) *batch {
+	nb := &batch{buf: b.buf}
+	skip := map[int]bool{}
+	for _, i := range drop {
+		skip[i] = true
+	}
+	for i := range b.items {
+		if !skip[i] {
+			nb.items = append(nb.items, b.items[i])
+			nb.data = append(nb.data, b.data[i])
+		}
+	}
+	return nb
+}
+
+type target struct {
+	idx    int
+	peer   string
+	bit    uint32
+	dest   bool
+	dead   bool
+	full   bool
+	free   int64 // capacity estimate left; <0: unknown
+	sent   atomic.Int64
+	pushes int // stream workers still running
+}
+
+// scheduler hands batches to push streams. Policy:
+//
+//   - the destination takes any batch it can help with;
+//   - a relay takes a batch only when the destination is behind (RelayBacklog
+//     batches wait), when the destination already holds the batch (more
+//     replicas needed), when the destination cannot take more, or when
+//     the producer has finished (no point leaving a relay idle at the end);
+//   - a target stops taking once it is dead, full, or out of the capacity
+//     it reported.
+//
+// A target's share thus follows its measured rate: a stream asks for the
+// next batch only when its window has room.
+type scheduler struct {
+	e       *Eviction
+	ctx     context.Context
+	led     *ledger
+	targets []*target
+	cond    *sync.Cond // on led.mu
+
+	queue     []*batch
+	inflight  int
+	prodDone  bool
+	finished  bool
+	failed    error
+	repairing int
+
+	placed  func([]placement)
+	limiter *rateLimiter
+	pool    sync.Pool
+
+	uniqueDone  atomic.Int64
+	alreadyHeld atomic.Int64
+	repaired    atomic.Int64
+	unsatisfied int64 // distinct chunks without Replicas holders (under led.mu)
+}
+
+func newScheduler(ctx context.Context, e *Eviction, peers []string) (*scheduler, error) {
+	sc := &scheduler{e: e, ctx: ctx, led: &ledger{chunks: map[chunk.ID]*chunkState{}}}
+	sc.cond = sync.NewCond(&sc.led.mu)
+	sc.limiter = newRateLimiter(e.cfg.MaxRate)
+	sc.pool.New = func() any { return &batch{buf: make([]byte, 0, e.cfg.BatchBytes)} }
+	for i, p := range peers {
+		t := &target{idx: i, peer: p, bit: 1 << i, dest: i == destIndex, free: -1}
+		if free, err := e.cl.FreeCapacity(ctx, p); err == nil {
+			t.free = free
+		} else if !t.dest {
+			e.log.Warn("intermediate did not report its capacity; not using it", "peer", p, "err", err)
+			t.dead = true
+		}
+		sc.targets = append(sc.targets, t)
+	}
+	return sc, nil
+}
+
+func (sc *scheduler) newBatch() *batch {
+	b := sc.pool.Get().(*batch)
+	b.items, b.data, b.buf, b.inflight = b.items[:0], b.data[:0], b.buf[:0], 0
+	return b
+}
+
+// enqueue adds a new batch; it blocks while the queue is long, so memory
+// stays bounded by the queue plus what is in flight.
+func (sc *scheduler) enqueue(ctx context.Context, b *batch) error {
+	sc.led.mu.Lock()
+	defer sc.led.mu.Unlock()
+	limit := 4 * max(sc.e.cfg.RelayBacklog, 2) * len(sc.targets)
+	for len(sc.queue) >= limit && sc.failed == nil && ctx.Err() == nil {
+		sc.cond.Wait()
+	}
+	if sc.failed != nil {
+		return sc.failed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sc.unsatisfied += int64(len(b.items))
+	for _, st := range b.items {
+		if bits.OnesCount32(st.holders) >= sc.e.cfg.Replicas {
+			sc.unsatisfied-- // already satisfied (e.g. held at the destination)
+		}
+	}
+	sc.queue = append(sc.queue, b)
+	sc.cond.Broadcast()
+	return nil
+}
+
+// producerDone records that no more batches will come.
+func (sc *scheduler) producerDone(err error) {
+	sc.led.mu.Lock()
+	defer sc.led.mu.Unlock()
+	sc.prodDone = true
+	if err != nil && sc.failed == nil {
+		sc.failed = err
+	}
+	sc.cond.Broadcast()
+}
+
+func (sc *scheduler) fail(err error) {
+	if sc.failed == nil {
+		sc.failed = err
+	}
+	sc.cond.Broadcast()
+}
+
+// needs reports whether st still lacks holders.
+func (sc *scheduler) needs(st *chunkState) bool {
+	return bits.OnesCount32(st.holders) < sc.e.cfg.Replicas
+}
+
+// eligible lists the items of b that t should push.
+func (sc *scheduler) eligible(b *batch, t *target) []int {
+	if b.inflight&t.bit != 0 {
+		return nil
+	}
+	var out []int
+	for i, st := range b.items {
+		if sc.needs(st) && st.holders&t.bit == 0 {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (sc *scheduler) destUsable() bool {
+	d := sc.targets[destIndex]
+	return !d.dead && !d.full
+}
+
+// take blocks until t has a batch to push, or returns nil when t should stop.
+func (sc *scheduler) take(t *target) (*batch, []int) {
+	sc.led.mu.Lock()
+	defer sc.led.mu.Unlock()
+	for {
+		if sc.failed != nil || sc.finished || t.dead || t.full {
+			return nil, nil
+		}
+		relayMayTake := sc.prodDone || len(sc.queue) >= sc.e.cfg.RelayBacklog || !sc.destUsable()
+		for qi, b := range sc.queue {
+			items := sc.eligible(b, t)
+			if len(items) == 0 {
+				continue
+			}
+			if !t.dest && !relayMayTake && !sc.heldByDest(b) {
+				continue
+			}
+			size := int64(0)
+			for _, i := range items {
+				size += int64(len(b.data[i]))
+			}
+			if t.free >= 0 && size > t.free {
+				continue
+			}
+			if t.free >= 0 {
+				t.free -= size
+			}
+			sc.queue = append(sc.queue[:qi], sc.queue[qi+1:]...)
+			b.inflight |= t.bit
+			sc.inflight++
+			sc.cond.Broadcast() // the queue shrank: the producer may go on
+			return b, items
+		}
+		sc.cond.Wait()
+	}
+}
+
+func (sc *scheduler) heldByDest(b *batch) bool {
+	for _, st := range b.items {
+		if st.holders&(1<<destIndex) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// acked records that target idx holds items of b and returns the
+// placements that became due. Call with led.mu held.
+func (sc *scheduler) ackedLocked(b *batch, items []int, idx int) []placement {
+	var out []placement
+	bit := uint32(1) << idx
+	for _, i := range items {
+		st := b.items[i]
+		st.holders |= bit
+		if !st.satisfied && !sc.needs(st) {
+			st.satisfied = true
+			sc.uniqueDone.Add(int64(st.size))
+			for _, at := range st.waiting {
+				out = append(out, placement{at: at, id: st.id, holders: st.holders})
+			}
+			st.waiting = nil
+		}
+	}
+	return out
+}
+
+// withoutSatisfied returns b less the items that already have their holders.
+func (sc *scheduler) withoutSatisfied(b *batch) *batch {
+	sc.led.mu.Lock()
+	defer sc.led.mu.Unlock()
+	var drop []int
+	for i, st := range b.items {
+		if !sc.needs(st) {
+			drop = append(drop, i)
+		}
+	}
+	if len(drop) == 0 {
+		return b
+	}
+	return b.without(drop)
+}
+
+// acked is ackedLocked for callers outside the lock (the have filter).
+func (sc *scheduler) acked(b *batch, items []int, idx int) {
+	sc.led.mu.Lock()
+	due := sc.ackedLocked(b, items, idx)
+	sc.led.mu.Unlock()
+	if len(due) > 0 {
+		sc.placed(due)
+	}
+}
+
+// run starts every target's push streams and returns when every chunk is
+// satisfied (and every relay still holding chunks is alive), or on failure.
+func (sc *scheduler) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, t := range sc.targets {
+		if t.dead {
+			continue
+		}
+		streams := sc.e.cfg.RelayStreams
+		if t.dest {
+			streams = sc.e.cfg.DestStreams
+		}
+		for range streams {
+			ps, err := sc.e.cl.OpenPush(gctx, t.peer)
+			if err != nil {
+				if t.dest {
+					return fmt.Errorf("push to destination %s: %w", t.peer, err)
+				}
+				sc.e.log.Warn("cannot push to intermediate; not using it", "peer", t.peer, "err", err)
+				sc.led.mu.Lock()
+				sc.loseTargetLocked(t)
+				sc.led.mu.Unlock()
+				break
+			}
+			sc.led.mu.Lock()
+			t.pushes++
+			sc.led.mu.Unlock()
+			g.Go(func() error { return sc.pushLoop(gctx, t, ps) })
+		}
+	}
+	g.Go(func() error { return sc.watch(gctx) })
+	stop := context.AfterFunc(gctx, func() {
+		sc.led.mu.Lock()
+		sc.fail(context.Cause(gctx))
+		sc.led.mu.Unlock()
+	})
+	defer stop()
+	err := g.Wait()
+	sc.led.mu.Lock()
+	defer sc.led.mu.Unlock()
+	if sc.failed != nil && !sc.finished {
+		return sc.failed
+	}
+	return err
+}
+
+// watch waits for completion; before declaring it, it checks that every
+// relay holding chunks still answers, repairing what a lost one held.
+func (sc *scheduler) watch(ctx context.Context) error {
+	for {
+		sc.led.mu.Lock()
+		for sc.failed == nil && !(sc.prodDone && len(sc.queue) == 0 && sc.inflight == 0 && sc.repairing == 0 && sc.unsatisfied == 0) {
+			sc.cond.Wait()
+		}
+		if sc.failed != nil {
+			err := sc.failed
+			sc.led.mu.Unlock()
+			return err
+		}
+		var relays []*target
+		for _, t := range sc.targets {
+			if !t.dest && !t.dead && t.sent.Load() > 0 {
+				relays = append(relays, t)
+			}
+		}
+		sc.led.mu.Unlock()
+		lost := false
+		for _, t := range relays {
+			if _, err := sc.e.cl.FreeCapacity(ctx, t.peer); err != nil {
+				sc.e.log.Warn("intermediate lost before the end of the eviction; repairing", "peer", t.peer, "err", err)
+				sc.led.mu.Lock()
+				sc.loseTargetLocked(t)
+				sc.led.mu.Unlock()
+				lost = true
+			}
+		}
+		if !lost {
+			sc.led.mu.Lock()
+			sc.finished = true
+			sc.cond.Broadcast()
+			sc.led.mu.Unlock()
+			return nil
+		}
+	}
+}
+
+// pushLoop pushes batches to t on one stream until there are none left.
+func (sc *scheduler) pushLoop(ctx context.Context, t *target, ps Pusher) error {
+	defer func() {
+		sc.led.mu.Lock()
+		t.pushes--
+		sc.cond.Broadcast()
+		sc.led.mu.Unlock()
+	}()
+	var chunks []wire.Chunk
+	for {
+		b, items := sc.take(t)
+		if b == nil {
+			break
+		}
+		chunks = chunks[:0]
+		size := 0
+		for _, i := range items {
+			chunks = append(chunks, wire.Chunk{ID: b.items[i].id, Data: b.data[i]})
+			size += len(b.data[i])
+		}
+		if err := sc.limiter.wait(ctx, size); err != nil {
+			sc.requeue(t, b, err)
+			break
+		}
+		err := ps.Push(ctx, chunks, func(st []wire.Status, err error) { sc.onAck(t, b, items, st, err) })
+		if err != nil {
+			sc.requeue(t, b, err)
+			break
+		}
+	}
+	if err := ps.Close(); err != nil {
+		ps.Abort()
+	}
+	return nil
+}
+
+// requeue returns a batch whose push failed and gives up on the target.
+func (sc *scheduler) requeue(t *target, b *batch, err error) {
+	sc.led.mu.Lock()
+	defer sc.led.mu.Unlock()
+	b.inflight &^= t.bit
+	sc.inflight--
+	sc.queue = append([]*batch{b}, sc.queue...)
+	sc.targetFailedLocked(t, err)
+}
+
+func (sc *scheduler) targetFailedLocked(t *target, err error) {
+	if t.dead || sc.finished {
+		return
+	}
+	if t.dest {
+		sc.fail(fmt.Errorf("destination %s failed: %w", t.peer, err))
+		return
+	}
+	sc.e.log.Warn("intermediate failed; its chunks go elsewhere", "peer", t.peer, "err", err)
+	sc.loseTargetLocked(t)
+}
+
+// loseTargetLocked marks t dead and takes back every chunk it held: those
+// left without enough holders are read again and re-queued.
+func (sc *scheduler) loseTargetLocked(t *target) {
+	if t.dead {
+		return
+	}
+	t.dead = true
+	var lost []*chunkState
+	for _, st := range sc.led.chunks {
+		if st.holders&t.bit == 0 {
+			continue
+		}
+		wasOK := !sc.needs(st)
+		st.holders &^= t.bit
+		if wasOK && sc.needs(st) {
+			lost = append(lost, st)
+		}
+	}
+	if len(lost) > 0 {
+		sc.unsatisfied += int64(len(lost))
+		sc.repairing++
+		go sc.repair(lost) // owned by the scheduler: watch waits for repairing == 0
+	}
+	if !sc.anyAliveLocked() {
+		sc.fail(errors.New("no target left to push to"))
+	}
+	sc.cond.Broadcast()
+}
+
+func (sc *scheduler) anyAliveLocked() bool {
+	for _, t := range sc.targets {
+		if !t.dead && !t.full {
+			return true
+		}
+	}
+	return false
+}
+
+// repair re-reads lost chunks from the snapshot and queues them again.
+func (sc *scheduler) repair(lost []*chunkState) {
+	defer func() {
+		sc.led.mu.Lock()
+		sc.repairing--
+		sc.cond.Broadcast()
+		sc.led.mu.Unlock()
+	}()
+	b := sc.newBatch()
+	var buf []byte
+	flush := func() bool {
+		if len(b.items) == 0 {
+			return true
+		}
+		sc.led.mu.Lock()
+		sc.queue = append([]*batch{b}, sc.queue...)
+		sc.cond.Broadcast()
+		sc.led.mu.Unlock()
+		b = sc.newBatch()
+		return true
+	}
+	for _, st := range lost {
+		v := &sc.e.vms[st.first.vm]
+		var err error
+		buf, err = readAt(v.Regions[st.first.region], st.first.index, buf)
+		if err == nil && chunk.Sum(buf) != st.id {
+			err = fmt.Errorf("%s %s chunk %d changed since it was read", v.Name, v.Regions[st.first.region].Name, st.first.index)
+		}
+		if err != nil {
+			sc.led.mu.Lock()
+			sc.fail(fmt.Errorf("repair after a lost intermediate: %w", err))
+			sc.led.mu.Unlock()
+			return
+		}
+		if !b.fits(len(buf), sc.e.cfg.BatchBytes) {
+			flush()
+		}
+		b.add(st, buf)
+		sc.repaired.Add(1)
+	}
+	flush()
+}
+
+// onAck handles a target's answer to one push.
+func (sc *scheduler) onAck(t *target, b *batch, items []int, st []wire.Status, err error) {
+	sc.led.mu.Lock()
+	b.inflight &^= t.bit
+	sc.inflight--
+	var due []placement
+	if err != nil {
+		sc.queue = append([]*batch{b}, sc.queue...)
+		sc.targetFailedLocked(t, err)
+	} else {
+		var ok []int
+		var bytes int64
+		for k, s := range st {
+			switch s {
+			case wire.StatusOK:
+				ok = append(ok, items[k])
+				bytes += int64(len(b.data[items[k]]))
+			case wire.StatusFull:
+				if !t.full {
+					sc.e.log.Info("target is full; sending it no more", "peer", t.peer)
+				}
+				t.full = true
+			default:
+				sc.e.log.Warn("target rejected a chunk", "peer", t.peer, "chunk", b.items[items[k]].id.Short(), "status", s)
+			}
+		}
+		t.sent.Add(bytes)
+		before := sc.countNeeds(b)
+		due = sc.ackedLocked(b, ok, t.idx)
+		after := sc.countNeeds(b)
+		sc.unsatisfied -= int64(before - after)
+		if after > 0 {
+			sc.queue = append([]*batch{b}, sc.queue...)
+		} else if b.inflight == 0 {
+			sc.pool.Put(b)
+		}
+		if t.full && !sc.anyAliveLocked() {
+			sc.fail(errors.New("every target is full"))
+		}
+	}
+	sc.cond.Broadcast()
+	sc.led.mu.Unlock()
+	if len(due) > 0 {
+		sc.placed(due)
+	}
+}
+
+func (sc *scheduler) countNeeds(b *batch) int {
+	n := 0
+	for _, st := range b.items {
+		if sc.needs(st) {
+			n++
+		}
+	}
+	return n
+}
+
+func (sc *scheduler) sentSnapshot() map[string]int64 {
+	out := map[string]int64{}
+	for _, t := range sc.targets {
+		out[t.peer] = t.sent.Load()
+	}
+	return out
+}
+
+// pushManifest stores manifest nodes at the destination and at Replicas-1
+// live relays (those that took the most data, so probably the fastest).
+func (sc *scheduler) pushManifest(ctx context.Context, nodes []manifest.Node) error {
+	chunks := make([]wire.Chunk, len(nodes))
+	for i, n := range nodes {
+		chunks[i] = wire.Chunk{ID: n.ID, Data: n.Data}
+	}
+	targets := []*target{sc.targets[destIndex]}
+	sc.led.mu.Lock()
+	var relays []*target
+	for _, t := range sc.targets[1:] {
+		if !t.dead && !t.full {
+			relays = append(relays, t)
+		}
+	}
+	sc.led.mu.Unlock()
+	for len(targets) < sc.e.cfg.Replicas && len(relays) > 0 {
+		best := 0
+		for i, r := range relays {
+			if r.sent.Load() > relays[best].sent.Load() {
+				best = i
+			}
+		}
+		targets = append(targets, relays[best])
+		relays = append(relays[:best], relays[best+1:]...)
+	}
+	if len(targets) < sc.e.cfg.Replicas {
+		return fmt.Errorf("only %d live targets for %d manifest replicas", len(targets), sc.e.cfg.Replicas)
+	}
+	for _, t := range targets {
+		if err := pushNow(ctx, sc.e.cl, t.peer, chunks, sc.e.cfg.BatchBytes); err != nil {
+			return err
+		}
+		var n int64
+		for _, c := range chunks {
+			n += int64(len(c.Data))
+		}
+		t.sent.Add(n)
+	}
+	return nil
+}
+
+// pushNow pushes chunks to one peer on a new stream and waits for every ack.
+func pushNow(ctx context.Context, net Network, peer string, chunks []wire.Chunk, batchBytes int) error {
+	ps, err := net.OpenPush(ctx, peer)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	var failed error
+	for len(chunks) > 0 {
+		n, size := 0, 0
+		for n < len(chunks) && (n == 0 || size+len(chunks[n].Data) <= batchBytes) && n < wire.MaxBatch {
+			size += len(chunks[n].Data)
+			n++
+		}
+		part := chunks[:n]
+		chunks = chunks[n:]
+		err := ps.Push(ctx, part, func(st []wire.Status, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				for i, s := range st {
+					if s != wire.StatusOK {
+						err = fmt.Errorf("%s refused chunk %s: %s: %w", peer, part[i].ID.Short(), s, ErrRejected)
+						break
+					}
+				}
+			}
+			if err != nil && failed == nil {
+				failed = err
+			}
+		})
+		if err != nil {
+			ps.Abort()
+			return err
+		}
+	}
+	if err := ps.Close(); err != nil {
+		return err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return failed
+}

@@ -1,0 +1,341 @@
+package wire
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/sgrelay/sg/internal/chunk"
+)
+
+// Migrate frames travel on /sg/migrate/1. A source opens a control stream
+// to the destination with Open, then sends Holders and Placements as chunks
+// are acknowledged, and Done with the manifest root; the destination
+// answers each frame with an Ack. A destination opens demand streams to
+// the source with Demand frames, answered by DemandAck, to read chunks by
+// position before (or whether or not) they have been placed.
+//
+//	Open       id [16], vm (len u8, bytes), n u16, n × region
+//	           region: name (len u8, bytes), kind u8, size u64, chunkSize u32
+//	Holders    n u8, n × (index u8, peer (len u8, bytes))
+//	Placements n u16, n × (region u16, index u64, id [32], holders u32 bitmask)
+//	Done       root [32]
+//	Ack        status u8, message (len u16, bytes)
+//	Demand     id [16], region u16, index u64
+//	DemandAck  status u8, [len u32, data] if OK
+const (
+	TypeMigrateOpen Type = 10
+	TypeHolders     Type = 11
+	TypePlacements  Type = 12
+	TypeMigrateDone Type = 13
+	TypeAck         Type = 14
+	TypeDemand      Type = 15
+	TypeDemandAck   Type = 16
+)
+
+// Limits of migrate frames.
+const (
+	MaxRegions    = 256
+	MaxHolders    = 32 // fits the u32 holder mask
+	MaxPlacements = 4096
+	maxNameLen    = 255
+	maxPeerLen    = 128
+)
+
+// MigrationID names one migration (one VM's eviction).
+type MigrationID [16]byte
+
+func (m MigrationID) String() string { return hex.EncodeToString(m[:]) }
+
+// ParseMigrationID parses the hex form.
+func ParseMigrationID(s string) (MigrationID, error) {
+	var m MigrationID
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(m) {
+		return m, fmt.Errorf("migration ID %q: want 32 hex digits", s)
+	}
+	copy(m[:], b)
+	return m, nil
+}
+
+// RegionInfo describes one region in an Open.
+type RegionInfo struct {
+	Name      string
+	Kind      uint8
+	Size      uint64
+	ChunkSize uint32
+}
+
+// Open starts a migration at the destination.
+type Open struct {
+	ID      MigrationID
+	VM      string
+	Regions []RegionInfo
+}
+
+// AppendOpen encodes an Open frame.
+func AppendOpen(dst []byte, o Open) []byte {
+	b := Begin(dst, TypeMigrateOpen)
+	b = append(b, o.ID[:]...)
+	b = appendShort(b, o.VM)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(o.Regions)))
+	for _, r := range o.Regions {
+		b = appendShort(b, r.Name)
+		b = append(b, r.Kind)
+		b = binary.BigEndian.AppendUint64(b, r.Size)
+		b = binary.BigEndian.AppendUint32(b, r.ChunkSize)
+	}
+	return Finish(b)
+}
+
+// DecodeOpen decodes an Open payload.
+func DecodeOpen(p []byte) (Open, error) {
+	var o Open
+	if len(p) < 16 {
+		return o, fmt.Errorf("open: truncated: %w", ErrMalformed)
+	}
+	copy(o.ID[:], p)
+	p = p[16:]
+	var err error
+	if o.VM, p, err = readShort(p, maxNameLen); err != nil {
+		return o, err
+	}
+	if len(p) < 2 {
+		return o, fmt.Errorf("open: truncated: %w", ErrMalformed)
+	}
+	n := int(binary.BigEndian.Uint16(p))
+	p = p[2:]
+	if n == 0 || n > MaxRegions {
+		return o, fmt.Errorf("open: %d regions: %w", n, ErrMalformed)
+	}
+	for range n {
+		var r RegionInfo
+		if r.Name, p, err = readShort(p, maxNameLen); err != nil {
+			return o, err
+		}
+		if len(p) < 13 {
+			return o, fmt.Errorf("open: region %q truncated: %w", r.Name, ErrMalformed)
+		}
+		r.Kind = p[0]
+		r.Size = binary.BigEndian.Uint64(p[1:])
+		r.ChunkSize = binary.BigEndian.Uint32(p[9:])
+		p = p[13:]
+		if r.ChunkSize == 0 || r.ChunkSize > MaxChunkSize || r.Size > 1<<50 {
+			return o, fmt.Errorf("open: region %q size %d chunk %d: %w", r.Name, r.Size, r.ChunkSize, ErrMalformed)
+		}
+		o.Regions = append(o.Regions, r)
+	}
+	if len(p) != 0 {
+		return o, fmt.Errorf("open: %d trailing bytes: %w", len(p), ErrMalformed)
+	}
+	return o, nil
+}
+
+// Holder maps an index used in placement masks to a peer.
+type Holder struct {
+	Index uint8
+	Peer  string
+}
+
+// AppendHolders encodes a Holders frame.
+func AppendHolders(dst []byte, hs []Holder) []byte {
+	b := Begin(dst, TypeHolders)
+	b = append(b, byte(len(hs)))
+	for _, h := range hs {
+		b = append(b, h.Index)
+		b = appendShort(b, h.Peer)
+	}
+	return Finish(b)
+}
+
+// DecodeHolders decodes a Holders payload.
+func DecodeHolders(p []byte) ([]Holder, error) {
+	if len(p) < 1 {
+		return nil, fmt.Errorf("holders: empty: %w", ErrMalformed)
+	}
+	n := int(p[0])
+	p = p[1:]
+	out := make([]Holder, 0, n)
+	for range n {
+		if len(p) < 1 {
+			return nil, fmt.Errorf("holders: truncated: %w", ErrMalformed)
+		}
+		h := Holder{Index: p[0]}
+		var err error
+		if h.Peer, p, err = readShort(p[1:], maxPeerLen); err != nil {
+			return nil, err
+		}
+		if h.Index >= MaxHolders || h.Peer == "" {
+			return nil, fmt.Errorf("holders: index %d peer %q: %w", h.Index, h.Peer, ErrMalformed)
+		}
+		out = append(out, h)
+	}
+	if len(p) != 0 {
+		return nil, fmt.Errorf("holders: %d trailing bytes: %w", len(p), ErrMalformed)
+	}
+	return out, nil
+}
+
+// Placement says where the chunk at one position lives.
+type Placement struct {
+	Region  uint16
+	Index   uint64
+	ID      chunk.ID
+	Holders uint32 // bit i: the holder with index i has it
+}
+
+const placementSize = 2 + 8 + chunk.Size + 4
+
+// AppendPlacements encodes a Placements frame.
+func AppendPlacements(dst []byte, ps []Placement) []byte {
+	b := Begin(dst, TypePlacements)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(ps)))
+	for _, p := range ps {
+		b = binary.BigEndian.AppendUint16(b, p.Region)
+		b = binary.BigEndian.AppendUint64(b, p.Index)
+		b = append(b, p.ID[:]...)
+		b = binary.BigEndian.AppendUint32(b, p.Holders)
+	}
+	return Finish(b)
+}
+
+// DecodePlacements decodes a Placements payload, appending to dst[:0].
+func DecodePlacements(p []byte, dst []Placement) ([]Placement, error) {
+	if len(p) < 2 {
+		return dst[:0], fmt.Errorf("placements: truncated: %w", ErrMalformed)
+	}
+	n := int(binary.BigEndian.Uint16(p))
+	p = p[2:]
+	if n > MaxPlacements || len(p) != n*placementSize {
+		return dst[:0], fmt.Errorf("placements: %d in %d bytes: %w", n, len(p), ErrMalformed)
+	}
+	dst = dst[:0]
+	for i := range n {
+		q := p[i*placementSize:]
+		pl := Placement{
+			Region:  binary.BigEndian.Uint16(q),
+			Index:   binary.BigEndian.Uint64(q[2:]),
+			ID:      chunk.ID(q[10:]),
+			Holders: binary.BigEndian.Uint32(q[10+chunk.Size:]),
+		}
+		if pl.ID.IsZero() || pl.Holders == 0 {
+			return dst, fmt.Errorf("placements: entry %d has no chunk or no holder: %w", i, ErrMalformed)
+		}
+		dst = append(dst, pl)
+	}
+	return dst, nil
+}
+
+// AppendDone encodes a Done frame carrying the manifest root.
+func AppendDone(dst []byte, root chunk.ID) []byte {
+	return Finish(append(Begin(dst, TypeMigrateDone), root[:]...))
+}
+
+// DecodeDone decodes a Done payload.
+func DecodeDone(p []byte) (chunk.ID, error) {
+	if len(p) != chunk.Size {
+		return chunk.ID{}, fmt.Errorf("done: %d bytes: %w", len(p), ErrMalformed)
+	}
+	return chunk.ID(p), nil
+}
+
+// AppendAck encodes an Ack frame.
+func AppendAck(dst []byte, st Status, msg string) []byte {
+	if len(msg) > maxErrorMessage {
+		msg = msg[:maxErrorMessage]
+	}
+	b := Begin(dst, TypeAck)
+	b = append(b, byte(st))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
+	return Finish(append(b, msg...))
+}
+
+// DecodeAck decodes an Ack payload.
+func DecodeAck(p []byte) (Status, string, error) {
+	re, err := DecodeError(p) // same layout as Error
+	if err != nil {
+		return 0, "", fmt.Errorf("ack: %w", err)
+	}
+	if re.Code > maxKnownStatus {
+		return 0, "", fmt.Errorf("ack: status %d: %w", re.Code, ErrMalformed)
+	}
+	return re.Code, re.Message, nil
+}
+
+// DemandReq asks the source for the chunk at a position.
+type DemandReq struct {
+	ID     MigrationID
+	Region uint16
+	Index  uint64
+}
+
+// AppendDemand encodes a Demand frame.
+func AppendDemand(dst []byte, d DemandReq) []byte {
+	b := Begin(dst, TypeDemand)
+	b = append(b, d.ID[:]...)
+	b = binary.BigEndian.AppendUint16(b, d.Region)
+	return Finish(binary.BigEndian.AppendUint64(b, d.Index))
+}
+
+// DecodeDemand decodes a Demand payload.
+func DecodeDemand(p []byte) (DemandReq, error) {
+	if len(p) != 26 {
+		return DemandReq{}, fmt.Errorf("demand: %d bytes: %w", len(p), ErrMalformed)
+	}
+	var d DemandReq
+	copy(d.ID[:], p)
+	d.Region = binary.BigEndian.Uint16(p[16:])
+	d.Index = binary.BigEndian.Uint64(p[18:])
+	return d, nil
+}
+
+// AppendDemandAck encodes a DemandAck frame (data only when st is OK).
+func AppendDemandAck(dst []byte, st Status, data []byte) []byte {
+	b := Begin(dst, TypeDemandAck)
+	b = append(b, byte(st))
+	if st == StatusOK {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+		b = append(b, data...)
+	}
+	return Finish(b)
+}
+
+// DecodeDemandAck decodes a DemandAck payload; data aliases p.
+func DecodeDemandAck(p []byte) (Status, []byte, error) {
+	if len(p) < 1 {
+		return 0, nil, fmt.Errorf("demand-ack: empty: %w", ErrMalformed)
+	}
+	st := Status(p[0])
+	if st > maxKnownStatus {
+		return 0, nil, fmt.Errorf("demand-ack: status %d: %w", st, ErrMalformed)
+	}
+	if st != StatusOK {
+		if len(p) != 1 {
+			return 0, nil, fmt.Errorf("demand-ack: trailing bytes: %w", ErrMalformed)
+		}
+		return st, nil, nil
+	}
+	if len(p) < 5 {
+		return 0, nil, fmt.Errorf("demand-ack: truncated: %w", ErrMalformed)
+	}
+	n := int(binary.BigEndian.Uint32(p[1:]))
+	if n == 0 || n > MaxChunkSize || len(p) != 5+n {
+		return 0, nil, fmt.Errorf("demand-ack: length %d: %w", n, ErrMalformed)
+	}
+	return st, p[5:], nil
+}
+
+func appendShort(b []byte, s string) []byte {
+	if len(s) > 255 {
+		s = s[:255]
+	}
+	b = append(b, byte(len(s)))
+	return append(b, s...)
+}
+
+func readShort(p []byte, limit int) (string, []byte, error) {
+	if len(p) < 1 || len(p) < 1+int(p[0]) || int(p[0]) > limit {
+		return "", p, fmt.Errorf("string: truncated or too long: %w", ErrMalformed)
+	}
+	return string(p[1 : 1+int(p[0])]), p[1+int(p[0]):], nil
+}

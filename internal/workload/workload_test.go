@@ -1,0 +1,78 @@
+package workload
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"math"
+	"testing"
+)
+
+func spec(seed uint64) Spec {
+	return Spec{Seed: seed, BaseSeed: 7, MemSize: 16 << 20, DiskSize: 8 << 20, PageSize: 4096, DiskBlock: 65536,
+		ZeroFrac: 0.3, SharedFrac: 0.2, RepeatFrac: 0.1}
+}
+
+func pages(b []byte, size int) map[[32]byte]int {
+	out := map[[32]byte]int{}
+	for i := 0; i < len(b); i += size {
+		out[sha256.Sum256(b[i:i+size])]++
+	}
+	return out
+}
+
+func TestFractionsAndDeterminism(t *testing.T) {
+	s := spec(1)
+	var m1, d1, m2, d2 bytes.Buffer
+	if err := s.Write(&m1, &d1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(&m2, &d2); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m1.Bytes(), m2.Bytes()) || !bytes.Equal(d1.Bytes(), d2.Bytes()) {
+		t.Fatal("same spec, different output")
+	}
+	mem, _ := s.Count()
+	for name, c := range map[string]struct {
+		got  int64
+		want float64
+	}{"zero": {mem.Zero, 0.3}, "shared": {mem.Shared, 0.2}, "repeated": {mem.Repeated, 0.1}} {
+		frac := float64(c.got) / float64(mem.Pages)
+		if math.Abs(frac-c.want) > 0.02 {
+			t.Errorf("%s fraction %.3f, want %.2f", name, frac, c.want)
+		}
+	}
+	// Count agrees with the bytes: distinct non-zero pages.
+	distinct := pages(m1.Bytes(), 4096)
+	var zeroKey [32]byte = sha256.Sum256(make([]byte, 4096))
+	delete(distinct, zeroKey)
+	if want := mem.Shared + mem.Unique + mem.DistinctRepeated; int64(len(distinct)) != want {
+		t.Fatalf("%d distinct non-zero pages, Count says %d", len(distinct), want)
+	}
+}
+
+func TestSameBaseSharesPages(t *testing.T) {
+	var a, b bytes.Buffer
+	s1 := spec(1)
+	s1.DiskSize = 0
+	if err := s1.Write(&a, nil); err != nil {
+		t.Fatal(err)
+	}
+	s2 := spec(2)
+	s2.DiskSize = 0
+	if err := s2.Write(&b, nil); err != nil {
+		t.Fatal(err)
+	}
+	pa, pb := pages(a.Bytes(), 4096), pages(b.Bytes(), 4096)
+	delete(pa, sha256.Sum256(make([]byte, 4096)))
+	common := 0
+	for k := range pa {
+		if pb[k] > 0 {
+			common++
+		}
+	}
+	mem, _ := spec(1).Count()
+	if int64(common) != mem.Shared {
+		t.Fatalf("%d pages in common, want the %d shared ones", common, mem.Shared)
+	}
+}

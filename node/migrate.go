@@ -1,0 +1,335 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+// ProtoMigrate carries migration control (source → destination) and
+// positional demand reads (destination → source).
+const ProtoMigrate protocol.ID = "/sg/migrate/1"
+
+// MigrationSink receives migrations opened to this node (the destination).
+// An error refuses the frame and ends the session.
+type MigrationSink interface {
+	OpenMigration(from peer.ID, o wire.Open) error
+	AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error
+	AddPlacements(from peer.ID, id wire.MigrationID, ps []wire.Placement) error
+	FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID) error
+}
+
+// DemandServer answers positional demand reads (the source). It appends
+// the chunk to dst.
+type DemandServer interface {
+	ServeDemand(from peer.ID, d wire.DemandReq, dst []byte) ([]byte, wire.Status)
+}
+
+type migrationHandlers struct {
+	mu     sync.RWMutex
+	sink   MigrationSink
+	demand DemandServer
+}
+
+// SetMigrationSink installs the destination side; nil refuses migrations.
+func (n *Node) SetMigrationSink(s MigrationSink) {
+	n.mig.mu.Lock()
+	n.mig.sink = s
+	n.mig.mu.Unlock()
+}
+
+// SetDemandServer installs the source side; nil refuses demand reads.
+func (n *Node) SetDemandServer(d DemandServer) {
+	n.mig.mu.Lock()
+	n.mig.demand = d
+	n.mig.mu.Unlock()
+}
+
+func (n *Node) handleMigrate(s network.Stream) {
+	n.load.Add(1)
+	defer n.load.Add(-1)
+	if err := n.serveMigrate(s); err != nil {
+		n.m.protoErrors.WithLabelValues(string(ProtoMigrate)).Inc()
+		n.log.Debug("migrate stream ended with error", "peer", s.Conn().RemotePeer(), "err", err)
+		s.Reset()
+		return
+	}
+	s.Close()
+}
+
+// serveMigrate dispatches on the first frame: Open starts a control
+// session, Demand a demand session.
+func (n *Node) serveMigrate(s network.Stream) error {
+	from := s.Conn().RemotePeer()
+	r := wire.NewReader(s, wire.MaxFrameSize)
+	_ = s.SetReadDeadline(time.Now().Add(n.cfg.RequestTimeout))
+	t, p, err := r.Next()
+	if err != nil {
+		return err
+	}
+	n.mig.mu.RLock()
+	sink, demand := n.mig.sink, n.mig.demand
+	n.mig.mu.RUnlock()
+	switch t {
+	case wire.TypeMigrateOpen:
+		if sink == nil {
+			n.refuse(s, wire.StatusRefused, "this node does not accept migrations")
+			return errors.New("migration refused: no sink")
+		}
+		return n.serveControl(s, r, from, sink, p)
+	case wire.TypeDemand:
+		if demand == nil {
+			n.refuse(s, wire.StatusRefused, "this node serves no demand reads")
+			return errors.New("demand refused: no server")
+		}
+		return n.serveDemand(s, r, from, demand, p)
+	}
+	n.refuse(s, wire.StatusRefused, "expected open or demand, got "+t.String())
+	return fmt.Errorf("first migrate frame %s: %w", t, wire.ErrUnexpected)
+}
+
+func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink MigrationSink, first []byte) error {
+	o, err := wire.DecodeOpen(first)
+	if err == nil {
+		err = sink.OpenMigration(from, o)
+	}
+	if err := n.ack(s, err); err != nil {
+		return err
+	}
+	var ps []wire.Placement
+	for {
+		_ = s.SetReadDeadline(time.Now().Add(serveIdleFactor * n.cfg.RequestTimeout))
+		t, p, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch t {
+		case wire.TypeHolders:
+			var hs []wire.Holder
+			if hs, err = wire.DecodeHolders(p); err == nil {
+				err = sink.AddHolders(from, o.ID, hs)
+			}
+		case wire.TypePlacements:
+			if ps, err = wire.DecodePlacements(p, ps); err == nil {
+				err = sink.AddPlacements(from, o.ID, ps)
+			}
+		case wire.TypeMigrateDone:
+			var root chunk.ID
+			if root, err = wire.DecodeDone(p); err == nil {
+				err = sink.FinishMigration(from, o.ID, root)
+			}
+		default:
+			err = fmt.Errorf("migration control: got %s: %w", t, wire.ErrUnexpected)
+		}
+		if aerr := n.ack(s, err); aerr != nil {
+			return aerr
+		}
+	}
+}
+
+// ack answers one control frame; a refusal ends the session.
+func (n *Node) ack(s network.Stream, err error) error {
+	_ = s.SetWriteDeadline(time.Now().Add(n.cfg.RequestTimeout))
+	if err != nil {
+		_, _ = s.Write(wire.AppendAck(nil, wire.StatusRefused, err.Error()))
+		return err
+	}
+	_, werr := s.Write(wire.AppendAck(nil, wire.StatusOK, ""))
+	return werr
+}
+
+func (n *Node) serveDemand(s network.Stream, r *wire.Reader, from peer.ID, srv DemandServer, first []byte) error {
+	var out, data []byte
+	p := first
+	for {
+		d, err := wire.DecodeDemand(p)
+		if err != nil {
+			n.refuse(s, wire.StatusRefused, err.Error())
+			return err
+		}
+		var st wire.Status
+		data, st = srv.ServeDemand(from, d, data[:0])
+		out = wire.AppendDemandAck(out[:0], st, data)
+		_ = s.SetWriteDeadline(time.Now().Add(n.cfg.RequestTimeout))
+		if _, err := s.Write(out); err != nil {
+			return err
+		}
+		if st == wire.StatusOK {
+			n.m.servedChunks.WithLabelValues("demand").Inc()
+			n.m.servedBytes.Add(float64(len(data)))
+		}
+		_ = s.SetReadDeadline(time.Now().Add(serveIdleFactor * n.cfg.RequestTimeout))
+		var t wire.Type
+		t, p, err = r.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if t != wire.TypeDemand {
+			n.refuse(s, wire.StatusRefused, "expected demand, got "+t.String())
+			return fmt.Errorf("demand stream: got %s: %w", t, wire.ErrUnexpected)
+		}
+	}
+}
+
+// MigrationSession is the source's control stream to a destination.
+// Holders and Placements are pipelined; a refusal surfaces on a later call.
+type MigrationSession struct {
+	rs   *reqStream
+	peer peer.ID
+	mu   sync.Mutex
+	err  error
+}
+
+// OpenMigration opens a migration at p and waits for it to be accepted.
+func (n *Node) OpenMigration(ctx context.Context, p peer.ID, o wire.Open) (*MigrationSession, error) {
+	s, err := n.host.NewStream(ctx, p, ProtoMigrate)
+	if err != nil {
+		return nil, fmt.Errorf("open migration to %s: %w", p, err)
+	}
+	ms := &MigrationSession{rs: newReqStream(s, 16, n.cfg.RequestTimeout), peer: p}
+	if err := ms.call(ctx, func(b []byte) []byte { return wire.AppendOpen(b, o) }); err != nil {
+		ms.rs.abort()
+		return nil, fmt.Errorf("open migration to %s: %w", p, err)
+	}
+	return ms, nil
+}
+
+func (ms *MigrationSession) record(err error) {
+	if err == nil {
+		return
+	}
+	ms.mu.Lock()
+	if ms.err == nil {
+		ms.err = err
+	}
+	ms.mu.Unlock()
+}
+
+func (ms *MigrationSession) failure() error {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return ms.err
+}
+
+func ackErr(t wire.Type, p []byte, err error) error {
+	if err == nil {
+		err = expect(t, p, wire.TypeAck)
+	}
+	if err != nil {
+		return err
+	}
+	st, msg, err := wire.DecodeAck(p)
+	if err != nil {
+		return err
+	}
+	if st != wire.StatusOK {
+		return &wire.RemoteError{Code: st, Message: msg}
+	}
+	return nil
+}
+
+// send pipelines one frame; its ack is checked asynchronously.
+func (ms *MigrationSession) send(ctx context.Context, encode func([]byte) []byte) error {
+	if err := ms.failure(); err != nil {
+		return err
+	}
+	return ms.rs.send(ctx, encode, func(t wire.Type, p []byte, err error) { ms.record(ackErr(t, p, err)) })
+}
+
+// call sends one frame and waits for its ack (and every earlier one).
+func (ms *MigrationSession) call(ctx context.Context, encode func([]byte) []byte) error {
+	done := make(chan error, 1)
+	if err := ms.rs.send(ctx, encode, func(t wire.Type, p []byte, err error) { done <- ackErr(t, p, err) }); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		ms.record(err)
+		return ms.failure()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Holders declares holder indices used by later placements.
+func (ms *MigrationSession) Holders(ctx context.Context, hs []wire.Holder) error {
+	return ms.send(ctx, func(b []byte) []byte { return wire.AppendHolders(b, hs) })
+}
+
+// Placements streams where chunks are (at most wire.MaxPlacements a call).
+func (ms *MigrationSession) Placements(ctx context.Context, ps []wire.Placement) error {
+	return ms.send(ctx, func(b []byte) []byte { return wire.AppendPlacements(b, ps) })
+}
+
+// Done hands over the manifest root and waits until the destination has
+// accepted it and everything sent before.
+func (ms *MigrationSession) Done(ctx context.Context, root chunk.ID) error {
+	return ms.call(ctx, func(b []byte) []byte { return wire.AppendDone(b, root) })
+}
+
+// Close ends the session.
+func (ms *MigrationSession) Close() error {
+	err := ms.rs.close()
+	if f := ms.failure(); f != nil {
+		return f
+	}
+	return err
+}
+
+// Abort resets the session.
+func (ms *MigrationSession) Abort() { ms.rs.abort() }
+
+// DemandStream reads chunks by position from a migration's source.
+type DemandStream struct {
+	rs   *reqStream
+	peer peer.ID
+}
+
+// OpenDemand opens a demand stream to the source p.
+func (n *Node) OpenDemand(ctx context.Context, p peer.ID, window int) (*DemandStream, error) {
+	s, err := n.host.NewStream(ctx, p, ProtoMigrate)
+	if err != nil {
+		return nil, fmt.Errorf("open demand stream to %s: %w", p, err)
+	}
+	return &DemandStream{rs: newReqStream(s, max(1, window), n.cfg.RequestTimeout), peer: p}, nil
+}
+
+// Demand asks for the chunk at d's position; done gets its bytes (valid
+// only during the call; not verified here: the caller checks them against
+// the manifest or placement once it knows the ID) or an error.
+func (ds *DemandStream) Demand(ctx context.Context, d wire.DemandReq, done func(wire.Status, []byte, error)) error {
+	return ds.rs.send(ctx, func(b []byte) []byte { return wire.AppendDemand(b, d) },
+		func(t wire.Type, p []byte, err error) {
+			if err == nil {
+				err = expect(t, p, wire.TypeDemandAck)
+			}
+			if err != nil {
+				done(0, nil, fmt.Errorf("demand from %s: %w", ds.peer, err))
+				return
+			}
+			st, data, err := wire.DecodeDemandAck(p)
+			done(st, data, err)
+		})
+}
+
+// Close closes the stream after outstanding answers.
+func (ds *DemandStream) Close() error { return ds.rs.close() }
+
+// Abort resets the stream.
+func (ds *DemandStream) Abort() { ds.rs.abort() }
