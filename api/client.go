@@ -66,7 +66,14 @@ func (c *Client) getJSON(ctx context.Context, path string, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(out)
+	return decodeBody(resp, out)
+}
+
+func decodeBody(resp *http.Response, out any) error {
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("bad answer from sgnode: %w", err)
+	}
+	return nil
 }
 
 // Status asks for the node's status.
@@ -107,6 +114,16 @@ func (c *Client) Get(ctx context.Context, req GetRequest, progress func(Progress
 
 // stream posts req and reads NDJSON events until the final one.
 func (c *Client) stream(ctx context.Context, path string, req any, progress func(Progress)) (*Event, error) {
+	return c.streamEvents(ctx, path, req, func(ev *Event) {
+		if ev.Progress != nil && progress != nil {
+			progress(*ev.Progress)
+		}
+	})
+}
+
+// streamEvents posts req, hands every progress event to onProgress and
+// returns the final event.
+func (c *Client) streamEvents(ctx context.Context, path string, req any, onProgress func(*Event)) (*Event, error) {
 	resp, err := c.do(ctx, http.MethodPost, path, req)
 	if err != nil {
 		return nil, err
@@ -122,10 +139,8 @@ func (c *Client) stream(ctx context.Context, path string, req any, progress func
 		switch {
 		case ev.Error != "":
 			return nil, errors.New(ev.Error)
-		case ev.Progress != nil:
-			if progress != nil {
-				progress(*ev.Progress)
-			}
+		case ev.isProgress():
+			onProgress(&ev)
 		default:
 			return &ev, nil
 		}

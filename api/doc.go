@@ -10,5 +10,10 @@
 //	GET  /v1/peers    []Peer
 //	POST /v1/put      PutRequest  → stream of Event{Progress | Put | Error}
 //	POST /v1/get      GetRequest  → stream of Event{Progress | Get | Error}
+//	GET  /v1/vms      []VM
+//	POST /v1/vms      AddVMRequest → VM
+//	DELETE /v1/vms/{name}
+//	POST /v1/evict    EvictRequest → stream of Event{EvictProgress | Evict | Error}
+//	GET  /v1/migrations []Migration
 //	GET  /metrics     Prometheus text format
 package api

@@ -83,11 +83,16 @@ type Progress struct {
 
 // Event is one line of an NDJSON stream: exactly one field is set.
 type Event struct {
-	Progress *Progress  `json:"progress,omitempty"`
-	Put      *PutResult `json:"put,omitempty"`
-	Get      *GetResult `json:"get,omitempty"`
-	Error    string     `json:"error,omitempty"`
+	Progress      *Progress      `json:"progress,omitempty"`
+	EvictProgress *EvictProgress `json:"evict_progress,omitempty"`
+	Put           *PutResult     `json:"put,omitempty"`
+	Get           *GetResult     `json:"get,omitempty"`
+	Evict         *EvictResult   `json:"evict,omitempty"`
+	Error         string         `json:"error,omitempty"`
 }
+
+// isProgress reports whether ev is a progress line rather than the end.
+func (ev *Event) isProgress() bool { return ev.Progress != nil || ev.EvictProgress != nil }
 
 // ErrorBody is the JSON body of a non-2xx answer.
 type ErrorBody struct {

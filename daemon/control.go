@@ -30,6 +30,12 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("GET /v1/peers", d.servePeers)
 	mux.HandleFunc("POST /v1/put", d.servePut)
 	mux.HandleFunc("POST /v1/get", d.serveGet)
+	mux.HandleFunc("GET /v1/vms", d.serveVMs)
+	mux.HandleFunc("POST /v1/vms", d.serveAddVM)
+	mux.HandleFunc("DELETE /v1/vms/{name}", d.serveRemoveVM)
+	mux.HandleFunc("POST /v1/evict", d.serveEvict)
+	mux.HandleFunc("POST /v1/verify", d.serveVerify)
+	mux.HandleFunc("GET /v1/migrations", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, d.migrationsList()) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
 	return mux
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +17,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sgrelay/sg/chunkstore"
+	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/node"
+	"github.com/sgrelay/sg/vm"
 )
 
 // Daemon is a running sgnode.
@@ -28,7 +31,13 @@ type Daemon struct {
 	store   *chunkstore.Store
 	node    *node.Node
 	started time.Time
-	ops     *prometheus.CounterVec
+	vms     *vm.Registry
+	in      *fetch.Incomings
+	out     *outgoing
+
+	ops        *prometheus.CounterVec
+	evictET    prometheus.Histogram
+	evictBytes prometheus.Counter
 }
 
 // New opens the control socket, the chunk store and the node, in that
@@ -66,6 +75,12 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	}
 	undo = append(undo, func() { d.store.Close() })
 
+	if d.vms, err = vm.OpenRegistry(filepath.Join(cfg.DataDir, "vms.json")); err != nil {
+		return nil, err
+	}
+	d.in = fetch.NewIncomings(d.store)
+	d.out = newOutgoing()
+
 	key, created, err := node.LoadOrCreateIdentity(cfg.IdentityPath())
 	if err != nil {
 		return nil, err
@@ -78,6 +93,8 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if d.node, err = node.New(ncfg, d.store, node.WithLogger(log), node.WithRegistry(d.reg)); err != nil {
 		return nil, err
 	}
+	d.node.SetMigrationSink(incomingSink{d.in})
+	d.node.SetDemandServer(d.out)
 	d.registerMetrics()
 	return d, nil
 }
@@ -131,7 +148,14 @@ func (d *Daemon) registerMetrics() {
 	d.ops = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sg_api_operations_total", Help: "Control API operations, by kind and result.",
 	}, []string{"op", "result"})
-	d.reg.MustRegister(d.ops)
+	d.evictET = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "sg_eviction_time_seconds", Help: "Eviction time of finished evictions.",
+		Buckets: prometheus.ExponentialBuckets(0.1, 2, 14),
+	})
+	d.evictBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sg_eviction_vm_bytes_total", Help: "VM bytes evicted from this node.",
+	})
+	d.reg.MustRegister(d.ops, d.evictET, d.evictBytes)
 }
 
 // Node is the daemon's libp2p node.

@@ -3,11 +3,13 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/sgrelay/sg/eviction"
 	"github.com/sgrelay/sg/fetch"
+	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/wire"
 	"github.com/sgrelay/sg/node"
 )
@@ -33,3 +35,34 @@ func (a nodeNetwork) OpenGet(ctx context.Context, p string, prio wire.Priority, 
 }
 
 func decodePeer(s string) (peer.ID, error) { return peer.Decode(s) }
+
+func (a nodeNetwork) Have(ctx context.Context, p string, ids []chunk.ID) ([]bool, error) {
+	id, err := peer.Decode(p)
+	if err != nil {
+		return nil, fmt.Errorf("peer %q: %w", p, err)
+	}
+	return a.n.Have(ctx, id, ids)
+}
+
+// FreeCapacity asks the peer now (it doubles as a liveness check).
+func (a nodeNetwork) FreeCapacity(ctx context.Context, p string) (int64, error) {
+	id, err := peer.Decode(p)
+	if err != nil {
+		return 0, fmt.Errorf("peer %q: %w", p, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	in, err := a.n.Info(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	return int64(min(in.MemFree+in.DiskFree, 1<<62)), nil
+}
+
+func (a nodeNetwork) OpenMigration(ctx context.Context, dest string, o wire.Open) (eviction.Session, error) {
+	id, err := peer.Decode(dest)
+	if err != nil {
+		return nil, fmt.Errorf("peer %q: %w", dest, err)
+	}
+	return a.n.OpenMigration(ctx, id, o)
+}

@@ -18,8 +18,10 @@ import (
 
 // Pusher is one pipelined push stream to one peer.
 type Pusher interface {
-	// Push writes a batch and returns; done gets one status per chunk (valid
-	// only during the call) or an error. chunks may be reused after Push returns.
+	// Push writes a batch and returns; done is called exactly once with one
+	// status per chunk (valid only during the call) or an error, also when
+	// Push itself fails (its error only says to stop using the stream).
+	// chunks may be reused after Push returns.
 	Push(ctx context.Context, chunks []wire.Chunk, done func([]wire.Status, error)) error
 	Close() error
 	Abort()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/ratelimit"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -95,7 +96,7 @@ type scheduler struct {
 	repairing int
 
 	placed  func([]placement)
-	limiter *rateLimiter
+	limiter *ratelimit.Limiter
 	pool    sync.Pool
 
 	uniqueDone  atomic.Int64
@@ -107,7 +108,7 @@ type scheduler struct {
 func newScheduler(ctx context.Context, e *Eviction, peers []string) (*scheduler, error) {
 	sc := &scheduler{e: e, ctx: ctx, led: &ledger{chunks: map[chunk.ID]*chunkState{}}}
 	sc.cond = sync.NewCond(&sc.led.mu)
-	sc.limiter = newRateLimiter(e.cfg.MaxRate)
+	sc.limiter = ratelimit.New(e.cfg.MaxRate)
 	sc.pool.New = func() any { return &batch{buf: make([]byte, 0, e.cfg.BatchBytes)} }
 	for i, p := range peers {
 		t := &target{idx: i, peer: p, bit: 1 << i, dest: i == destIndex, free: -1}
@@ -394,13 +395,13 @@ func (sc *scheduler) pushLoop(ctx context.Context, t *target, ps Pusher) error {
 			chunks = append(chunks, wire.Chunk{ID: b.items[i].id, Data: b.data[i]})
 			size += len(b.data[i])
 		}
-		if err := sc.limiter.wait(ctx, size); err != nil {
+		if err := sc.limiter.Wait(ctx, size); err != nil {
 			sc.requeue(t, b, err)
 			break
 		}
-		err := ps.Push(ctx, chunks, func(st []wire.Status, err error) { sc.onAck(t, b, items, st, err) })
-		if err != nil {
-			sc.requeue(t, b, err)
+		// onAck runs exactly once per Push, also when Push fails: it
+		// requeues the batch then, so here we only stop using the stream.
+		if err := ps.Push(ctx, chunks, func(st []wire.Status, err error) { sc.onAck(t, b, items, st, err) }); err != nil {
 			break
 		}
 	}

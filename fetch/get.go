@@ -18,9 +18,10 @@ import (
 
 // Getter is one pipelined get stream to one peer.
 type Getter interface {
-	// Get requests ids; done gets one result per ID (OK results already
-	// re-hashed against their ID) or an error. Results are valid only
-	// during done; ids must not change until then.
+	// Get requests ids; done is called exactly once with one result per ID
+	// (OK results already re-hashed against their ID) or an error, also when
+	// Get itself fails. Results are valid only during done; ids must not
+	// change until then.
 	Get(ctx context.Context, ids []chunk.ID, done func([]wire.GetResult, error)) error
 	Close() error
 	Abort()
@@ -405,9 +406,7 @@ func fetchAll(ctx context.Context, net Network, holders []Holder, todo []chunk.I
 					}
 				})
 				if err != nil {
-					for _, id := range batch {
-						q.retry(id, h.Peer, err)
-					}
+					// The callback has already requeued the batch.
 					gs.Abort()
 					q.holderGone(h.Peer, err)
 					return nil

@@ -29,6 +29,9 @@ type Config struct {
 	Names     []string // one node per name, all in the peers file
 	MemBudget string   // per node, e.g. "512MiB"
 	LogLevel  string   // sgnode log level
+	// Flags adds sgnode run flags per node name, e.g. a slow destination:
+	// {"dst": {"--ingest-rate", "200Mbit"}}.
+	Flags map[string][]string
 }
 
 // Cluster is a set of running nodes.
@@ -107,6 +110,7 @@ func (c *Cluster) prepare(ctx context.Context, name string) (*Node, error) {
 		"--mem-budget", c.cfg.MemBudget,
 		"--log-level", c.cfg.LogLevel,
 	}
+	n.extra = append(n.extra, c.cfg.Flags[name]...)
 	n.Client = api.NewClient(n.Socket)
 	return n, nil
 }

@@ -28,6 +28,13 @@ type Config struct {
 	// RequestTimeout bounds each wait for a peer's answer, so a peer that
 	// goes silent fails requests instead of hanging them.
 	RequestTimeout time.Duration
+	// PingTimeout bounds one liveness ping; a peer that misses two in a
+	// row is disconnected, failing its streams at once.
+	PingTimeout time.Duration
+	// IngestRate caps the bytes per second this node accepts by push, all
+	// peers together (0: no cap). It protects a host's foreground traffic;
+	// the lab also uses it to model a slow destination.
+	IngestRate int64
 	// PushWindow is how many push batches one stream keeps in flight.
 	PushWindow int
 
@@ -42,6 +49,7 @@ func DefaultConfig() Config {
 		Listen:          []string{"/ip4/0.0.0.0/udp/4100/quic-v1"},
 		RefreshInterval: 2 * time.Second,
 		RequestTimeout:  30 * time.Second,
+		PingTimeout:     3 * time.Second,
 		PushWindow:      8,
 	}
 }
@@ -66,8 +74,8 @@ func (c Config) Validate() error {
 	if len(c.Zone) > wire.MaxZoneLen {
 		return fmt.Errorf("node: zone label longer than %d bytes", wire.MaxZoneLen)
 	}
-	if c.RefreshInterval <= 0 || c.RequestTimeout <= 0 || c.PushWindow <= 0 {
-		return errors.New("node: refresh interval, request timeout and push window must be positive")
+	if c.RefreshInterval <= 0 || c.RequestTimeout <= 0 || c.PingTimeout <= 0 || c.PushWindow <= 0 {
+		return errors.New("node: refresh interval, request and ping timeouts and push window must be positive")
 	}
 	return nil
 }

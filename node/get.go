@@ -94,8 +94,8 @@ func (n *Node) OpenGet(ctx context.Context, p peer.ID, prio wire.Priority, windo
 // Peer is the peer this stream fetches from.
 func (gs *GetStream) Peer() peer.ID { return gs.peer }
 
-// Get requests ids (at most wire.MaxBatch). done is called with one result
-// per ID, or with an error. Every OK result has been re-hashed and matches
+// Get requests ids (at most wire.MaxBatch). done is called exactly once,
+// with one result per ID, or with an error (also when Get itself fails). Every OK result has been re-hashed and matches
 // its ID; a chunk that did not is reported as StatusBadHash and its bytes
 // dropped. Results are valid only during done; ids must not change until
 // done is called.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sgrelay/sg/chunkstore"
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/ratelimit"
 )
 
 // Protocol IDs. The version is part of the ID: a change to a protocol's
@@ -56,6 +57,9 @@ type Node struct {
 	load atomic.Int32  // requests being served
 	kick chan struct{} // a new connection: refresh now (capacity 1)
 	mig  migrationHandlers
+	// ingest paces pushes when IngestRate is set; the sender feels it
+	// through QUIC flow control.
+	ingest *ratelimit.Limiter
 
 	mu    sync.Mutex
 	peers map[peer.ID]*peerState
@@ -86,7 +90,8 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	n := &Node{cfg: cfg, store: store, log: o.log, peers: make(map[peer.ID]*peerState), kick: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, store: store, log: o.log, peers: make(map[peer.ID]*peerState), kick: make(chan struct{}, 1),
+		ingest: ratelimit.New(cfg.IngestRate)}
 	n.gater = &gater{allowed: make(map[peer.ID]bool), allowAny: cfg.AllowAny}
 	for _, p := range cfg.Peers {
 		n.gater.allowed[p.ID] = true

@@ -17,6 +17,7 @@ const rttAlpha = 0.2
 
 type peerState struct {
 	rtt      time.Duration // EWMA; 0 until the first sample
+	missed   int           // consecutive failed pings
 	info     wire.Info
 	infoAt   time.Time
 	lastSeen time.Time
@@ -68,18 +69,45 @@ func (n *Node) state(p peer.ID) *peerState {
 	return st
 }
 
+// maxMissedPings is how many pings in a row a peer may miss before its
+// connection is closed: a killed peer sends no close, and its streams would
+// otherwise hang until QUIC's idle timeout.
+const maxMissedPings = 2
+
 // refreshPeer pings p once and asks for its capacity.
 func (n *Node) refreshPeer(ctx context.Context, p peer.ID) {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	pctx, cancel := context.WithTimeout(ctx, n.cfg.PingTimeout)
 	defer cancel()
+	var ok bool
 	select {
-	case res := <-n.ping.Ping(ctx, p):
+	case res := <-n.ping.Ping(pctx, p):
 		if res.Error == nil {
 			n.recordRTT(p, res.RTT)
+			ok = true
 		}
-	case <-ctx.Done():
+	case <-pctx.Done():
+	}
+	if ctx.Err() != nil {
 		return
 	}
+	n.mu.Lock()
+	st := n.state(p)
+	if ok {
+		st.missed = 0
+	} else {
+		st.missed++
+	}
+	missed := st.missed
+	n.mu.Unlock()
+	if !ok {
+		if missed >= maxMissedPings {
+			n.log.Warn("peer stopped answering pings; closing its connection", "peer", p, "missed", missed)
+			_ = n.host.Network().ClosePeer(p)
+		}
+		return
+	}
+	ctx, cancel = context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	defer cancel()
 	if info, err := n.Info(ctx, p); err == nil {
 		n.mu.Lock()
 		st := n.state(p)

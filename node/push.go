@@ -22,6 +22,9 @@ func (n *Node) handlePush(s network.Stream) {
 		if err != nil {
 			return dst, err
 		}
+		if err := n.ingest.Wait(context.Background(), len(payload)); err != nil {
+			return dst, err
+		}
 		st = n.storePushed(from, chunks, st[:0])
 		return wire.AppendStatuses(dst, st), nil
 	})(s)
@@ -97,9 +100,11 @@ func (n *Node) OpenPush(ctx context.Context, p peer.ID) (*PushStream, error) {
 func (ps *PushStream) Peer() peer.ID { return ps.peer }
 
 // Push sends one batch (at most wire.MaxBatch chunks, and a frame of at most
-// wire.MaxFrameSize) and returns once it is written; done is called with
-// one status per chunk when the peer acknowledges, or with an error. The
-// statuses are valid only during done. chunks may be reused once Push returns.
+// wire.MaxFrameSize) and returns once it is written; done is called exactly
+// once, with one status per chunk when the peer acknowledges, or with an
+// error (also when Push itself fails: its error only says to stop using
+// the stream). The statuses are valid only during done. chunks may be
+// reused once Push returns.
 func (ps *PushStream) Push(ctx context.Context, chunks []wire.Chunk, done func([]wire.Status, error)) error {
 	want := len(chunks)
 	return ps.rs.send(ctx, func(dst []byte) []byte { return wire.AppendPush(dst, chunks) },

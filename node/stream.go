@@ -53,18 +53,27 @@ func newReqStream(s network.Stream, window int, timeout time.Duration) *reqStrea
 // send encodes a request with encode (into a buffer the stream owns), writes
 // it, and arranges for answer to be called with the reply. It blocks while
 // the window is full.
+//
+// answer is called exactly once, whatever happens: with the reply, or with
+// the error that kept it from coming. An error from send itself only says
+// the stream is unusable and nothing more should be sent on it; the
+// request's fate is always reported through answer.
 func (rs *reqStream) send(ctx context.Context, encode func(dst []byte) []byte, answer answerFunc) error {
 	select {
 	case rs.slots <- struct{}{}:
 	case <-ctx.Done():
+		answer(0, nil, ctx.Err())
 		return ctx.Err()
 	case <-rs.done:
-		return rs.failure()
+		err := rs.failure()
+		answer(0, nil, err)
+		return err
 	}
 	rs.wmu.Lock()
 	defer rs.wmu.Unlock()
 	if rs.closed {
 		<-rs.slots
+		answer(0, nil, ErrStreamClosed)
 		return ErrStreamClosed
 	}
 	rs.buf = encode(rs.buf[:0])

@@ -84,7 +84,7 @@ func hasValue(a string) bool {
 
 func isBoolFlag(a string) bool {
 	switch a {
-	case "-json", "--json", "-h", "--help", "-help":
+	case "-json", "--json", "-h", "--help", "-help", "-direct", "--direct", "-fetch", "--fetch":
 		return true
 	}
 	return false

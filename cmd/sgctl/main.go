@@ -37,6 +37,10 @@ var commands = []command{
 	{"peers", "list peers with RTT, zone and free capacity", cmdPeers},
 	{"put", "cut a file into chunks and push them to peers; print its CID", cmdPut},
 	{"get", "fetch a file by CID from the peers that hold it", cmdGet},
+	{"vm", "register VMs (add, list, rm) from images on disk", cmdVM},
+	{"evict", "evict VMs: sgctl evict vm NAME... --to PEER", cmdEvict},
+	{"migrations", "list running and finished migrations", cmdMigrations},
+	{"verify", "check that every chunk of a manifest is held (and intact) across peers", cmdVerify},
 }
 
 func main() {
@@ -109,6 +113,19 @@ func newFlags(e *env, name, args string) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return fmt.Sprint(*l) }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func usageOr(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", errUsage, err)
 }
 
 func parse(fs *flag.FlagSet, args []string, wantArgs int) error {

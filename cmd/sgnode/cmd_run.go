@@ -38,6 +38,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	memBudget := fl.String("mem-budget", "", "memory tier budget, e.g. 4GiB")
 	diskBudget := fl.String("disk-budget", "", "disk tier budget, e.g. 100GiB")
 	zone := fl.String("zone", "", "locality label")
+	ingestRate := fl.String("ingest-rate", "", "cap on bytes/s accepted by push, e.g. 400Mbit")
 	logLevel := fl.String("log-level", "", "debug, info, warn or error")
 	if err := fl.Parse(args); err != nil {
 		return usageErr(err)
@@ -68,6 +69,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	override("mem-budget", &fc.MemBudget, *memBudget)
 	override("disk-budget", &fc.DiskBudget, *diskBudget)
 	override("zone", &fc.Zone, *zone)
+	override("ingest-rate", &fc.IngestRate, *ingestRate)
 	override("log-level", &fc.LogLevel, *logLevel)
 	if set["listen"] {
 		fc.Listen = listen
@@ -130,6 +132,11 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 	if fc.MemBudget != "" {
 		if cfg.Store.MemoryBudget, err = units.ParseSize(fc.MemBudget); err != nil {
 			return cfg, fmt.Errorf("mem_budget: %w", err)
+		}
+	}
+	if fc.IngestRate != "" {
+		if cfg.Node.IngestRate, err = units.ParseRate(fc.IngestRate); err != nil {
+			return cfg, fmt.Errorf("ingest_rate: %w", err)
 		}
 	}
 	if fc.DiskBudget != "" {

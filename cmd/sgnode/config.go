@@ -20,6 +20,7 @@ type fileConfig struct {
 	Metrics    string   `toml:"metrics"`
 	MemBudget  string   `toml:"mem_budget"`
 	DiskBudget string   `toml:"disk_budget"`
+	IngestRate string   `toml:"ingest_rate"`
 	LogLevel   string   `toml:"log_level"`
 	LogFormat  string   `toml:"log_format"`
 }
@@ -53,6 +54,11 @@ metrics = ""
 # Chunk store budgets. Chunks go to memory first, then spill to disk.
 mem_budget = "1GiB"
 disk_budget = "0"
+
+# Cap on the bytes/s this node accepts by push from all peers, e.g.
+# "2Gbit" or "200MB" (empty: no cap). Protects foreground traffic on a
+# destination.
+ingest_rate = ""
 
 # debug, info, warn or error; text or json.
 log_level = "info"

@@ -62,3 +62,23 @@ func FormatRate(bytesPerSec float64) string {
 	}
 	return fmt.Sprintf("%.0f kbit/s", b/1e3)
 }
+
+// ParseRate parses a rate in bytes per second: a size per second ("60MB",
+// "1GiB") or a bit rate ("500Mbit", "1Gbit", "100kbit").
+func ParseRate(s string) (int64, error) {
+	l := strings.ToLower(strings.TrimSpace(s))
+	l = strings.TrimSuffix(strings.TrimSuffix(l, "/s"), "ps")
+	for _, suf := range []struct {
+		s string
+		m float64
+	}{{"gbit", 1e9 / 8}, {"mbit", 1e6 / 8}, {"kbit", 1e3 / 8}} {
+		if strings.HasSuffix(l, suf.s) {
+			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(l, suf.s)), 64)
+			if err != nil || v <= 0 {
+				return 0, fmt.Errorf("rate %q: want e.g. 500Mbit or 60MB", s)
+			}
+			return int64(v * suf.m), nil
+		}
+	}
+	return ParseSize(l)
+}

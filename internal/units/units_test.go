@@ -28,3 +28,16 @@ func TestFormat(t *testing.T) {
 		t.Errorf("FormatRate = %q", s)
 	}
 }
+
+func TestParseRate(t *testing.T) {
+	cases := map[string]int64{"1Gbit": 125e6, "500Mbit": 62.5e6, "60MB": 60e6, "60MB/s": 60e6, "100kbit": 12500, "1GiB": 1 << 30}
+	for in, want := range cases {
+		got, err := ParseRate(in)
+		if err != nil || got != want {
+			t.Errorf("ParseRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	if _, err := ParseRate("fast"); err == nil {
+		t.Error("ParseRate accepted garbage")
+	}
+}

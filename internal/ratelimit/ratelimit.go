@@ -1,4 +1,7 @@
-package eviction
+// Package ratelimit is a token bucket over bytes, shared by goroutines: it
+// caps an eviction's pushes (--max-rate) and a node's push intake
+// (--ingest-rate).
+package ratelimit
 
 import (
 	"context"
@@ -6,10 +9,10 @@ import (
 	"time"
 )
 
-// rateLimiter is a token bucket over bytes, shared by every push stream of
-// an eviction. A burst of a quarter second keeps several batches flowing
-// while holding the average to the cap.
-type rateLimiter struct {
+// Limiter is a token bucket over bytes. A burst of a quarter second (at
+// least 4 MiB) keeps several batches flowing while holding the average to
+// the cap. The zero rate means unlimited.
+type Limiter struct {
 	rate   float64 // bytes per second; 0: unlimited
 	burst  float64
 	mu     sync.Mutex
@@ -17,16 +20,17 @@ type rateLimiter struct {
 	last   time.Time
 }
 
-func newRateLimiter(bytesPerSec int64) *rateLimiter {
-	r := &rateLimiter{rate: float64(bytesPerSec)}
+// New returns a limiter of bytesPerSec (0: unlimited).
+func New(bytesPerSec int64) *Limiter {
+	r := &Limiter{rate: float64(bytesPerSec)}
 	r.burst = max(r.rate/4, 4<<20)
 	r.tokens = r.burst
 	r.last = time.Now()
 	return r
 }
 
-// wait blocks until n bytes may be sent.
-func (r *rateLimiter) wait(ctx context.Context, n int) error {
+// Wait blocks until n bytes may pass.
+func (r *Limiter) Wait(ctx context.Context, n int) error {
 	if r.rate <= 0 {
 		return nil
 	}

@@ -1,0 +1,189 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// VMRegion is one image of a registered VM.
+type VMRegion struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+}
+
+// VM is a VM this node can evict.
+type VM struct {
+	Name    string     `json:"name"`
+	Driver  string     `json:"driver"`
+	Regions []VMRegion `json:"regions"`
+}
+
+// AddVMRequest registers a VM from images on disk (the files driver).
+type AddVMRequest struct {
+	Name  string   `json:"name"`
+	Mem   []string `json:"mem"`   // absolute paths
+	Disks []string `json:"disks"` // absolute paths
+	State string   `json:"state,omitempty"`
+}
+
+// EvictRequest asks the node to evict VMs to a destination.
+type EvictRequest struct {
+	VMs       []string `json:"vms"`
+	To        string   `json:"to"`            // destination peer ID (or a unique part of one)
+	Via       []string `json:"via,omitempty"` // intermediates; empty: every connected peer with free capacity
+	Replicas  int      `json:"replicas,omitempty"`
+	Direct    bool     `json:"direct,omitempty"`
+	MaxRate   int64    `json:"max_rate,omitempty"` // bytes/s
+	DiskChunk int      `json:"disk_chunk,omitempty"`
+}
+
+// EvictedVM is one VM's part of an eviction.
+type EvictedVM struct {
+	Name          string `json:"name"`
+	MigrationID   string `json:"migration_id"`
+	Manifest      string `json:"manifest_cid"`
+	Bytes         int64  `json:"bytes"`
+	Chunks        int64  `json:"chunks"`
+	ZeroChunks    int64  `json:"zero_chunks"`
+	DupWithin     int64  `json:"dup_within_vm"`
+	DupAcross     int64  `json:"dup_across_vms"`
+	ManifestBytes int64  `json:"manifest_bytes"`
+}
+
+// EvictResult reports a finished eviction.
+type EvictResult struct {
+	VMs           []EvictedVM      `json:"vms"`
+	Destination   string           `json:"destination"`
+	ET            time.Duration    `json:"et_ns"`
+	Bytes         int64            `json:"bytes"`
+	Chunks        int64            `json:"chunks"`
+	ZeroChunks    int64            `json:"zero_chunks"`
+	DupWithin     int64            `json:"dup_within_vm"`
+	DupAcross     int64            `json:"dup_across_vms"`
+	AlreadyHeld   int64            `json:"already_held"`
+	UniqueChunks  int64            `json:"unique_chunks"`
+	UniqueBytes   int64            `json:"unique_bytes"`
+	ManifestBytes int64            `json:"manifest_bytes"`
+	SentBytes     map[string]int64 `json:"sent_bytes"`
+	Repaired      int64            `json:"repaired"`
+	Replicas      int              `json:"replicas"`
+	EffectiveRate float64          `json:"effective_rate"` // VM bytes per second of ET
+	WireRate      float64          `json:"wire_rate"`      // pushed bytes per second of ET
+}
+
+// EvictProgress is an eviction's advance (in Event.Evict while running).
+type EvictProgress struct {
+	BytesRead  int64            `json:"bytes_read"`
+	BytesTotal int64            `json:"bytes_total"`
+	UniqueDone int64            `json:"unique_done"`
+	Sent       map[string]int64 `json:"sent"`
+	Elapsed    time.Duration    `json:"elapsed_ns"`
+}
+
+// Migration is one migration this node took part in.
+type Migration struct {
+	ID       string        `json:"id"`
+	VM       string        `json:"vm"`
+	Role     string        `json:"role"` // source or destination
+	Peer     string        `json:"peer"` // the destination (as source) or the source
+	State    string        `json:"state"`
+	Error    string        `json:"error,omitempty"`
+	Started  time.Time     `json:"started"`
+	ET       time.Duration `json:"et_ns,omitempty"`
+	Bytes    int64         `json:"bytes"`
+	Chunks   int64         `json:"chunks"`
+	Placed   int64         `json:"placed,omitempty"` // destination: positions placed so far
+	Manifest string        `json:"manifest_cid,omitempty"`
+	Result   *EvictResult  `json:"result,omitempty"` // source: the whole eviction's report
+}
+
+// Migration states.
+const (
+	StateRunning = "running"
+	StateDone    = "done"
+	StateFailed  = "failed"
+)
+
+// AddVM registers a VM.
+func (c *Client) AddVM(ctx context.Context, req AddVMRequest) (*VM, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/vms", req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var v VM
+	return &v, decodeBody(resp, &v)
+}
+
+// VMs lists registered VMs.
+func (c *Client) VMs(ctx context.Context) ([]VM, error) {
+	var out []VM
+	return out, c.getJSON(ctx, "/v1/vms", &out)
+}
+
+// RemoveVM forgets a VM (its images stay on disk).
+func (c *Client) RemoveVM(ctx context.Context, name string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/vms/"+url.PathEscape(name), nil)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// Evict runs an eviction; progress (may be nil) sees its advance.
+func (c *Client) Evict(ctx context.Context, req EvictRequest, progress func(EvictProgress)) (*EvictResult, error) {
+	ev, err := c.streamEvents(ctx, "/v1/evict", req, func(ev *Event) {
+		if ev.EvictProgress != nil && progress != nil {
+			progress(*ev.EvictProgress)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if ev.Evict == nil {
+		return nil, errors.New("sgnode ended the eviction without a result")
+	}
+	return ev.Evict, nil
+}
+
+// Migrations lists migrations, oldest first.
+func (c *Client) Migrations(ctx context.Context) ([]Migration, error) {
+	var out []Migration
+	return out, c.getJSON(ctx, "/v1/migrations", &out)
+}
+
+// VerifyRequest asks how safely the chunks of a manifest are held.
+type VerifyRequest struct {
+	CID   string `json:"cid"`
+	Fetch bool   `json:"fetch,omitempty"` // also fetch and re-hash every copy
+}
+
+// VerifyResult reports it.
+type VerifyResult struct {
+	Name           string           `json:"name"`
+	Bytes          int64            `json:"bytes"`
+	Chunks         int64            `json:"chunks"`
+	ZeroChunks     int64            `json:"zero_chunks"`
+	DistinctChunks int64            `json:"distinct_chunks"`
+	MinHolders     int              `json:"min_holders"`
+	Holders        map[int]int64    `json:"holders"`          // holder count → distinct chunks
+	HoldersPerPeer map[string]int64 `json:"holders_per_peer"` // peer → distinct chunks held
+	CopiesFetched  int64            `json:"copies_fetched"`
+	BadCopies      int64            `json:"bad_copies"`
+}
+
+// Verify asks the node to check a manifest's chunks across its peers.
+func (c *Client) Verify(ctx context.Context, req VerifyRequest) (*VerifyResult, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/verify", req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var v VerifyResult
+	return &v, decodeBody(resp, &v)
+}

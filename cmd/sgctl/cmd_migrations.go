@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sgrelay/sg/internal/units"
+)
+
+func cmdMigrations(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "migrations", "[--json]")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	ms, err := e.client().Migrations(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(e.stdout, ms)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MIGRATION\tVM\tROLE\tPEER\tSTATE\tSIZE\tET\tMANIFEST")
+	for _, m := range ms {
+		et := "-"
+		if m.ET > 0 {
+			et = m.ET.Round(time.Millisecond).String()
+		}
+		state := m.State
+		if m.Role == "destination" && m.Chunks > 0 && m.State == "running" {
+			state = fmt.Sprintf("running %d%% placed", m.Placed*100/m.Chunks)
+		}
+		if m.Error != "" {
+			state += ": " + m.Error
+		}
+		man := m.Manifest
+		if man == "" {
+			man = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID[:12], m.VM, m.Role, shortID(m.Peer), state,
+			units.FormatSize(m.Bytes), et, man)
+	}
+	return tw.Flush()
+}

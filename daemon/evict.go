@@ -1,0 +1,257 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+
+	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/eviction"
+	"github.com/sgrelay/sg/fetch"
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/vm"
+)
+
+func (d *Daemon) serveVMs(w http.ResponseWriter, _ *http.Request) {
+	out := []api.VM{}
+	for _, s := range d.vms.List() {
+		out = append(out, vmToAPI(s))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func vmToAPI(s vm.Spec) api.VM {
+	v := api.VM{Name: s.Name, Driver: "files"}
+	for _, r := range s.Regions {
+		v.Regions = append(v.Regions, api.VMRegion{Name: r.Name, Kind: r.Kind.String(), Path: r.Path, Size: r.Size})
+	}
+	return v
+}
+
+func (d *Daemon) serveAddVM(w http.ResponseWriter, r *http.Request) {
+	var req api.AddVMRequest
+	if !decodeRequest(w, r, &req) {
+		return
+	}
+	for _, p := range append(append(append([]string{}, req.Mem...), req.Disks...), req.State) {
+		if p != "" && !filepath.IsAbs(p) {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("path %q is not absolute", p))
+			return
+		}
+	}
+	spec, err := vm.NewFilesSpec(req.Name, req.Mem, req.Disks, req.State)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := d.vms.Add(spec); err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, vm.ErrExists) {
+			code = http.StatusConflict
+		}
+		writeError(w, code, err)
+		return
+	}
+	d.log.Info("VM registered", "vm", spec.Name, "regions", len(spec.Regions))
+	writeJSON(w, http.StatusOK, vmToAPI(spec))
+}
+
+func (d *Daemon) serveRemoveVM(w http.ResponseWriter, r *http.Request) {
+	if err := d.vms.Remove(r.PathValue("name")); err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, vm.ErrNotFound) {
+			code = http.StatusNotFound
+		}
+		writeError(w, code, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// resolvePeer finds the connected peer named by s: a full peer ID, or a
+// part of one that matches exactly one connected peer.
+func (d *Daemon) resolvePeer(s string) (string, error) {
+	var matches []string
+	for _, h := range d.connectedPeers() {
+		if h.Peer == s {
+			return s, nil
+		}
+		if s != "" && strings.Contains(h.Peer, s) {
+			matches = append(matches, h.Peer)
+		}
+	}
+	switch len(matches) {
+	case 1:
+		return matches[0], nil
+	case 0:
+		return "", fmt.Errorf("%q matches no connected peer (see sgctl peers)", s)
+	}
+	return "", fmt.Errorf("%q matches %d connected peers; give more of the peer ID", s, len(matches))
+}
+
+func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
+	var req api.EvictRequest
+	if !decodeRequest(w, r, &req) {
+		return
+	}
+	if len(req.VMs) == 0 {
+		writeError(w, http.StatusBadRequest, errors.New("no VM named"))
+		return
+	}
+	dest, err := d.resolvePeer(req.To)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("--to: %w", err))
+		return
+	}
+	cfg := eviction.DefaultConfig(dest)
+	cfg.Replicas, cfg.Direct, cfg.MaxRate, cfg.Log = max(1, req.Replicas), req.Direct, req.MaxRate, d.log
+	if !req.Direct {
+		if len(req.Via) > 0 {
+			for _, v := range req.Via {
+				p, err := d.resolvePeer(v)
+				if err != nil {
+					writeError(w, http.StatusBadRequest, fmt.Errorf("--via: %w", err))
+					return
+				}
+				cfg.Via = append(cfg.Via, p)
+			}
+		} else {
+			for _, p := range d.node.Peers() {
+				if p.Connected && p.Admitted && p.ID.String() != dest && p.MemFree+p.DiskFree > 0 {
+					cfg.Via = append(cfg.Via, p.ID.String())
+				}
+			}
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	diskChunk := vm.DefaultDiskChunk
+	if req.DiskChunk > 0 {
+		diskChunk = req.DiskChunk
+	}
+
+	// Pause every VM first: a missing or changed image stops the eviction
+	// before anything is sent.
+	var drivers []vm.Driver
+	var vms []eviction.VM
+	var snaps []*vm.Snapshot
+	resumeAll := func() {
+		for i, s := range snaps {
+			s.Close()
+			_ = drivers[i].Resume(r.Context())
+		}
+	}
+	for _, name := range req.VMs {
+		drv, err := d.vms.Driver(name)
+		if err == nil {
+			var snap *vm.Snapshot
+			if snap, err = drv.Pause(r.Context()); err == nil {
+				drivers, snaps = append(drivers, drv), append(snaps, snap)
+				vms = append(vms, evictionVM(snap, diskChunk))
+			}
+		}
+		if err != nil {
+			resumeAll()
+			code := http.StatusBadRequest
+			if errors.Is(err, vm.ErrNotFound) {
+				code = http.StatusNotFound
+			}
+			writeError(w, code, err)
+			return
+		}
+	}
+	e, err := eviction.New(nodeNetwork{d.node}, vms, cfg)
+	if err != nil {
+		resumeAll()
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	recs := d.out.start(e, vms, dest)
+	d.log.Info("eviction started", "vms", req.VMs, "dest", dest, "via", len(cfg.Via), "replicas", cfg.Replicas, "direct", cfg.Direct)
+	ev := newEventStream(w)
+	res, err := e.Run(r.Context(), func(p eviction.Progress) {
+		ev.send(api.Event{EvictProgress: &api.EvictProgress{BytesRead: p.BytesRead, BytesTotal: p.BytesTotal,
+			UniqueDone: p.UniqueDone, Sent: p.Sent, Elapsed: p.Elapsed}}, false)
+	})
+	var out *api.EvictResult
+	if err == nil {
+		out = evictResultToAPI(res, dest)
+	}
+	d.out.finish(e, recs, out, err)
+	if err != nil {
+		resumeAll()
+		d.ops.WithLabelValues("evict", "error").Inc()
+		d.log.Warn("eviction failed; VMs resumed at the source", "vms", req.VMs, "err", err)
+		ev.send(api.Event{Error: err.Error()}, true)
+		return
+	}
+	for i, s := range snaps {
+		s.Close()
+		if err := drivers[i].Release(r.Context()); err != nil {
+			d.log.Warn("release evicted VM", "vm", req.VMs[i], "err", err)
+		}
+	}
+	d.ops.WithLabelValues("evict", "ok").Inc()
+	d.evictET.Observe(res.ET.Seconds())
+	d.evictBytes.Add(float64(res.Bytes))
+	d.log.Info("eviction done", "vms", req.VMs, "et", res.ET, "bytes", res.Bytes, "unique", res.UniqueBytes)
+	ev.send(api.Event{Evict: out}, true)
+}
+
+func evictionVM(s *vm.Snapshot, diskChunk int) eviction.VM {
+	v := eviction.VM{Name: s.VM}
+	for _, r := range s.Regions {
+		cs := diskChunk
+		switch r.Kind.String() {
+		case "memory":
+			cs = vm.MemoryChunkSize
+		case "state":
+			cs = vm.StateChunkSize
+		}
+		v.Regions = append(v.Regions, eviction.Region{Name: r.Name, Kind: r.Kind, Size: r.Size, ChunkSize: cs, Data: r.ReaderAt})
+	}
+	return v
+}
+
+func evictResultToAPI(res *eviction.Result, dest string) *api.EvictResult {
+	out := &api.EvictResult{
+		Destination: dest, ET: res.ET, Bytes: res.Bytes, Chunks: res.Chunks, ZeroChunks: res.ZeroChunks,
+		DupWithin: res.DupWithin, DupAcross: res.DupAcross, AlreadyHeld: res.AlreadyHeld,
+		UniqueChunks: res.UniqueChunks, UniqueBytes: res.UniqueBytes, ManifestBytes: res.ManifestBytes,
+		SentBytes: res.SentBytes, Repaired: res.Repaired, Replicas: res.Replicas,
+		EffectiveRate: res.EffectiveRate(), WireRate: res.WireRate(),
+	}
+	for _, v := range res.VMs {
+		out.VMs = append(out.VMs, api.EvictedVM{Name: v.Name, MigrationID: v.MigrationID.String(), Manifest: v.Root.String(),
+			Bytes: v.Bytes, Chunks: v.Chunks, ZeroChunks: v.ZeroChunks, DupWithin: v.DupWithin, DupAcross: v.DupAcross,
+			ManifestBytes: v.ManifestBytes})
+	}
+	return out
+}
+
+func (d *Daemon) serveVerify(w http.ResponseWriter, r *http.Request) {
+	var req api.VerifyRequest
+	if !decodeRequest(w, r, &req) {
+		return
+	}
+	root, err := chunk.Parse(req.CID)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	peers := d.connectedPeers()
+	res, err := fetch.Verify(r.Context(), nodeNetwork{d.node}, nodeNetwork{d.node}, peers, d.store, root, req.Fetch)
+	if err != nil {
+		writeError(w, http.StatusConflict, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.VerifyResult{
+		Name: res.Name, Bytes: res.Bytes, Chunks: res.Chunks, ZeroChunks: res.ZeroChunks, DistinctChunks: res.DistinctChunks,
+		MinHolders: res.MinHolders, Holders: res.Holders, HoldersPerPeer: res.HoldersPerPeer,
+		CopiesFetched: res.CopiesFetched, BadCopies: res.BadCopies,
+	})
+}

@@ -1,0 +1,121 @@
+package daemon
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/eviction"
+	"github.com/sgrelay/sg/fetch"
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+// incomingSink adapts fetch.Incomings to node.MigrationSink.
+type incomingSink struct{ in *fetch.Incomings }
+
+func (s incomingSink) OpenMigration(from peer.ID, o wire.Open) error {
+	_, err := s.in.Open(from.String(), o)
+	return err
+}
+func (s incomingSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {
+	return s.in.AddHolders(from.String(), id, hs)
+}
+func (s incomingSink) AddPlacements(from peer.ID, id wire.MigrationID, ps []wire.Placement) error {
+	return s.in.AddPlacements(from.String(), id, ps)
+}
+func (s incomingSink) FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID) error {
+	return s.in.Finish(from.String(), id, root)
+}
+
+// outgoing tracks this node's evictions: running ones serve demand reads
+// by position, finished ones are kept for `sgctl migrations`.
+type outgoing struct {
+	mu      sync.Mutex
+	running map[wire.MigrationID]*eviction.Eviction
+	records []*api.Migration
+}
+
+func newOutgoing() *outgoing {
+	return &outgoing{running: map[wire.MigrationID]*eviction.Eviction{}}
+}
+
+// start registers an eviction's migrations as running.
+func (o *outgoing) start(e *eviction.Eviction, vms []eviction.VM, dest string) []*api.Migration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var recs []*api.Migration
+	for i, id := range e.MigrationIDs() {
+		o.running[id] = e
+		var bytes int64
+		for _, r := range vms[i].Regions {
+			bytes += r.Size
+		}
+		rec := &api.Migration{ID: id.String(), VM: vms[i].Name, Role: "source", Peer: dest,
+			State: api.StateRunning, Started: time.Now(), Bytes: bytes}
+		o.records = append(o.records, rec)
+		recs = append(recs, rec)
+	}
+	return recs
+}
+
+// finish stops serving demand for e and records the outcome.
+func (o *outgoing) finish(e *eviction.Eviction, recs []*api.Migration, res *api.EvictResult, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, id := range e.MigrationIDs() {
+		delete(o.running, id)
+	}
+	for i, rec := range recs {
+		if err != nil {
+			rec.State, rec.Error = api.StateFailed, err.Error()
+			continue
+		}
+		rec.State, rec.ET, rec.Result = api.StateDone, res.ET, res
+		rec.Chunks, rec.Manifest = res.VMs[i].Chunks, res.VMs[i].Manifest
+	}
+}
+
+// ServeDemand implements node.DemandServer: a destination reads a chunk by
+// position from a running eviction's snapshot.
+func (o *outgoing) ServeDemand(from peer.ID, d wire.DemandReq, dst []byte) ([]byte, wire.Status) {
+	o.mu.Lock()
+	e := o.running[d.ID]
+	o.mu.Unlock()
+	if e == nil {
+		return dst, wire.StatusMissing
+	}
+	out, err := e.ReadChunk(d.ID, d.Region, d.Index, dst)
+	if err != nil {
+		return dst, wire.StatusMissing
+	}
+	return out, wire.StatusOK
+}
+
+func (o *outgoing) list() []api.Migration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]api.Migration, len(o.records))
+	for i, r := range o.records {
+		out[i] = *r
+	}
+	return out
+}
+
+// migrationsList merges outgoing and incoming migrations, oldest first.
+func (d *Daemon) migrationsList() []api.Migration {
+	out := d.out.list()
+	for _, in := range d.in.List() {
+		m := api.Migration{ID: in.ID.String(), VM: in.VM, Role: "destination", Peer: in.Source,
+			State: api.StateRunning, Started: in.Opened, Bytes: in.Bytes, Chunks: in.Chunks, Placed: in.Placed}
+		if in.Done {
+			m.State, m.ET, m.Manifest = api.StateDone, in.Finished.Sub(in.Opened), in.Root.String()
+		}
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b api.Migration) int { return a.Started.Compare(b.Started) })
+	return out
+}

@@ -1,0 +1,241 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/internal/workload"
+	"github.com/sgrelay/sg/lab"
+)
+
+// vmSpec is the test VM: 256 MiB memory + 128 MiB disk, 30% zero
+// pages, 20% shared with other VMs of base 42, 10% repeated within.
+func vmSpec(seed uint64) workload.Spec {
+	return workload.Spec{Seed: seed, BaseSeed: 42, MemSize: 256 << 20, DiskSize: 128 << 20,
+		PageSize: 4096, DiskBlock: 65536, ZeroFrac: 0.3, SharedFrac: 0.2, RepeatFrac: 0.1}
+}
+
+// addVM generates a VM's images and registers them on n.
+func addVM(t *testing.T, ctx context.Context, n *lab.Node, name string, spec workload.Spec) {
+	t.Helper()
+	dir := t.TempDir()
+	mem, disk := filepath.Join(dir, name+".mem"), filepath.Join(dir, name+".disk")
+	if err := spec.WriteFiles(mem, disk); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Sgctl(ctx, "vm", "add", name, "--mem", mem, "--disk", disk); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// uniqueBytes is the bytes of distinct non-zero chunks of VMs of one base.
+func uniqueBytes(specs ...workload.Spec) int64 {
+	var total int64
+	for i, s := range specs {
+		mem, disk := s.Count()
+		total += (mem.Unique+mem.DistinctRepeated)*int64(s.PageSize) + (disk.Unique+disk.DistinctRepeated)*int64(s.DiskBlock)
+		if i == 0 { // shared pages travel once for all VMs of the base
+			total += mem.Shared*int64(s.PageSize) + disk.Shared*int64(s.DiskBlock)
+		}
+	}
+	return total
+}
+
+// received sums what each node stored from pushes, from its metrics.
+func received(t *testing.T, ctx context.Context, nodes []*lab.Node) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, n := range nodes {
+		v, err := n.Metric(ctx, "sg_node_push_received_bytes_total")
+		if err != nil {
+			v = 0 // never received a push: the counter has no sample yet
+		}
+		out[n.PeerID] = int64(v)
+	}
+	return out
+}
+
+func sum(m map[string]int64) int64 {
+	var s int64
+	for _, v := range m {
+		s += v
+	}
+	return s
+}
+
+func verify(t *testing.T, ctx context.Context, n *lab.Node, cid string, replicas int) api.VerifyResult {
+	t.Helper()
+	var v api.VerifyResult
+	if err := n.SgctlJSON(ctx, &v, "verify", cid, "--fetch", "--replicas", fmt.Sprint(replicas)); err != nil {
+		t.Fatalf("verify %s: %v", cid, err)
+	}
+	if v.MinHolders < replicas || v.BadCopies != 0 || v.CopiesFetched < v.DistinctChunks*int64(replicas) {
+		t.Fatalf("verify %s: %+v", cid, v)
+	}
+	return v
+}
+
+func TestEvictFiveNodes(t *testing.T) {
+	c := startCluster(t, "src", "dst", "r1", "r2", "r3")
+	src, dst := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	spec := vmSpec(1)
+	addVM(t, ctx, src, "web1", spec)
+
+	before := received(t, ctx, c.Nodes)
+	var res api.EvictResult
+	if err := src.SgctlJSON(ctx, &res, "evict", "vm", "web1", "--to", dst.PeerID); err != nil {
+		t.Fatal(err)
+	}
+	got := received(t, ctx, c.Nodes)
+	pushed := sum(got) - sum(before)
+	mem, disk := spec.Count()
+
+	// The report adds up.
+	if res.Bytes != 384<<20 || res.Chunks != mem.Pages+disk.Pages || res.ZeroChunks != mem.Zero+disk.Zero {
+		t.Fatalf("report: %d bytes, %d chunks, %d zero; want %d, %d, %d", res.Bytes, res.Chunks, res.ZeroChunks, 384<<20, mem.Pages+disk.Pages, mem.Zero+disk.Zero)
+	}
+	if res.Chunks != res.ZeroChunks+res.UniqueChunks+res.DupWithin+res.DupAcross {
+		t.Fatalf("report: chunks %d ≠ zero + unique + duplicates", res.Chunks)
+	}
+	if res.UniqueBytes != uniqueBytes(spec) {
+		t.Fatalf("unique bytes %d, want %d", res.UniqueBytes, uniqueBytes(spec))
+	}
+	// No zero chunk crossed the network, and each distinct non-zero chunk
+	// crossed it once: the receivers' own counters say so.
+	if pushed != res.UniqueBytes+res.ManifestBytes {
+		t.Fatalf("receivers stored %d bytes by push; want unique %d + manifest %d", pushed, res.UniqueBytes, res.ManifestBytes)
+	}
+	for _, n := range c.Nodes[1:] {
+		if d := got[n.PeerID] - before[n.PeerID]; d != res.SentBytes[n.PeerID] {
+			t.Fatalf("%s received %d bytes, the report says %d", n.Name, d, res.SentBytes[n.PeerID])
+		}
+	}
+	if got[src.PeerID] != before[src.PeerID] {
+		t.Fatal("the source received pushes")
+	}
+	// Every chunk the manifest names is held and verifies.
+	verify(t, ctx, src, res.VMs[0].Manifest, 1)
+
+	// The destination learned the migration and its manifest.
+	var ms []api.Migration
+	if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].Role != "destination" || ms[0].State != api.StateDone || ms[0].Manifest != res.VMs[0].Manifest {
+		t.Fatalf("destination migrations: %+v", ms)
+	}
+	if ms[0].Placed != res.Chunks-res.ZeroChunks {
+		t.Fatalf("destination has %d positions placed, want every non-zero one (%d)", ms[0].Placed, res.Chunks-res.ZeroChunks)
+	}
+	t.Logf("ET %v for %d MiB (%d MiB unique): effective %.0f MB/s; per target %v",
+		res.ET, res.Bytes>>20, res.UniqueBytes>>20, res.EffectiveRate/1e6, res.SentBytes)
+}
+
+func TestEvictTwoVMsOfOneBaseTogether(t *testing.T) {
+	c := startCluster(t, "src", "dst", "r1")
+	src, dst := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	a, b := vmSpec(1), vmSpec(2)
+	a.MemSize, a.DiskSize, b.MemSize, b.DiskSize = 64<<20, 32<<20, 64<<20, 32<<20
+	addVM(t, ctx, src, "a", a)
+	addVM(t, ctx, src, "b", b)
+
+	before := received(t, ctx, c.Nodes)
+	var res api.EvictResult
+	if err := src.SgctlJSON(ctx, &res, "evict", "vm", "a", "b", "--to", dst.PeerID); err != nil {
+		t.Fatal(err)
+	}
+	pushed := sum(received(t, ctx, c.Nodes)) - sum(before)
+	want := uniqueBytes(a, b) + res.ManifestBytes
+	if pushed != want {
+		t.Fatalf("receivers stored %d bytes; shared chunks travelling once means %d", pushed, want)
+	}
+	memA, diskA := a.Count()
+	if res.DupAcross != memA.Shared+diskA.Shared {
+		t.Fatalf("%d duplicates across VMs, want the %d shared chunks", res.DupAcross, memA.Shared+diskA.Shared)
+	}
+	for _, v := range res.VMs {
+		verify(t, ctx, src, v.Manifest, 1)
+	}
+}
+
+func TestEvictTwoReplicas(t *testing.T) {
+	c := startCluster(t, "src", "dst", "r1", "r2")
+	src, dst := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	spec := vmSpec(3)
+	spec.MemSize, spec.DiskSize = 64<<20, 32<<20
+	addVM(t, ctx, src, "web1", spec)
+	var res api.EvictResult
+	if err := src.SgctlJSON(ctx, &res, "evict", "vm", "web1", "--to", dst.PeerID, "--replicas", "2"); err != nil {
+		t.Fatal(err)
+	}
+	v := verify(t, ctx, src, res.VMs[0].Manifest, 2)
+	t.Logf("holders: %v", v.Holders)
+}
+
+func TestEvictSurvivesKilledIntermediate(t *testing.T) {
+	c := startCluster(t, "src", "dst", "r1", "r2", "r3")
+	src, dst, victim := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	addVM(t, ctx, src, "web1", vmSpec(4))
+
+	type outcome struct {
+		res api.EvictResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		var o outcome
+		o.err = src.SgctlJSON(ctx, &o.res, "evict", "vm", "web1", "--to", dst.PeerID)
+		done <- o
+	}()
+	// Kill r1 once it holds part of the VM.
+	for {
+		v, _ := victim.Metric(ctx, "sg_node_push_received_bytes_total")
+		if v >= 4<<20 {
+			break
+		}
+		select {
+		case o := <-done:
+			t.Fatalf("the eviction ended (err %v) before r1 received 4 MiB: nothing was killed mid-scatter", o.err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	o := <-done
+	if o.err != nil {
+		t.Fatalf("eviction failed after an intermediate was killed: %v", o.err)
+	}
+	// Every chunk is held by a live peer (verify asks connected peers only).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var ps []api.Peer
+		if err := src.SgctlJSON(ctx, &ps, "peers"); err != nil {
+			t.Fatal(err)
+		}
+		gone := true
+		for _, p := range ps {
+			if p.ID == victim.PeerID && p.Connected {
+				gone = false
+			}
+		}
+		if gone || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	verify(t, ctx, src, o.res.VMs[0].Manifest, 1)
+	t.Logf("ET %v; repaired %d chunks; sent %v", o.res.ET, o.res.Repaired, o.res.SentBytes)
+}

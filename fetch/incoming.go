@@ -1,0 +1,246 @@
+package fetch
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+// Pinner protects chunks a migration needs from GC (chunkstore.Store).
+type Pinner interface {
+	Pin(owner string, ids ...chunk.ID)
+	Unpin(owner string) int
+}
+
+// Incoming is a migration opened to this node: what the source has told it
+// so far about the VM's regions and where each chunk is.
+type Incoming struct {
+	ID      wire.MigrationID
+	Source  string
+	VM      string
+	Regions []wire.RegionInfo
+	Opened  time.Time
+
+	mu       sync.Mutex
+	ids      [][]chunk.ID        // per region, per position; zero value: not placed yet
+	holders  map[chunk.ID]uint32 // holder mask per chunk
+	peers    map[uint8]string    // holder index → peer
+	placed   int64               // positions placed
+	root     chunk.ID            // manifest root, once done
+	finished time.Time           // when the source handed over the root
+	changed  chan struct{}       // closed and replaced on every update
+}
+
+// IncomingStatus is a snapshot of an Incoming for reports.
+type IncomingStatus struct {
+	ID       wire.MigrationID
+	Source   string
+	VM       string
+	Bytes    int64
+	Chunks   int64 // positions in all regions
+	Placed   int64 // positions whose chunk is placed
+	Root     chunk.ID
+	Done     bool
+	Opened   time.Time
+	Finished time.Time
+}
+
+// Status reports progress.
+func (in *Incoming) Status() IncomingStatus {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	st := IncomingStatus{ID: in.ID, Source: in.Source, VM: in.VM, Placed: in.placed, Root: in.root,
+		Done: !in.finished.IsZero(), Opened: in.Opened, Finished: in.finished}
+	for i, r := range in.Regions {
+		st.Bytes += int64(r.Size)
+		st.Chunks += int64(len(in.ids[i]))
+	}
+	return st
+}
+
+// Holders lists the peers that hold id, as the source reported them.
+func (in *Incoming) Holders(id chunk.ID) []string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	mask := in.holders[id]
+	var out []string
+	for i := range wire.MaxHolders {
+		if mask&(1<<i) != 0 {
+			if p, ok := in.peers[uint8(i)]; ok {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// At returns the chunk placed at a position, and false if none is yet.
+func (in *Incoming) At(region int, index uint64) (chunk.ID, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if region < 0 || region >= len(in.ids) || index >= uint64(len(in.ids[region])) {
+		return chunk.ID{}, false
+	}
+	id := in.ids[region][index]
+	return id, !id.IsZero()
+}
+
+// Changed returns a channel closed at the next update (placement or done).
+func (in *Incoming) Changed() <-chan struct{} {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.changed
+}
+
+func (in *Incoming) notifyLocked() {
+	close(in.changed)
+	in.changed = make(chan struct{})
+}
+
+// Incomings is every migration opened to this node.
+type Incomings struct {
+	pins Pinner
+	mu   sync.Mutex
+	m    map[wire.MigrationID]*Incoming
+}
+
+// NewIncomings returns an empty set that pins placed chunks in pins.
+func NewIncomings(pins Pinner) *Incomings {
+	return &Incomings{pins: pins, m: map[wire.MigrationID]*Incoming{}}
+}
+
+// Errors a source can provoke.
+var (
+	ErrDuplicateMigration = errors.New("migration already open")
+	ErrUnknownMigration   = errors.New("no such migration")
+	ErrWrongSource        = errors.New("migration belongs to another source")
+	ErrBadPlacement       = errors.New("placement outside the VM")
+)
+
+// maxPositions bounds what one Open can make us allocate (a 4 TiB VM of 4 KiB pages).
+const maxPositions = 1 << 30
+
+// Open records a new migration from source.
+func (s *Incomings) Open(source string, o wire.Open) (*Incoming, error) {
+	in := &Incoming{ID: o.ID, Source: source, VM: o.VM, Regions: o.Regions, Opened: time.Now(),
+		holders: map[chunk.ID]uint32{}, peers: map[uint8]string{}, changed: make(chan struct{})}
+	var total uint64
+	for _, r := range o.Regions {
+		n := (r.Size + uint64(r.ChunkSize) - 1) / uint64(r.ChunkSize)
+		total += n
+		if total > maxPositions {
+			return nil, fmt.Errorf("open %s: VM too large (%d chunks)", o.ID, total)
+		}
+		in.ids = append(in.ids, make([]chunk.ID, n))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[o.ID]; ok {
+		return nil, fmt.Errorf("open %s: %w", o.ID, ErrDuplicateMigration)
+	}
+	s.m[o.ID] = in
+	return in, nil
+}
+
+// Get returns a migration.
+func (s *Incomings) Get(id wire.MigrationID) (*Incoming, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in, ok := s.m[id]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", id, ErrUnknownMigration)
+	}
+	return in, nil
+}
+
+func (s *Incomings) from(source string, id wire.MigrationID) (*Incoming, error) {
+	in, err := s.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	if in.Source != source {
+		return nil, fmt.Errorf("%s: %w", id, ErrWrongSource)
+	}
+	return in, nil
+}
+
+// AddHolders records holder indices.
+func (s *Incomings) AddHolders(source string, id wire.MigrationID, hs []wire.Holder) error {
+	in, err := s.from(source, id)
+	if err != nil {
+		return err
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, h := range hs {
+		in.peers[h.Index] = h.Peer
+	}
+	return nil
+}
+
+// AddPlacements records where chunks are, pinning them for the migration.
+func (s *Incomings) AddPlacements(source string, id wire.MigrationID, ps []wire.Placement) error {
+	in, err := s.from(source, id)
+	if err != nil {
+		return err
+	}
+	pinned := make([]chunk.ID, 0, len(ps))
+	in.mu.Lock()
+	for _, p := range ps {
+		if int(p.Region) >= len(in.ids) || p.Index >= uint64(len(in.ids[p.Region])) {
+			in.mu.Unlock()
+			return fmt.Errorf("%s: region %d index %d: %w", id, p.Region, p.Index, ErrBadPlacement)
+		}
+		if in.ids[p.Region][p.Index].IsZero() {
+			in.placed++
+		}
+		in.ids[p.Region][p.Index] = p.ID
+		if _, seen := in.holders[p.ID]; !seen {
+			pinned = append(pinned, p.ID)
+		}
+		in.holders[p.ID] |= p.Holders
+	}
+	in.notifyLocked()
+	in.mu.Unlock()
+	if s.pins != nil && len(pinned) > 0 {
+		s.pins.Pin(id.String(), pinned...)
+	}
+	return nil
+}
+
+// Finish records the manifest root: the source has reached its eviction time.
+func (s *Incomings) Finish(source string, id wire.MigrationID, root chunk.ID) error {
+	in, err := s.from(source, id)
+	if err != nil {
+		return err
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.root, in.finished = root, time.Now()
+	if s.pins != nil {
+		s.pins.Pin(id.String(), root)
+	}
+	in.notifyLocked()
+	return nil
+}
+
+// List returns every migration's status, oldest first.
+func (s *Incomings) List() []IncomingStatus {
+	s.mu.Lock()
+	ins := make([]*Incoming, 0, len(s.m))
+	for _, in := range s.m {
+		ins = append(ins, in)
+	}
+	s.mu.Unlock()
+	out := make([]IncomingStatus, 0, len(ins))
+	for _, in := range ins {
+		out = append(out, in.Status())
+	}
+	slices.SortFunc(out, func(a, b IncomingStatus) int { return a.Opened.Compare(b.Opened) })
+	return out
+}

@@ -1,0 +1,151 @@
+package fetch
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+// HaveAsker asks a peer which chunks it holds.
+type HaveAsker interface {
+	Have(ctx context.Context, peer string, ids []chunk.ID) ([]bool, error)
+}
+
+// VerifyResult says how safely a manifest's chunks are held.
+type VerifyResult struct {
+	Name           string
+	Regions        int
+	Bytes          int64
+	Chunks         int64
+	ZeroChunks     int64
+	DistinctChunks int64
+	// MinHolders is the fewest peers holding any distinct chunk.
+	MinHolders int
+	// Holders counts distinct chunks by how many peers hold them.
+	Holders map[int]int64
+	// HoldersPerPeer counts the distinct chunks each peer holds.
+	HoldersPerPeer map[string]int64
+	// CopiesFetched and BadCopies are set when copies were fetched.
+	CopiesFetched int64
+	BadCopies     int64
+}
+
+// ResolveManifest fetches a manifest root and its blocks (from local or
+// from the first holder that has each) and returns every region's chunk IDs.
+func ResolveManifest(ctx context.Context, net Network, holders []Holder, local LocalStore, root chunk.ID) (*manifest.Manifest, [][]chunk.ID, error) {
+	rootData, err := fetchOne(ctx, net, holders, local, root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("manifest root %s: %w", root, err)
+	}
+	m, err := manifest.Decode(rootData)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s is not a manifest root: %w", root, err)
+	}
+	ids := make([][]chunk.ID, len(m.Regions))
+	for i, r := range m.Regions {
+		for _, b := range r.Blocks {
+			data, err := fetchOne(ctx, net, holders, local, b)
+			if err != nil {
+				return nil, nil, fmt.Errorf("manifest block %s: %w", b, err)
+			}
+			if ids[i], err = manifest.DecodeBlock(data, ids[i]); err != nil {
+				return nil, nil, fmt.Errorf("manifest block %s: %w", b, err)
+			}
+		}
+		if int64(len(ids[i])) != r.Chunks() {
+			return nil, nil, fmt.Errorf("region %s lists %d chunks for %d bytes: %w", r.Name, len(ids[i]), r.Size, manifest.ErrMalformed)
+		}
+	}
+	return m, ids, nil
+}
+
+// Verify resolves the manifest at root and asks every peer which of its
+// chunks it holds. With fetchCopies, it also fetches every copy from every
+// holder (the transport re-hashes each) and counts the bad ones.
+func Verify(ctx context.Context, net Network, have HaveAsker, peers []Holder, local LocalStore, root chunk.ID, fetchCopies bool) (*VerifyResult, error) {
+	m, ids, err := ResolveManifest(ctx, net, peers, local, root)
+	if err != nil {
+		return nil, err
+	}
+	res := &VerifyResult{Name: m.Name, Regions: len(m.Regions), Holders: map[int]int64{}, HoldersPerPeer: map[string]int64{}}
+	seen := map[chunk.ID]bool{}
+	var distinct []chunk.ID
+	for i, r := range m.Regions {
+		res.Bytes += r.Size
+		for _, id := range ids[i] {
+			res.Chunks++
+			if id.IsZero() {
+				res.ZeroChunks++
+				continue
+			}
+			if !seen[id] {
+				seen[id] = true
+				distinct = append(distinct, id)
+			}
+		}
+	}
+	res.DistinctChunks = int64(len(distinct))
+	count := make([]int, len(distinct))
+	held := map[string][]chunk.ID{}
+	for _, p := range peers {
+		hs, err := have.Have(ctx, p.Peer, distinct)
+		if err != nil {
+			return nil, fmt.Errorf("ask %s: %w", p.Peer, err)
+		}
+		for i, h := range hs {
+			if h {
+				count[i]++
+				held[p.Peer] = append(held[p.Peer], distinct[i])
+			}
+		}
+		res.HoldersPerPeer[p.Peer] = int64(len(held[p.Peer]))
+	}
+	res.MinHolders = -1
+	for _, c := range count {
+		res.Holders[c]++
+		if res.MinHolders < 0 || c < res.MinHolders {
+			res.MinHolders = c
+		}
+	}
+	if res.MinHolders < 0 {
+		res.MinHolders = 0
+	}
+	if !fetchCopies {
+		return res, nil
+	}
+	for _, p := range peers {
+		ids := held[p.Peer]
+		gs, err := net.OpenGet(ctx, p.Peer, wire.Prefetch, 4)
+		if err != nil {
+			return nil, err
+		}
+		for len(ids) > 0 {
+			batch := slices.Clone(ids[:min(len(ids), 64)])
+			ids = ids[len(batch):]
+			err := gs.Get(ctx, batch, func(rs []wire.GetResult, err error) {
+				if err != nil {
+					res.BadCopies += int64(len(batch))
+					return
+				}
+				for _, r := range rs {
+					res.CopiesFetched++
+					if r.Status != wire.StatusOK {
+						res.BadCopies++
+					}
+				}
+			})
+			if err != nil {
+				gs.Abort()
+				return nil, err
+			}
+		}
+		if err := gs.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
