@@ -34,6 +34,20 @@ type Incoming struct {
 	root     chunk.ID            // manifest root, once done
 	finished time.Time           // when the source handed over the root
 	changed  chan struct{}       // closed and replaced on every update
+	listener IncomingListener
+}
+
+// IncomingListener hears a migration's placements and its end (a Gatherer).
+type IncomingListener interface {
+	Placed(ps []wire.Placement)
+	Finished(root chunk.ID)
+}
+
+// SetListener installs l; set it right after Open, before any placement.
+func (in *Incoming) SetListener(l IncomingListener) {
+	in.mu.Lock()
+	in.listener = l
+	in.mu.Unlock()
 }
 
 // IncomingStatus is a snapshot of an Incoming for reports.
@@ -206,9 +220,13 @@ func (s *Incomings) AddPlacements(source string, id wire.MigrationID, ps []wire.
 		in.holders[p.ID] |= p.Holders
 	}
 	in.notifyLocked()
+	l := in.listener
 	in.mu.Unlock()
 	if s.pins != nil && len(pinned) > 0 {
 		s.pins.Pin(id.String(), pinned...)
+	}
+	if l != nil {
+		l.Placed(ps)
 	}
 	return nil
 }
@@ -220,12 +238,16 @@ func (s *Incomings) Finish(source string, id wire.MigrationID, root chunk.ID) er
 		return err
 	}
 	in.mu.Lock()
-	defer in.mu.Unlock()
 	in.root, in.finished = root, time.Now()
+	in.notifyLocked()
+	l := in.listener
+	in.mu.Unlock()
 	if s.pins != nil {
 		s.pins.Pin(id.String(), root)
 	}
-	in.notifyLocked()
+	if l != nil {
+		l.Finished(root)
+	}
 	return nil
 }
 

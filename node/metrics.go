@@ -5,15 +5,16 @@ import "github.com/prometheus/client_golang/prometheus"
 // metrics are one node's counters, registered on the node's own registry
 // (many simnet nodes share a process). No peer or chunk IDs as labels.
 type metrics struct {
-	pushChunks   *prometheus.CounterVec // by result status
-	pushBytes    prometheus.Counter
-	servedChunks *prometheus.CounterVec // get, by priority
-	servedBytes  prometheus.Counter
-	fetchedBytes prometheus.Counter
-	badChunks    prometheus.Counter // chunks a peer sent that failed re-hashing
-	refused      prometheus.Counter // connections refused by the gater
-	protoErrors  *prometheus.CounterVec
-	peers        prometheus.GaugeFunc
+	pushChunks     *prometheus.CounterVec // by result status
+	pushBytes      prometheus.Counter
+	servedChunks   *prometheus.CounterVec // get, by priority
+	servedBytes    prometheus.Counter
+	fetchedBytes   prometheus.Counter
+	badChunks      prometheus.Counter // chunks a peer sent that failed re-hashing
+	refused        prometheus.Counter // connections refused by the gater
+	protoErrors    *prometheus.CounterVec
+	releasedChunks prometheus.Counter // chunks freed because their migration completed
+	peers          prometheus.GaugeFunc
 }
 
 func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
@@ -42,11 +43,14 @@ func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
 		protoErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sg_node_protocol_errors_total", Help: "Streams ended by a protocol violation, by protocol.",
 		}, []string{"protocol"}),
+		releasedChunks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sg_node_released_chunks_total", Help: "Chunks freed because the gather of their migration completed.",
+		}),
 		peers: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sg_node_connected_peers", Help: "Peers with an open connection.",
 		}, connected),
 	}
 	reg.MustRegister(m.pushChunks, m.pushBytes, m.servedChunks, m.servedBytes, m.fetchedBytes,
-		m.badChunks, m.refused, m.protoErrors, m.peers)
+		m.badChunks, m.refused, m.protoErrors, m.releasedChunks, m.peers)
 	return m
 }

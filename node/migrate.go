@@ -35,10 +35,45 @@ type DemandServer interface {
 	ServeDemand(from peer.ID, d wire.DemandReq, dst []byte) ([]byte, wire.Status)
 }
 
+// ReleaseHandler frees what a finished migration no longer needs (a
+// holder, or the source). It returns how many chunks it freed.
+type ReleaseHandler interface {
+	Release(from peer.ID, r wire.Release) (int, error)
+}
+
 type migrationHandlers struct {
-	mu     sync.RWMutex
-	sink   MigrationSink
-	demand DemandServer
+	mu      sync.RWMutex
+	sink    MigrationSink
+	demand  DemandServer
+	release ReleaseHandler
+}
+
+// SetReleaseHandler installs what handles releases; nil refuses them.
+func (n *Node) SetReleaseHandler(h ReleaseHandler) {
+	n.mig.mu.Lock()
+	n.mig.release = h
+	n.mig.mu.Unlock()
+}
+
+// Release tells p that migration r.ID is complete and which of its chunks
+// p held; it returns once p has acted on it.
+func (n *Node) Release(ctx context.Context, p peer.ID, r wire.Release) error {
+	for first := true; first || len(r.Chunks) > 0; first = false {
+		part := wire.Release{ID: r.ID, Chunks: r.Chunks[:min(len(r.Chunks), wire.MaxBatch)]}
+		r.Chunks = r.Chunks[len(part.Chunks):]
+		err := n.call(ctx, p, ProtoMigrate, func(b []byte) []byte { return wire.AppendRelease(b, part) },
+			wire.TypeAck, func(payload []byte) error {
+				st, msg, err := wire.DecodeAck(payload)
+				if err == nil && st != wire.StatusOK {
+					err = &wire.RemoteError{Code: st, Message: msg}
+				}
+				return err
+			})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetMigrationSink installs the destination side; nil refuses migrations.
@@ -78,7 +113,7 @@ func (n *Node) serveMigrate(s network.Stream) error {
 		return err
 	}
 	n.mig.mu.RLock()
-	sink, demand := n.mig.sink, n.mig.demand
+	sink, demand, release := n.mig.sink, n.mig.demand, n.mig.release
 	n.mig.mu.RUnlock()
 	switch t {
 	case wire.TypeMigrateOpen:
@@ -93,8 +128,20 @@ func (n *Node) serveMigrate(s network.Stream) error {
 			return errors.New("demand refused: no server")
 		}
 		return n.serveDemand(s, r, from, demand, p)
+	case wire.TypeRelease:
+		rel, err := wire.DecodeRelease(p)
+		if err == nil && release == nil {
+			err = errors.New("this node takes no releases")
+		}
+		if err == nil {
+			var freed int
+			if freed, err = release.Release(from, rel); err == nil {
+				n.m.releasedChunks.Add(float64(freed))
+			}
+		}
+		return n.ack(s, err)
 	}
-	n.refuse(s, wire.StatusRefused, "expected open or demand, got "+t.String())
+	n.refuse(s, wire.StatusRefused, "expected open, demand or release, got "+t.String())
 	return fmt.Errorf("first migrate frame %s: %w", t, wire.ErrUnexpected)
 }
 

@@ -58,6 +58,8 @@ func (t Type) String() string {
 		return "demand"
 	case TypeDemandAck:
 		return "demand-ack"
+	case TypeRelease:
+		return "release"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }

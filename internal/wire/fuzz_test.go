@@ -32,6 +32,8 @@ func FuzzFrames(f *testing.F) {
 		AppendDemand(nil, DemandReq{ID: MigrationID{2}, Region: 1, Index: 99}),
 		AppendDemandAck(nil, StatusOK, c[0].Data),
 		AppendDemandAck(nil, StatusMissing, nil),
+		AppendDemandAck(nil, StatusZero, nil),
+		AppendRelease(nil, Release{ID: MigrationID{3}, Chunks: ids}),
 		{0, 0, 0, 0},
 		{0xff, 0xff, 0xff, 0xff, 1},
 	}
@@ -125,6 +127,10 @@ func checkPayload(t *testing.T, typ Type, p []byte) {
 	case TypeDemandAck:
 		if st, data, err := DecodeDemandAck(p); err == nil {
 			re = AppendDemandAck(nil, st, data)
+		}
+	case TypeRelease:
+		if v, err := DecodeRelease(p); err == nil {
+			re = AppendRelease(nil, v)
 		}
 	}
 	if re != nil && !bytes.Equal(re[headerSize:], p) {

@@ -24,7 +24,8 @@ const (
 	StatusMissing  Status = 3 // not held (get)
 	StatusFailed   Status = 4 // the receiver failed to store or read it
 	StatusRefused  Status = 5 // the receiver will not take it (quota, policy)
-	maxKnownStatus        = StatusRefused
+	StatusZero     Status = 6 // demand: the chunk at that position is all zeros (no data follows)
+	maxKnownStatus        = StatusZero
 )
 
 func (s Status) String() string {
@@ -41,6 +42,8 @@ func (s Status) String() string {
 		return "failed"
 	case StatusRefused:
 		return "refused"
+	case StatusZero:
+		return "zero"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }

@@ -23,6 +23,7 @@ import (
 //	Ack        status u8, message (len u16, bytes)
 //	Demand     id [16], region u16, index u64
 //	DemandAck  status u8, [len u32, data] if OK
+//	Release    id [16], n u16, n × id [32]   gather complete: drop these chunks
 const (
 	TypeMigrateOpen Type = 10
 	TypeHolders     Type = 11
@@ -31,6 +32,7 @@ const (
 	TypeAck         Type = 14
 	TypeDemand      Type = 15
 	TypeDemandAck   Type = 16
+	TypeRelease     Type = 17
 )
 
 // Limits of migrate frames.
@@ -338,4 +340,33 @@ func readShort(p []byte, limit int) (string, []byte, error) {
 		return "", p, fmt.Errorf("string: truncated or too long: %w", ErrMalformed)
 	}
 	return string(p[1 : 1+int(p[0])]), p[1+int(p[0]):], nil
+}
+
+// Release tells a holder (or the source) that a migration's gather is
+// complete and lists the chunks it held for it.
+type Release struct {
+	ID     MigrationID
+	Chunks []chunk.ID
+}
+
+// AppendRelease encodes a Release frame (at most MaxBatch chunks).
+func AppendRelease(dst []byte, r Release) []byte {
+	b := Begin(dst, TypeRelease)
+	b = append(b, r.ID[:]...)
+	return Finish(appendIDs(b, r.Chunks))
+}
+
+// DecodeRelease decodes a Release payload.
+func DecodeRelease(p []byte) (Release, error) {
+	var r Release
+	if len(p) < 16 {
+		return r, fmt.Errorf("release: truncated: %w", ErrMalformed)
+	}
+	copy(r.ID[:], p)
+	ids, err := DecodeIDs(p[16:], nil)
+	if err != nil {
+		return r, fmt.Errorf("release: %w", err)
+	}
+	r.Chunks = ids
+	return r, nil
 }
