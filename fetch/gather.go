@@ -110,7 +110,8 @@ type Gatherer struct {
 	waiters    map[Position][]chan error // ReadAt callers waiting for a position
 	flights    map[chunk.ID]*flight
 	posFlights map[Position]bool
-	local      []Position // placed positions whose chunk is in the local store
+	avoid      map[chunk.ID]map[string]bool // holders that failed to provide a chunk
+	local      []Position                   // placed positions whose chunk is in the local store
 	recent     []Position
 	cursor     Position
 	finished   bool // the manifest is known: every ID is
@@ -118,6 +119,12 @@ type Gatherer struct {
 	completeAt time.Time
 	wake       chan struct{} // capacity 1: the prefetcher has something to look at
 	done       chan struct{} // closed on completion or failure
+
+	// Every goroutine the gather starts goes through spawn, and Run waits
+	// for them all before it returns.
+	spawnMu sync.Mutex
+	closing bool
+	wg      sync.WaitGroup
 
 	demand   map[string]Getter // per holder, demand priority
 	prefetch map[string]Getter
@@ -180,7 +187,7 @@ func NewGatherer(in *Incoming, net GatherNet, store GatherStore, cfg GatherConfi
 	}
 	g := &Gatherer{cfg: cfg, in: in, net: net, store: store, log: cfg.Log,
 		positions: map[chunk.ID][]Position{}, waiters: map[Position][]chan error{},
-		flights: map[chunk.ID]*flight{}, posFlights: map[Position]bool{},
+		flights: map[chunk.ID]*flight{}, posFlights: map[Position]bool{}, avoid: map[chunk.ID]map[string]bool{},
 		wake: make(chan struct{}, 1), done: make(chan struct{}),
 		demand: map[string]Getter{}, prefetch: map[string]Getter{}, peers: map[string]*holderStats{},
 		st: Report{VM: in.VM, FetchedBytes: map[string]int64{}}}
@@ -218,6 +225,41 @@ func (g *Gatherer) closeFiles() {
 	for _, f := range g.files {
 		f.Close()
 	}
+}
+
+// spawn runs f in a goroutine owned by the gather, unless it is shutting down.
+func (g *Gatherer) spawn(f func()) {
+	g.spawnMu.Lock()
+	defer g.spawnMu.Unlock()
+	if g.closing {
+		return
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		f()
+	}()
+}
+
+// stopAll resets every stream (outstanding requests fail at once) and
+// waits for every goroutine of the gather.
+func (g *Gatherer) stopAll() {
+	g.spawnMu.Lock()
+	g.closing = true
+	g.spawnMu.Unlock()
+	g.mu.Lock()
+	for _, m := range []map[string]Getter{g.demand, g.prefetch} {
+		for p, gs := range m {
+			gs.Abort()
+			delete(m, p)
+		}
+	}
+	if g.source != nil {
+		g.source.Abort()
+		g.source = nil
+	}
+	g.mu.Unlock()
+	g.wg.Wait()
 }
 
 func (g *Gatherer) poke() {
@@ -259,7 +301,7 @@ func (g *Gatherer) learnLocked(at Position, id chunk.ID) {
 
 // Finished learns the manifest: every position's ID, zero chunks included.
 func (g *Gatherer) Finished(root chunk.ID) {
-	go g.resolve(root) // owned by the gather: it only touches g under g.mu and ends on its own
+	g.spawn(func() { g.resolve(root) })
 }
 
 func (g *Gatherer) resolve(root chunk.ID) {
@@ -481,7 +523,7 @@ func (g *Gatherer) startDemandLocked(at Position) {
 		}
 		if !g.posFlights[at] {
 			g.posFlights[at] = true
-			go g.demandFromSource(at) // owned by the gather; ends with the request
+			g.spawn(func() { g.demandFromSource(at) })
 		}
 		return
 	}
@@ -492,13 +534,13 @@ func (g *Gatherer) startDemandLocked(at Position) {
 	if f := g.flights[id]; f != nil {
 		if !f.demand {
 			f.demand = true // a prefetch is already bringing it: wait, and hedge if slow
-			go g.hedgeLater(f)
+			g.spawn(func() { g.hedgeLater(f) })
 		}
 		return
 	}
 	f := &flight{id: id, demand: true, tried: map[string]bool{}, started: time.Now()}
 	g.flights[id] = f
-	go g.fetchByID(f, true) // owned by the gather; ends with the request
+	g.spawn(func() { g.fetchByID(f, true) })
 }
 
 // demandFromSource reads a position straight from the source's snapshot.
@@ -597,7 +639,7 @@ func (g *Gatherer) keep(id chunk.ID, data []byte) {
 func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool) string {
 	best, bestScore := "", time.Duration(1<<62)
 	for _, p := range g.in.Holders(id) {
-		if tried[p] {
+		if tried[p] || g.avoid[id][p] {
 			continue
 		}
 		hs := g.holder(p)
@@ -683,16 +725,22 @@ func (g *Gatherer) dropGetter(p string, gs Getter, demand bool) {
 // the next one if it is slow.
 func (g *Gatherer) fetchByID(f *flight, demand bool) {
 	if demand {
-		go g.hedgeLater(f) // owned by the gather: ends after one timer
+		g.spawn(func() { g.hedgeLater(f) })
 	}
 	g.tryHolder(f, demand)
 }
+
+// holderRounds is how many times every holder is tried for a chunk before
+// it counts as unavailable; a holder that answered "missing" or served
+// wrong bytes is not asked again (avoid), one that timed out may be.
+const holderRounds = 3
 
 // tryHolder asks the best untried holder for f; on failure it moves on to
 // the next, then to the source by position while it still serves.
 func (g *Gatherer) tryHolder(f *flight, demand bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	round := 1
 	for {
 		g.mu.Lock()
 		if f.done {
@@ -700,6 +748,17 @@ func (g *Gatherer) tryHolder(f *flight, demand bool) {
 			return
 		}
 		p := g.pickHolderLocked(f.id, f.tried)
+		if p == "" && round < holderRounds && len(f.tried) > 0 {
+			round++
+			clear(f.tried)
+			g.mu.Unlock()
+			select {
+			case <-time.After(time.Duration(round) * 50 * time.Millisecond):
+			case <-g.done:
+				return
+			}
+			continue
+		}
 		if p == "" {
 			g.flightFailedLocked(f)
 			g.mu.Unlock()
@@ -775,11 +834,16 @@ func (g *Gatherer) getOne(ctx context.Context, p string, f *flight, demand bool)
 	if a.err != nil {
 		return a.err
 	}
-	if a.res.Status == wire.StatusBadHash {
+	if a.res.Status != wire.StatusOK {
 		g.mu.Lock()
-		g.holder(p).demoted = true
+		g.avoidLocked(f.id, p)
+		if a.res.Status == wire.StatusBadHash {
+			g.holder(p).demoted = true
+		}
 		g.mu.Unlock()
-		g.log.Warn("holder served wrong bytes; demoted", "peer", p, "chunk", f.id.Short())
+		if a.res.Status == wire.StatusBadHash {
+			g.log.Warn("holder served wrong bytes; demoted", "peer", p, "chunk", f.id.Short())
+		}
 	}
 	if a.res.Status != wire.StatusOK {
 		return fmt.Errorf("%s: %s", p, a.res.Status)
@@ -808,6 +872,23 @@ func (g *Gatherer) getOne(ctx context.Context, p string, f *flight, demand bool)
 	return nil
 }
 
+func (g *Gatherer) avoidLocked(id chunk.ID, p string) {
+	if g.avoid[id] == nil {
+		g.avoid[id] = map[string]bool{}
+	}
+	g.avoid[id][p] = true
+}
+
+// unavailableLocked handles a chunk every holder failed to provide.
+func (g *Gatherer) unavailableLocked(id chunk.ID) {
+	f := g.flights[id]
+	if f == nil {
+		f = &flight{id: id, tried: map[string]bool{}}
+		g.flights[id] = f
+	}
+	g.flightFailedLocked(f)
+}
+
 // flightFailedLocked handles a chunk no holder could provide: positions of
 // it still served by the source are demand-read by position.
 func (g *Gatherer) flightFailedLocked(f *flight) {
@@ -820,7 +901,7 @@ func (g *Gatherer) flightFailedLocked(f *flight) {
 		for _, at := range g.positions[f.id] {
 			if !g.present[at.Region][at.Index] && !g.posFlights[at] {
 				g.posFlights[at] = true
-				go g.demandFromSource(at) // owned by the gather; ends with the request
+				g.spawn(func() { g.demandFromSource(at) })
 			}
 		}
 		return
@@ -831,7 +912,7 @@ func (g *Gatherer) flightFailedLocked(f *flight) {
 // Run prefetches until every chunk is here, then releases the holders. It
 // returns nil once complete, or the error that failed the gather.
 func (g *Gatherer) Run(ctx context.Context) error {
-	defer g.closeStreams()
+	defer g.stopAll()
 	for {
 		g.copyLocal()
 		if g.cfg.Prefetch {
@@ -850,6 +931,7 @@ func (g *Gatherer) Run(ctx context.Context) error {
 					return fmt.Errorf("sync %s: %w", f.Name(), err)
 				}
 			}
+			g.stopAll() // nothing is in flight while holders free their copies
 			g.release(ctx)
 			return nil
 		case <-ctx.Done():
@@ -960,7 +1042,13 @@ func (g *Gatherer) prefetchRound(ctx context.Context) {
 			return false
 		}
 		p := g.pickHolderLocked(id, nil)
-		if p == "" || !room(p) || len(byHolder[p]) >= g.cfg.PrefetchBatch {
+		if p == "" {
+			if len(g.avoid[id]) > 0 {
+				g.unavailableLocked(id)
+			}
+			return false
+		}
+		if !room(p) || len(byHolder[p]) >= g.cfg.PrefetchBatch {
 			return false
 		}
 		f := &flight{id: id, tried: map[string]bool{p: true}, started: time.Now()}
@@ -1002,7 +1090,7 @@ func (g *Gatherer) prefetchRound(ctx context.Context) {
 	}
 	for p, fs := range byHolder {
 		g.holder(p).inflight++
-		go g.prefetchBatch(ctx, p, fs) // owned by the gather; ends with the request
+		g.spawn(func() { g.prefetchBatch(ctx, p, fs) })
 	}
 }
 
@@ -1018,6 +1106,7 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 		data []byte
 	}
 	var ok []got
+	var bad []wire.GetResult // non-OK results, by position in ids
 	fail := func(err error) {
 		g.mu.Lock()
 		g.holder(p).failures++
@@ -1033,6 +1122,8 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 				for i, r := range rs {
 					if r.Status == wire.StatusOK {
 						ok = append(ok, got{ids[i], slices.Clone(r.Data)})
+					} else {
+						bad = append(bad, wire.GetResult{Status: r.Status, Data: ids[i][:]})
 					}
 				}
 			}
@@ -1049,6 +1140,14 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 	g.holder(p).inflight--
 	if err == nil {
 		g.recordLatencyLocked(p, time.Since(start))
+	}
+	for _, b := range bad {
+		id := chunk.ID(b.Data)
+		g.avoidLocked(id, p)
+		if b.Status == wire.StatusBadHash && !g.holder(p).demoted {
+			g.holder(p).demoted = true
+			g.log.Warn("holder served wrong bytes; demoted", "peer", p, "chunk", id.Short())
+		}
 	}
 	// Flights not delivered end here; the next round (or a fault) retries.
 	delivered := map[chunk.ID]bool{}
@@ -1069,9 +1168,9 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 		if !f.done {
 			f.done = true
 			if f.demand { // a demand read is waiting on it: go on as demand
-				nf := &flight{id: f.id, demand: true, tried: map[string]bool{p: true}, started: time.Now()}
+				nf := &flight{id: f.id, demand: true, tried: map[string]bool{}, started: time.Now()}
 				g.flights[f.id] = nf
-				go g.fetchByID(nf, true) // owned by the gather
+				g.spawn(func() { g.fetchByID(nf, true) })
 				continue
 			}
 		}
@@ -1095,21 +1194,6 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 		}
 	}
 	g.poke()
-}
-
-func (g *Gatherer) closeStreams() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, m := range []map[string]Getter{g.demand, g.prefetch} {
-		for p, gs := range m {
-			gs.Close()
-			delete(m, p)
-		}
-	}
-	if g.source != nil {
-		g.source.Close()
-		g.source = nil
-	}
 }
 
 // release tells each holder which of the migration's chunks it held, so it
@@ -1176,9 +1260,9 @@ func maps[K comparable, V any](m map[K]V) map[K]V {
 	return out
 }
 
-// Close releases the gather's files.
+// Close releases the gather's files (after Run has returned).
 func (g *Gatherer) Close() error {
-	g.closeStreams()
+	g.stopAll()
 	var errs []error
 	for _, f := range g.files {
 		errs = append(errs, f.Close())
