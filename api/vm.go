@@ -100,6 +100,30 @@ type Migration struct {
 	Placed   int64         `json:"placed,omitempty"` // destination: positions placed so far
 	Manifest string        `json:"manifest_cid,omitempty"`
 	Result   *EvictResult  `json:"result,omitempty"` // source: the whole eviction's report
+	Gather   *GatherReport `json:"gather,omitempty"` // destination: the gather's report
+}
+
+// GatherReport is a destination's view of one migration.
+type GatherReport struct {
+	Complete        bool                     `json:"complete"`
+	TMT             time.Duration            `json:"tmt_ns"`
+	FirstDemand     time.Duration            `json:"first_demand_ns"`
+	DemandReads     int64                    `json:"demand_reads"`
+	DemandHits      int64                    `json:"demand_hits"`
+	NetworkFaults   int64                    `json:"network_faults"`
+	LocalChunks     int64                    `json:"local_chunks"`
+	PrefetchChunks  int64                    `json:"prefetch_chunks"`
+	DemandChunks    int64                    `json:"demand_chunks"`
+	SourceChunks    int64                    `json:"source_chunks"`
+	Hedged          int64                    `json:"hedged"`
+	FetchedBytes    map[string]int64         `json:"fetched_bytes"`
+	LatencyP50      map[string]time.Duration `json:"latency_p50_ns"`
+	LatencyP99      map[string]time.Duration `json:"latency_p99_ns"`
+	Files           []string                 `json:"files"`
+	Lazy            string                   `json:"lazy_dir,omitempty"`
+	ChunksTotal     int64                    `json:"chunks_total"`
+	ChunksPresent   int64                    `json:"chunks_present"`
+	ReleasedHolders int                      `json:"released_holders"`
 }
 
 // Migration states.
@@ -175,6 +199,7 @@ type VerifyResult struct {
 	HoldersPerPeer map[string]int64 `json:"holders_per_peer"` // peer → distinct chunks held
 	CopiesFetched  int64            `json:"copies_fetched"`
 	BadCopies      int64            `json:"bad_copies"`
+	Vanished       int64            `json:"vanished"`
 }
 
 // Verify asks the node to check a manifest's chunks across its peers.

@@ -18,6 +18,8 @@ import (
 
 	"github.com/sgrelay/sg/chunkstore"
 	"github.com/sgrelay/sg/fetch"
+	"github.com/sgrelay/sg/fetch/fuseview"
+	"github.com/sgrelay/sg/internal/wire"
 	"github.com/sgrelay/sg/node"
 	"github.com/sgrelay/sg/vm"
 )
@@ -34,10 +36,18 @@ type Daemon struct {
 	vms     *vm.Registry
 	in      *fetch.Incomings
 	out     *outgoing
+	gathers *gathers
+	lazy    lazyMounts
+
+	// runCtx ends when the daemon stops; gathers (started by peers, maybe
+	// before Run) live under it.
+	runCtx    context.Context
+	cancelRun context.CancelFunc
 
 	ops        *prometheus.CounterVec
 	evictET    prometheus.Histogram
 	evictBytes prometheus.Counter
+	gatherTMT  prometheus.Histogram
 }
 
 // New opens the control socket, the chunk store and the node, in that
@@ -53,6 +63,8 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	d := &Daemon{cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now()}
+	d.runCtx, d.cancelRun = context.WithCancel(context.Background())
+	d.lazy.m = map[string]*fuseview.Mount{}
 	var undo []func()
 	defer func() {
 		if err != nil {
@@ -80,6 +92,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	}
 	d.in = fetch.NewIncomings(d.store)
 	d.out = newOutgoing()
+	d.gathers = &gathers{d: d, ctx: d.runCtx, m: map[wire.MigrationID]*fetch.Gatherer{}}
 
 	key, created, err := node.LoadOrCreateIdentity(cfg.IdentityPath())
 	if err != nil {
@@ -93,8 +106,9 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if d.node, err = node.New(ncfg, d.store, node.WithLogger(log), node.WithRegistry(d.reg)); err != nil {
 		return nil, err
 	}
-	d.node.SetMigrationSink(incomingSink{d.in})
+	d.node.SetMigrationSink(migrationSink{in: d.in, g: d.gathers})
 	d.node.SetDemandServer(d.out)
+	d.node.SetReleaseHandler(releaseHandler{d})
 	d.registerMetrics()
 	return d, nil
 }
@@ -155,7 +169,11 @@ func (d *Daemon) registerMetrics() {
 	d.evictBytes = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sg_eviction_vm_bytes_total", Help: "VM bytes evicted from this node.",
 	})
-	d.reg.MustRegister(d.ops, d.evictET, d.evictBytes)
+	d.gatherTMT = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "sg_gather_total_migration_time_seconds", Help: "Total migration time of gathers completed here.",
+		Buckets: prometheus.ExponentialBuckets(0.1, 2, 14),
+	})
+	d.reg.MustRegister(d.ops, d.evictET, d.evictBytes, d.gatherTMT)
 }
 
 // Node is the daemon's libp2p node.
@@ -193,6 +211,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g.Go(func() error { return d.node.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
+		d.cancelRun()
 		d.shutdown(apiSrv, metricsSrv)
 		return nil
 	})
@@ -217,6 +236,9 @@ func (d *Daemon) shutdown(servers ...*http.Server) {
 // close stops the node before the store, so no handler writes to a closed
 // store, and removes the socket.
 func (d *Daemon) close() error {
+	d.cancelRun()
+	d.unmountAll()
+	d.gathers.wait()
 	err := d.node.Close()
 	err = errors.Join(err, d.store.Close())
 	_ = os.Remove(d.cfg.SocketPath())

@@ -252,6 +252,6 @@ func (d *Daemon) serveVerify(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.VerifyResult{
 		Name: res.Name, Bytes: res.Bytes, Chunks: res.Chunks, ZeroChunks: res.ZeroChunks, DistinctChunks: res.DistinctChunks,
 		MinHolders: res.MinHolders, Holders: res.Holders, HoldersPerPeer: res.HoldersPerPeer,
-		CopiesFetched: res.CopiesFetched, BadCopies: res.BadCopies,
+		CopiesFetched: res.CopiesFetched, BadCopies: res.BadCopies, Vanished: res.Vanished,
 	})
 }

@@ -10,26 +10,8 @@ import (
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/eviction"
 	"github.com/sgrelay/sg/fetch"
-	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/wire"
 )
-
-// incomingSink adapts fetch.Incomings to node.MigrationSink.
-type incomingSink struct{ in *fetch.Incomings }
-
-func (s incomingSink) OpenMigration(from peer.ID, o wire.Open) error {
-	_, err := s.in.Open(from.String(), o)
-	return err
-}
-func (s incomingSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {
-	return s.in.AddHolders(from.String(), id, hs)
-}
-func (s incomingSink) AddPlacements(from peer.ID, id wire.MigrationID, ps []wire.Placement) error {
-	return s.in.AddPlacements(from.String(), id, ps)
-}
-func (s incomingSink) FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID) error {
-	return s.in.Finish(from.String(), id, root)
-}
 
 // outgoing tracks this node's evictions: running ones serve demand reads
 // by position, finished ones are kept for `sgctl migrations`.
@@ -112,10 +94,38 @@ func (d *Daemon) migrationsList() []api.Migration {
 		m := api.Migration{ID: in.ID.String(), VM: in.VM, Role: "destination", Peer: in.Source,
 			State: api.StateRunning, Started: in.Opened, Bytes: in.Bytes, Chunks: in.Chunks, Placed: in.Placed}
 		if in.Done {
-			m.State, m.ET, m.Manifest = api.StateDone, in.Finished.Sub(in.Opened), in.Root.String()
+			m.ET, m.Manifest = in.Finished.Sub(in.Opened), in.Root.String()
+		}
+		if g := d.gathers.get(in.ID); g != nil {
+			rep := g.Report()
+			m.Gather = gatherReportToAPI(rep)
+			m.Gather.Lazy = d.lazyDir(in.ID.String())
+			switch {
+			case rep.Err != "":
+				m.State, m.Error = api.StateFailed, rep.Err
+			case rep.Complete:
+				m.State = api.StateDone
+			}
 		}
 		out = append(out, m)
 	}
 	slices.SortFunc(out, func(a, b api.Migration) int { return a.Started.Compare(b.Started) })
+	return out
+}
+
+func gatherReportToAPI(r fetch.Report) *api.GatherReport {
+	out := &api.GatherReport{
+		Complete: r.Complete, TMT: r.TMT, FirstDemand: r.FirstDemand, DemandReads: r.DemandReads, DemandHits: r.DemandHits,
+		NetworkFaults: r.NetworkFaults, LocalChunks: r.LocalChunks, PrefetchChunks: r.PrefetchChunks, DemandChunks: r.DemandChunks,
+		SourceChunks: r.SourceChunks, Hedged: r.Hedged, FetchedBytes: r.FetchedBytes, Files: r.Paths,
+		ChunksTotal: r.ChunksTotal, ChunksPresent: r.ChunksPresent, ReleasedHolders: r.ReleasedHolders,
+		LatencyP50: map[string]time.Duration{}, LatencyP99: map[string]time.Duration{},
+	}
+	for p, v := range r.LatencyP50 {
+		out.LatencyP50[p] = v
+	}
+	for p, v := range r.LatencyP99 {
+		out.LatencyP99[p] = v
+	}
 	return out
 }

@@ -66,3 +66,43 @@ func (a nodeNetwork) OpenMigration(ctx context.Context, dest string, o wire.Open
 	}
 	return a.n.OpenMigration(ctx, id, o)
 }
+
+func (a nodeNetwork) OpenDemand(ctx context.Context, p string, window int) (fetch.Demander, error) {
+	id, err := peer.Decode(p)
+	if err != nil {
+		return nil, fmt.Errorf("peer %q: %w", p, err)
+	}
+	return a.n.OpenDemand(ctx, id, window)
+}
+
+func (a nodeNetwork) RTT(p string) (time.Duration, bool) {
+	id, err := peer.Decode(p)
+	if err != nil {
+		return 0, false
+	}
+	return a.n.RTT(id)
+}
+
+func (a nodeNetwork) Zone(p string) string {
+	id, err := peer.Decode(p)
+	if err != nil {
+		return ""
+	}
+	return a.n.PeerZone(id)
+}
+
+// Release tells a holder it may free a migration's chunks. Releasing to
+// ourselves (the destination holds chunks too) is a local no-op: the
+// gather unpins its own store.
+func (a nodeNetwork) Release(ctx context.Context, p string, r wire.Release) error {
+	id, err := peer.Decode(p)
+	if err != nil {
+		return fmt.Errorf("peer %q: %w", p, err)
+	}
+	if id == a.n.ID() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return a.n.Release(ctx, id, r)
+}

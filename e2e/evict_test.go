@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,8 +21,8 @@ func vmSpec(seed uint64) workload.Spec {
 		PageSize: 4096, DiskBlock: 65536, ZeroFrac: 0.3, SharedFrac: 0.2, RepeatFrac: 0.1}
 }
 
-// addVM generates a VM's images and registers them on n.
-func addVM(t *testing.T, ctx context.Context, n *lab.Node, name string, spec workload.Spec) {
+// addVM generates a VM's images, registers them on n and returns their paths.
+func addVM(t *testing.T, ctx context.Context, n *lab.Node, name string, spec workload.Spec) []string {
 	t.Helper()
 	dir := t.TempDir()
 	mem, disk := filepath.Join(dir, name+".mem"), filepath.Join(dir, name+".disk")
@@ -29,6 +31,55 @@ func addVM(t *testing.T, ctx context.Context, n *lab.Node, name string, spec wor
 	}
 	if _, err := n.Sgctl(ctx, "vm", "add", name, "--mem", mem, "--disk", disk); err != nil {
 		t.Fatal(err)
+	}
+	return []string{mem, disk}
+}
+
+// waitGathered waits until the destination's gather of vm is complete and
+// returns its migration record.
+func waitGathered(t *testing.T, ctx context.Context, dst *lab.Node, vm string) api.Migration {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var ms []api.Migration
+		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.VM == vm && m.Role == "destination" {
+				if m.State == api.StateFailed {
+					t.Fatalf("gather of %s failed: %s", vm, m.Error)
+				}
+				if m.State == api.StateDone {
+					return m
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gather of %s not complete in time: %+v", vm, ms)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// sameFiles asserts that the materialized files equal the source images.
+func sameFiles(t *testing.T, got, want []string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d files materialized, want %d", len(got), len(want))
+	}
+	for i := range want {
+		a, err := os.ReadFile(got[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(want[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Fatalf("materialized %s differs from source %s", got[i], want[i])
+		}
 	}
 }
 
@@ -73,7 +124,9 @@ func verify(t *testing.T, ctx context.Context, n *lab.Node, cid string, replicas
 	if err := n.SgctlJSON(ctx, &v, "verify", cid, "--fetch", "--replicas", fmt.Sprint(replicas)); err != nil {
 		t.Fatalf("verify %s: %v", cid, err)
 	}
-	if v.MinHolders < replicas || v.BadCopies != 0 || v.CopiesFetched < v.DistinctChunks*int64(replicas) {
+	// Copies released by a finished gather between the count and the
+	// fetch "vanish"; none may be bad.
+	if v.MinHolders < replicas || v.BadCopies != 0 || v.CopiesFetched+v.Vanished < v.DistinctChunks*int64(replicas) {
 		t.Fatalf("verify %s: %+v", cid, v)
 	}
 	return v
@@ -85,7 +138,7 @@ func TestEvictFiveNodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	spec := vmSpec(1)
-	addVM(t, ctx, src, "web1", spec)
+	images := addVM(t, ctx, src, "web1", spec)
 
 	before := received(t, ctx, c.Nodes)
 	var res api.EvictResult
@@ -122,17 +175,24 @@ func TestEvictFiveNodes(t *testing.T) {
 	// Every chunk the manifest names is held and verifies.
 	verify(t, ctx, src, res.VMs[0].Manifest, 1)
 
-	// The destination learned the migration and its manifest.
-	var ms []api.Migration
-	if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
-		t.Fatal(err)
+	// The destination learned the migration and its manifest, gathered
+	// the VM, and its files are the source's images byte for byte.
+	m := waitGathered(t, ctx, dst, "web1")
+	if m.Manifest != res.VMs[0].Manifest || m.Placed != res.Chunks-res.ZeroChunks {
+		t.Fatalf("destination: manifest %s (want %s), %d placed (want %d)", m.Manifest, res.VMs[0].Manifest, m.Placed, res.Chunks-res.ZeroChunks)
 	}
-	if len(ms) != 1 || ms[0].Role != "destination" || ms[0].State != api.StateDone || ms[0].Manifest != res.VMs[0].Manifest {
-		t.Fatalf("destination migrations: %+v", ms)
+	sameFiles(t, m.Gather.Files, images)
+	// The intermediates were told to free the migration's chunks, and did.
+	var freed float64
+	for _, n := range c.Nodes[2:] {
+		v, _ := n.Metric(ctx, "sg_node_released_chunks_total")
+		freed += v
 	}
-	if ms[0].Placed != res.Chunks-res.ZeroChunks {
-		t.Fatalf("destination has %d positions placed, want every non-zero one (%d)", ms[0].Placed, res.Chunks-res.ZeroChunks)
+	if freed == 0 {
+		t.Fatal("no intermediate freed the migration's chunks after the gather")
 	}
+	t.Logf("TMT %v; gather: %d local chunks, fetched %v; intermediates freed %.0f chunks",
+		m.Gather.TMT, m.Gather.LocalChunks, m.Gather.FetchedBytes, freed)
 	t.Logf("ET %v for %d MiB (%d MiB unique): effective %.0f MB/s; per target %v",
 		res.ET, res.Bytes>>20, res.UniqueBytes>>20, res.EffectiveRate/1e6, res.SentBytes)
 }

@@ -77,10 +77,10 @@ type Position struct {
 	Index  uint64
 }
 
-// DefaultGatherConfig prefetches in batches of 16, 4 deep per holder,
+// DefaultGatherConfig prefetches in batches of 64 chunks, 4 deep per holder,
 // bubbling 32 chunks around the last 16 faults.
 func DefaultGatherConfig(dir string) GatherConfig {
-	return GatherConfig{Dir: dir, Prefetch: true, PrefetchBatch: 16, PrefetchWindow: 4, DemandWindow: 32,
+	return GatherConfig{Dir: dir, Prefetch: true, PrefetchBatch: 64, PrefetchWindow: 4, DemandWindow: 32,
 		Bubble: 32, RecentFaults: 16, HedgeAfter: 20 * time.Millisecond}
 }
 
@@ -730,6 +730,10 @@ func (g *Gatherer) fetchByID(f *flight, demand bool) {
 	g.tryHolder(f, demand)
 }
 
+// maxPrefetchBytes caps one prefetch request's answer (the holder's frame
+// cap is 8 MiB; 1 MiB keeps demand answers from waiting long behind it).
+const maxPrefetchBytes = 1 << 20
+
 // holderRounds is how many times every holder is tried for a chunk before
 // it counts as unavailable; a holder that answered "missing" or served
 // wrong bytes is not asked again (avoid), one that timed out may be.
@@ -1024,40 +1028,53 @@ func (g *Gatherer) prefetchRound(ctx context.Context) {
 	if g.failed != nil || !g.completeAt.IsZero() {
 		return
 	}
-	byHolder := map[string][]*flight{}
+	// Requests being built this round, per holder; a holder takes as many
+	// as its window has room for.
+	byHolder := map[string][][]*flight{}
 	budget := 0
-	room := func(p string) bool {
-		return g.holder(p).inflight < g.cfg.PrefetchWindow
-	}
-	add := func(at Position) bool {
+	const (
+		added = iota
+		skipped
+		holderFull
+	)
+	add := func(at Position) int {
 		if g.present[at.Region][at.Index] {
-			return false
+			return skipped
 		}
 		id := g.known[at.Region][at.Index]
 		if id.IsZero() || g.flights[id] != nil {
-			return false
+			return skipped
 		}
 		if g.store.Has(id) {
 			g.local = append(g.local, at) // here already: copy, never fetch
-			return false
+			return skipped
 		}
 		p := g.pickHolderLocked(id, nil)
 		if p == "" {
 			if len(g.avoid[id]) > 0 {
 				g.unavailableLocked(id)
 			}
-			return false
+			return skipped
 		}
-		if !room(p) || len(byHolder[p]) >= g.cfg.PrefetchBatch {
-			return false
+		reqs := byHolder[p]
+		cs := int(g.in.Regions[at.Region].ChunkSize)
+		if n := len(reqs); n == 0 || len(reqs[n-1]) >= g.cfg.PrefetchBatch || (len(reqs[n-1])+1)*cs > maxPrefetchBytes {
+			if g.holder(p).inflight+n >= g.cfg.PrefetchWindow {
+				return holderFull
+			}
+			reqs = append(reqs, nil)
 		}
 		f := &flight{id: id, tried: map[string]bool{p: true}, started: time.Now()}
 		g.flights[id] = f
-		byHolder[p] = append(byHolder[p], f)
+		reqs[len(reqs)-1] = append(reqs[len(reqs)-1], f)
+		byHolder[p] = reqs
 		budget++
-		return true
+		return added
 	}
-	limit := g.cfg.PrefetchBatch * 8
+	limit := g.cfg.PrefetchBatch * g.cfg.PrefetchWindow * 4
+	if !g.anyRoomLocked() {
+		return
+	}
 	// 1. Bubble around recent faults, newest first.
 	for i := len(g.recent) - 1; i >= 0 && budget < limit; i-- {
 		at := g.recent[i]
@@ -1080,18 +1097,40 @@ func (g *Gatherer) prefetchRound(ctx context.Context) {
 		}
 	}
 	// 3. Sequentially from the cursor (skipping what is not placed yet).
-	for scanned := int64(0); scanned < g.nTotal && budget < limit; scanned++ {
-		at := g.cursor
+	// The scan is capped per round: the cursor persists, so rounds cover
+	// everything without holding the lock for a whole VM's worth. It
+	// stops, without moving on, at a chunk whose holder is busy.
+	for scanned := int64(0); scanned < min(g.nTotal, int64(limit)*8) && budget < limit; scanned++ {
+		if add(g.cursor) == holderFull {
+			break
+		}
 		g.cursor.Index++
 		if g.cursor.Index >= uint64(len(g.present[g.cursor.Region])) {
 			g.cursor = Position{(g.cursor.Region + 1) % len(g.present), 0}
 		}
-		add(at)
 	}
-	for p, fs := range byHolder {
-		g.holder(p).inflight++
-		g.spawn(func() { g.prefetchBatch(ctx, p, fs) })
+	for p, reqs := range byHolder {
+		for _, fs := range reqs {
+			g.holder(p).inflight++
+			g.spawn(func() { g.prefetchBatch(ctx, p, fs) })
+		}
 	}
+}
+
+// anyRoomLocked reports whether some holder can take another prefetch request.
+func (g *Gatherer) anyRoomLocked() bool {
+	g.in.mu.Lock()
+	peers := make([]string, 0, len(g.in.peers))
+	for _, p := range g.in.peers {
+		peers = append(peers, p)
+	}
+	g.in.mu.Unlock()
+	for _, p := range peers {
+		if g.holder(p).inflight < g.cfg.PrefetchWindow {
+			return true
+		}
+	}
+	return false
 }
 
 // prefetchBatch fetches a batch from one holder; chunks it fails on go back
@@ -1268,4 +1307,38 @@ func (g *Gatherer) Close() error {
 		errs = append(errs, f.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// Needs reports whether this unfinished gather still needs chunk id.
+func (g *Gatherer) Needs(id chunk.ID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.completeAt.IsZero() || g.failed != nil {
+		return false
+	}
+	for _, p := range g.positions[id] {
+		if !g.present[p.Region][p.Index] {
+			return true
+		}
+	}
+	return false
+}
+
+// RegionIO is one region's demand path, for lazy views.
+type RegionIO struct {
+	g      *Gatherer
+	region int
+}
+
+// Region returns region i's demand path.
+func (g *Gatherer) Region(i int) RegionIO { return RegionIO{g, i} }
+
+// ReadAt reads through the gather (see Gatherer.ReadAt).
+func (r RegionIO) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return r.g.ReadAt(ctx, r.region, p, off)
+}
+
+// WriteAt writes to the local copy (see Gatherer.WriteAt).
+func (r RegionIO) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return r.g.WriteAt(ctx, r.region, p, off)
 }

@@ -31,7 +31,8 @@ type VerifyResult struct {
 	HoldersPerPeer map[string]int64
 	// CopiesFetched and BadCopies are set when copies were fetched.
 	CopiesFetched int64
-	BadCopies     int64
+	BadCopies     int64 // served with the wrong bytes, or unreadable at the holder
+	Vanished      int64 // gone between the have query and the fetch (e.g. released)
 }
 
 // ResolveManifest fetches a manifest root and its blocks (from local or
@@ -132,8 +133,12 @@ func Verify(ctx context.Context, net Network, have HaveAsker, peers []Holder, lo
 					return
 				}
 				for _, r := range rs {
-					res.CopiesFetched++
-					if r.Status != wire.StatusOK {
+					switch r.Status {
+					case wire.StatusOK:
+						res.CopiesFetched++
+					case wire.StatusMissing:
+						res.Vanished++
+					default:
 						res.BadCopies++
 					}
 				}

@@ -188,3 +188,13 @@ func cmpString(a, b string) int {
 	}
 	return 0
 }
+
+// PeerZone is the zone label p reported, "" if unknown.
+func (n *Node) PeerZone(p peer.ID) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if st, ok := n.peers[p]; ok {
+		return st.info.Zone
+	}
+	return ""
+}

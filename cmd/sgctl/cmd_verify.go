@@ -37,7 +37,7 @@ func cmdVerify(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "  %d chunks held by %d peer(s)\n", res.Holders[k], k)
 		}
 		if *fetchCopies {
-			fmt.Fprintf(e.stdout, "  %d copies fetched, %d bad\n", res.CopiesFetched, res.BadCopies)
+			fmt.Fprintf(e.stdout, "  %d copies fetched, %d bad, %d gone meanwhile\n", res.CopiesFetched, res.BadCopies, res.Vanished)
 		}
 	}
 	switch {

@@ -1,0 +1,126 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/sgrelay/sg/fetch"
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+// gathers runs one Gatherer per migration opened to this node. Each runs
+// in a goroutine the daemon owns (wg), cancelled when the daemon stops.
+type gathers struct {
+	d   *Daemon
+	ctx context.Context // the daemon's run context; set before the node starts
+	wg  sync.WaitGroup
+
+	mu sync.Mutex
+	m  map[wire.MigrationID]*fetch.Gatherer
+}
+
+// migrationSink is the destination side: a migration opened here starts a
+// gather at once, and its placements and manifest feed it.
+type migrationSink struct {
+	in *fetch.Incomings
+	g  *gathers
+}
+
+func (s migrationSink) OpenMigration(from peer.ID, o wire.Open) error {
+	in, err := s.in.Open(from.String(), o)
+	if err != nil {
+		return err
+	}
+	return s.g.start(in)
+}
+func (s migrationSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {
+	return s.in.AddHolders(from.String(), id, hs)
+}
+func (s migrationSink) AddPlacements(from peer.ID, id wire.MigrationID, ps []wire.Placement) error {
+	return s.in.AddPlacements(from.String(), id, ps)
+}
+func (s migrationSink) FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID) error {
+	return s.in.Finish(from.String(), id, root)
+}
+
+func (gs *gathers) start(in *fetch.Incoming) error {
+	d := gs.d
+	dir := filepath.Join(d.cfg.DataDir, "vms", fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
+	cfg := fetch.DefaultGatherConfig(dir)
+	cfg.Zone, cfg.Log = d.cfg.Node.Zone, d.log
+	cfg.StillNeeded = func(id chunk.ID) bool { return gs.neededByOthers(in.ID, id) }
+	g, err := fetch.NewGatherer(in, nodeNetwork{d.node}, d.store, cfg)
+	if err != nil {
+		return err
+	}
+	in.SetListener(g)
+	gs.mu.Lock()
+	gs.m[in.ID] = g
+	gs.mu.Unlock()
+	if err := d.mountLazy(in, g); err != nil {
+		d.log.Warn("no lazy FUSE view for this migration", "vm", in.VM, "err", err)
+	}
+	d.log.Info("gather started", "vm", in.VM, "migration", in.ID, "source", in.Source, "dir", dir)
+	gs.wg.Add(1)
+	go func() {
+		defer gs.wg.Done()
+		err := g.Run(gs.ctx)
+		rep := g.Report()
+		if err != nil {
+			d.log.Warn("gather failed", "vm", in.VM, "migration", in.ID, "err", err)
+			return
+		}
+		d.gatherTMT.Observe(rep.TMT.Seconds())
+		d.log.Info("gather complete", "vm", in.VM, "migration", in.ID, "tmt", rep.TMT,
+			"demand_reads", rep.DemandReads, "network_faults", rep.NetworkFaults, "local_chunks", rep.LocalChunks, "files", rep.Paths)
+	}()
+	return nil
+}
+
+func (gs *gathers) get(id wire.MigrationID) *fetch.Gatherer {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	return gs.m[id]
+}
+
+// neededByOthers reports whether an unfinished gather other than self
+// still needs id, so releasing self does not free it at the holders.
+func (gs *gathers) neededByOthers(self wire.MigrationID, id chunk.ID) bool {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	for mid, g := range gs.m {
+		if mid != self && g.Needs(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// wait waits for every gather goroutine (after the context is cancelled).
+func (gs *gathers) wait() { gs.wg.Wait() }
+
+// releaseHandler frees what finished migrations no longer need: a holder
+// deletes the chunks the destination lists, unless something here pins them.
+type releaseHandler struct{ d *Daemon }
+
+func (h releaseHandler) Release(from peer.ID, r wire.Release) (int, error) {
+	freed := 0
+	for _, id := range r.Chunks {
+		if h.d.store.Pinned(id) || !h.d.store.Has(id) {
+			continue
+		}
+		if err := h.d.store.Delete(id); err != nil {
+			return freed, err
+		}
+		freed++
+	}
+	if freed > 0 || len(r.Chunks) > 0 {
+		h.d.log.Info("migration released by its destination", "migration", r.ID, "from", from, "listed", len(r.Chunks), "freed", freed)
+	}
+	return freed, nil
+}

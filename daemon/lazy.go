@@ -1,0 +1,57 @@
+package daemon
+
+import (
+	"fmt"
+	"path/filepath"
+	"sync"
+
+	"github.com/sgrelay/sg/fetch"
+	"github.com/sgrelay/sg/fetch/fuseview"
+)
+
+// lazyMounts are the FUSE views of incoming VMs, unmounted at shutdown.
+type lazyMounts struct {
+	mu sync.Mutex
+	m  map[string]*fuseview.Mount // by migration ID
+}
+
+// mountLazy exposes an incoming VM's regions as files under
+// <data>/lazy/<vm>-<id>/, readable (and writable) at once.
+func (d *Daemon) mountLazy(in *fetch.Incoming, g *fetch.Gatherer) error {
+	if err := fuseview.Available(); err != nil {
+		return err
+	}
+	var files []fuseview.File
+	for i, r := range in.Regions {
+		files = append(files, fuseview.File{Name: r.Name, Size: int64(r.Size), Region: g.Region(i)})
+	}
+	dir := filepath.Join(d.cfg.DataDir, "lazy", fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
+	m, err := fuseview.New(dir, files)
+	if err != nil {
+		return err
+	}
+	d.lazy.mu.Lock()
+	d.lazy.m[in.ID.String()] = m
+	d.lazy.mu.Unlock()
+	return nil
+}
+
+func (d *Daemon) lazyDir(id string) string {
+	d.lazy.mu.Lock()
+	defer d.lazy.mu.Unlock()
+	if m := d.lazy.m[id]; m != nil {
+		return m.Dir
+	}
+	return ""
+}
+
+func (d *Daemon) unmountAll() {
+	d.lazy.mu.Lock()
+	defer d.lazy.mu.Unlock()
+	for id, m := range d.lazy.m {
+		if err := m.Unmount(); err != nil {
+			d.log.Warn("unmount lazy view", "dir", m.Dir, "err", err)
+		}
+		delete(d.lazy.m, id)
+	}
+}

@@ -1,0 +1,156 @@
+// Package fuseview exposes a VM's regions as files on a FUSE mount, so a
+// hypervisor can start the VM at the destination before its state has
+// arrived: every read goes through the gather's ReadAt (blocking only for
+// chunks not yet here, which it demand-fetches ahead of all else), and
+// every write goes to the local copy, never to the network.
+//
+// The files accept read-write opens, the kernel's 128 KiB read-ahead,
+// QEMU's 2 MiB windows, and mmap with MAP_PRIVATE or MAP_SHARED (the page
+// cache is kept: once read, a page is served by the kernel).
+package fuseview
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Region is one file's backing: the gather's demand path.
+type Region interface {
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	WriteAt(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// File describes one file of the mount.
+type File struct {
+	Name   string
+	Size   int64
+	Region Region
+}
+
+// Available reports why FUSE cannot be used here, or nil.
+func Available() error {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("no /dev/fuse: %w", err)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("mounting needs root")
+	}
+	return nil
+}
+
+type root struct {
+	fs.Inode
+	files []File
+}
+
+var _ fs.NodeOnAdder = (*root)(nil)
+
+func (r *root) OnAdd(ctx context.Context) {
+	for _, f := range r.files {
+		ch := r.NewPersistentInode(ctx, &regionFile{f: f}, fs.StableAttr{Mode: syscall.S_IFREG})
+		r.AddChild(f.Name, ch, false)
+	}
+}
+
+type regionFile struct {
+	fs.Inode
+	f File
+}
+
+var (
+	_ fs.NodeGetattrer = (*regionFile)(nil)
+	_ fs.NodeSetattrer = (*regionFile)(nil)
+	_ fs.NodeOpener    = (*regionFile)(nil)
+	_ fs.NodeReader    = (*regionFile)(nil)
+	_ fs.NodeWriter    = (*regionFile)(nil)
+	_ fs.NodeFsyncer   = (*regionFile)(nil)
+	_ fs.NodeFlusher   = (*regionFile)(nil)
+)
+
+func (r *regionFile) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = 0o600 | syscall.S_IFREG
+	out.Size = uint64(r.f.Size)
+	out.Blksize = 4096
+	out.Blocks = (uint64(r.f.Size) + 511) / 512
+	return 0
+}
+
+// Setattr allows only what changes nothing (QEMU may "truncate" to the
+// same size): a region's size is the VM's.
+func (r *regionFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if sz, ok := in.GetSize(); ok && int64(sz) != r.f.Size {
+		return syscall.EPERM
+	}
+	return r.Getattr(ctx, fh, out)
+}
+
+func (r *regionFile) Open(context.Context, uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (r *regionFile) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= r.f.Size {
+		return fuse.ReadResultData(nil), 0
+	}
+	n, err := r.f.Region.ReadAt(ctx, dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (r *regionFile) Write(ctx context.Context, _ fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if off+int64(len(data)) > r.f.Size {
+		return 0, syscall.EFBIG
+	}
+	n, err := r.f.Region.WriteAt(ctx, data, off)
+	if err != nil {
+		return uint32(n), syscall.EIO
+	}
+	return uint32(n), 0
+}
+
+func (r *regionFile) Fsync(context.Context, fs.FileHandle, uint32) syscall.Errno { return 0 }
+func (r *regionFile) Flush(context.Context, fs.FileHandle) syscall.Errno         { return 0 }
+
+// Mount serves files under dir until Unmount.
+type Mount struct {
+	Dir    string
+	server *fuse.Server
+}
+
+// New mounts files at dir (created if needed).
+func New(dir string, files []File) (*Mount, error) {
+	if err := Available(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	srv, err := fs.Mount(dir, &root{files: files}, &fs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName: "sg", Name: "sg", DirectMount: true, AllowOther: true,
+			MaxReadAhead: 128 << 10, MaxWrite: 1 << 20,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return &Mount{Dir: dir, server: srv}, nil
+}
+
+// Unmount stops serving (lazily if files are still open).
+func (m *Mount) Unmount() error {
+	if err := m.server.Unmount(); err != nil {
+		_ = syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+	}
+	m.server.Wait()
+	return nil
+}
