@@ -29,10 +29,16 @@ func addVM(t *testing.T, ctx context.Context, n *lab.Node, name string, spec wor
 	if err := spec.WriteFiles(mem, disk); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.Sgctl(ctx, "vm", "add", name, "--mem", mem, "--disk", disk); err != nil {
+	args := []string{"vm", "add", name, "--mem", mem}
+	images := []string{mem}
+	if spec.DiskSize > 0 {
+		args = append(args, "--disk", disk)
+		images = append(images, disk)
+	}
+	if _, err := n.Sgctl(ctx, args...); err != nil {
 		t.Fatal(err)
 	}
-	return []string{mem, disk}
+	return images
 }
 
 // waitGathered waits until the destination's gather of vm is complete and

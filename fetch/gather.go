@@ -111,6 +111,7 @@ type Gatherer struct {
 	flights    map[chunk.ID]*flight
 	posFlights map[Position]bool
 	avoid      map[chunk.ID]map[string]bool // holders that failed to provide a chunk
+	afterMap   []Position                   // reads to retry once the manifest is resolved
 	local      []Position                   // placed positions whose chunk is in the local store
 	recent     []Position
 	cursor     Position
@@ -337,6 +338,12 @@ func (g *Gatherer) resolve(root chunk.ID) {
 		}
 	}
 	g.finished = true
+	for _, at := range g.afterMap {
+		if !g.present[at.Region][at.Index] {
+			g.startDemandLocked(at)
+		}
+	}
+	g.afterMap = nil
 	g.checkCompleteLocked()
 	g.poke()
 }
@@ -551,13 +558,15 @@ func (g *Gatherer) demandFromSource(at Position) {
 	g.mu.Lock()
 	delete(g.posFlights, at)
 	if err != nil && !g.present[at.Region][at.Index] {
-		// Placement may have arrived meanwhile: try by ID, else fail.
-		if id := g.known[at.Region][at.Index]; !id.IsZero() {
-			g.startDemandLocked(at)
-		} else if !g.finished {
-			g.failLocked(fmt.Errorf("demand read of %s chunk %d from the source: %w", g.in.Regions[at.Region].Name, at.Index, err))
-		} else {
-			g.startDemandLocked(at)
+		switch {
+		case !g.known[at.Region][at.Index].IsZero() || g.finished:
+			g.startDemandLocked(at) // placed meanwhile: fetch it by ID
+		default:
+			// The source stops serving at its eviction time, a moment
+			// before the manifest (which names every chunk, zeros too) is
+			// resolved here: retry then.
+			g.log.Debug("positional read refused; waiting for the manifest", "region", at.Region, "index", at.Index, "err", err)
+			g.afterMap = append(g.afterMap, at)
 		}
 	}
 	g.mu.Unlock()

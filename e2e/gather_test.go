@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/fetch/fuseview"
+	"github.com/sgrelay/sg/lab"
+)
+
+// lazyDir waits until the destination has a lazy view for vm.
+func lazyDir(t *testing.T, ctx context.Context, dst *lab.Node, vm string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		var ms []api.Migration
+		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err == nil {
+			for _, m := range ms {
+				if m.VM == vm && m.Gather != nil && m.Gather.Lazy != "" {
+					return m.Gather.Lazy
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no lazy view appeared at the destination")
+	return ""
+}
+
+// While the scatter of a 256 MiB VM runs (the source capped so it lasts a
+// while), a reader on the destination's FUSE file reads random pages and
+// gets the right bytes; at the end the materialized images are identical.
+func TestLazyFUSEReadsDuringScatter(t *testing.T) {
+	if err := fuseview.Available(); err != nil {
+		t.Skip("FUSE unavailable:", err)
+	}
+	c := startCluster(t, "src", "dst", "r1", "r2", "r3")
+	src, dst := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	spec := vmSpec(11)
+	spec.DiskSize = 0 // a 256 MiB VM: its memory
+	images := addVM(t, ctx, src, "web1", spec)
+	want, err := os.ReadFile(images[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type outcome struct {
+		res api.EvictResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		var o outcome
+		o.err = src.SgctlJSON(ctx, &o.res, "evict", "vm", "web1", "--to", dst.PeerID, "--max-rate", "160Mbit")
+		done <- o
+	}()
+	f, err := os.Open(filepath.Join(lazyDir(t, ctx, dst, "web1"), "mem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := rand.New(rand.NewPCG(5, 5))
+	buf := make([]byte, 4096)
+	during := 0
+	var o outcome
+	for finished := false; !finished; {
+		select {
+		case o = <-done:
+			finished = true
+		default:
+		}
+		off := int64(r.IntN(len(want)/4096)) * 4096
+		if _, err := f.ReadAt(buf, off); err != nil {
+			t.Fatalf("read lazy mem at %d: %v", off, err)
+		}
+		if !bytes.Equal(buf, want[off:off+4096]) {
+			t.Fatalf("lazy mem at %d: wrong bytes", off)
+		}
+		if !finished {
+			during++
+		}
+	}
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	if during < 20 {
+		t.Fatalf("only %d reads happened while the scatter ran: the test did not test reading during it", during)
+	}
+	m := waitGathered(t, ctx, dst, "web1")
+	sameFiles(t, m.Gather.Files, images[:1])
+	if m.Gather.DemandReads == 0 {
+		t.Fatal("no demand read was recorded")
+	}
+	t.Logf("%d random reads verified while the scatter ran (ET %v); TMT %v; first demand read served %v after open; %d demand reads, %d waited for the network, %d read from the source by position",
+		during, o.res.ET, m.Gather.TMT, m.Gather.FirstDemand, m.Gather.DemandReads, m.Gather.NetworkFaults, m.Gather.SourceChunks)
+}
