@@ -1,5 +1,8 @@
-// Command sglab runs sg scenarios on a local cluster of real sgnode
-// processes on loopback: the quickest way to see sg work end to end.
+// Command sglab runs sg on a local cluster of real sgnode processes on
+// loopback: the quickest way to see sg work end to end. `sglab demo`
+// generates a VM, evicts it from the source to the destination with
+// intermediates, waits for the destination to gather it, and checks it
+// byte for byte.
 //
 //	go build -o bin/ ./cmd/... && bin/sglab demo
 //
@@ -9,7 +12,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,8 +24,11 @@ import (
 
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/internal/units"
+	"github.com/sgrelay/sg/internal/workload"
 	"github.com/sgrelay/sg/lab"
 )
+
+func shortPeer(id string) string { return id[:8] + "…" + id[len(id)-6:] }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -44,16 +49,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return errUsage
 	}
 	fs := flag.NewFlagSet("sglab demo", flag.ContinueOnError)
-	nodes := fs.Int("nodes", 3, "cluster size (at least 2)")
-	sizeS := fs.String("size", "64MiB", "size of the generated file")
-	replicas := fs.Int("replicas", 2, "replicas for the put")
+	nodes := fs.Int("nodes", 5, "cluster size: a source, a destination and intermediates (at least 2)")
+	sizeS := fs.String("size", "384MiB", "size of the generated VM (2/3 memory, 1/3 disk)")
+	replicas := fs.Int("replicas", 1, "holders each chunk needs before the source is free")
 	keep := fs.Bool("keep", false, "keep the working directory (data dirs, logs)")
 	bin := fs.String("bin", "", "directory with sgnode and sgctl (default: next to sglab)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return errUsage
 	}
 	size, err := units.ParseSize(*sizeS)
-	if err != nil || *nodes < 2 || *replicas < 1 || *replicas >= *nodes {
+	if err != nil || *nodes < 2 || *replicas < 1 || *replicas >= *nodes || size < 1<<20 {
 		return errUsage
 	}
 	if *bin == "" {
@@ -78,9 +83,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		defer os.RemoveAll(dir)
 	}
 
-	names := make([]string, *nodes)
-	for i := range names {
-		names[i] = fmt.Sprintf("node%d", i+1)
+	names := []string{"source", "destination"}
+	for i := 2; i < *nodes; i++ {
+		names = append(names, fmt.Sprintf("relay%d", i-1))
 	}
 	fmt.Fprintf(out, "starting %d sgnode processes on loopback…\n", *nodes)
 	c, err := lab.Start(ctx, lab.Config{Bin: *bin, Dir: dir, Names: names})
@@ -91,42 +96,75 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := c.WaitConnected(ctx, 30*time.Second); err != nil {
 		return err
 	}
-	first, last := c.Nodes[0], c.Nodes[len(c.Nodes)-1]
-	peersOut, err := last.Sgctl(ctx, "peers")
+	src, dst := c.Nodes[0], c.Nodes[1]
+	var report []byte
+	peersOut, err := src.Sgctl(ctx, "peers")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\n$ sgctl peers   (on %s)\n%s", last.Name, peersOut)
+	fmt.Fprintf(out, "\n$ sgctl peers   (on the %s)\n%s", src.Name, peersOut)
 
-	in := filepath.Join(dir, "input.bin")
-	data := make([]byte, size)
-	rand.Read(data)
-	if err := os.WriteFile(in, data, 0o600); err != nil {
+	// A generated VM: 30% zero pages, 20% shared with its base image, 10%
+	// repeated within, the rest unique.
+	spec := workload.Spec{Seed: 1, BaseSeed: 42, MemSize: size / 3 * 2 / 4096 * 4096, DiskSize: size / 3 / 65536 * 65536,
+		PageSize: 4096, DiskBlock: 65536, ZeroFrac: 0.3, SharedFrac: 0.2, RepeatFrac: 0.1}
+	mem, disk := filepath.Join(dir, "web1.mem"), filepath.Join(dir, "web1.disk")
+	if err := spec.WriteFiles(mem, disk); err != nil {
 		return err
 	}
-	var put api.PutResult
-	if err := first.SgctlJSON(ctx, &put, "put", in, "--replicas", fmt.Sprint(*replicas)); err != nil {
+	if _, err := src.Sgctl(ctx, "vm", "add", "web1", "--mem", mem, "--disk", disk); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\n$ sgctl put input.bin --replicas %d   (on %s)\n%s\n", *replicas, first.Name, put.CID)
-	fmt.Fprintf(out, "  %s in %d chunks, pushed to %d peers in %s (%s per replica)\n",
-		units.FormatSize(put.Size), put.Chunks, len(put.SentBytes), put.Duration.Round(time.Millisecond),
-		units.FormatRate(float64(put.Size)/put.Duration.Seconds()))
+	fmt.Fprintf(out, "\n$ sgctl vm add web1 --mem web1.mem --disk web1.disk   (%s + %s)\n",
+		units.FormatSize(spec.MemSize), units.FormatSize(spec.DiskSize))
 
-	// The first node kept nothing, so its get crosses the network.
-	outPath := filepath.Join(dir, "output.bin")
-	got, err := first.Sgctl(ctx, "get", put.CID, "-o", outPath)
+	evictArgs := []string{"evict", "vm", "web1", "--to", dst.PeerID, "--replicas", fmt.Sprint(*replicas)}
+	report, err = src.Sgctl(ctx, evictArgs...)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\n$ sgctl get %s -o output.bin   (on %s)\n%s", put.CID, first.Name, got)
-	b, err := os.ReadFile(outPath)
+	fmt.Fprintf(out, "\n$ sgctl evict vm web1 --to %s --replicas %d   (on the %s)\n%s", shortPeer(dst.PeerID), *replicas, src.Name, report)
+
+	// The destination gathers on: wait for it, then compare byte for byte.
+	var m api.Migration
+	for deadline := time.Now().Add(5 * time.Minute); ; {
+		var ms []api.Migration
+		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
+			return err
+		}
+		if len(ms) > 0 && ms[0].State != api.StateRunning {
+			m = ms[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("FAILED: the gather did not complete in 5 minutes")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	migs, err := dst.Sgctl(ctx, "migrations")
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(b, data) {
-		return errors.New("FAILED: output differs from input")
+	fmt.Fprintf(out, "\n$ sgctl migrations   (on the %s)\n%s", dst.Name, migs)
+	if m.State != api.StateDone || m.Gather == nil {
+		return fmt.Errorf("FAILED: gather %s: %s", m.State, m.Error)
 	}
-	fmt.Fprintln(out, "\nOK: output is byte-identical to input")
+	g := m.Gather
+	fmt.Fprintf(out, "  gather: TMT %s, %d chunks reused locally, %d prefetched, %d demand, fetched from %d holders; files %v\n",
+		g.TMT.Round(time.Millisecond), g.LocalChunks, g.PrefetchChunks, g.DemandChunks, len(g.FetchedBytes), g.Files)
+	for i, want := range []string{mem, disk} {
+		a, err := os.ReadFile(g.Files[i])
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(want)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(a, b) {
+			return fmt.Errorf("FAILED: %s differs from %s", g.Files[i], want)
+		}
+	}
+	fmt.Fprintln(out, "\nOK: the VM's memory and disk at the destination are byte-identical to the source's")
 	return nil
 }
