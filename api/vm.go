@@ -121,6 +121,7 @@ type GatherReport struct {
 	LatencyP99      map[string]time.Duration `json:"latency_p99_ns"`
 	Files           []string                 `json:"files"`
 	Lazy            string                   `json:"lazy_dir,omitempty"`
+	NBD             map[string]string        `json:"nbd,omitempty"` // disk region → unix socket
 	ChunksTotal     int64                    `json:"chunks_total"`
 	ChunksPresent   int64                    `json:"chunks_present"`
 	ReleasedHolders int                      `json:"released_holders"`

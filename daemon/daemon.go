@@ -92,7 +92,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	}
 	d.in = fetch.NewIncomings(d.store)
 	d.out = newOutgoing()
-	d.gathers = &gathers{d: d, ctx: d.runCtx, m: map[wire.MigrationID]*fetch.Gatherer{}}
+	d.gathers = &gathers{d: d, ctx: d.runCtx, m: map[wire.MigrationID]*fetch.Gatherer{}, nbd: map[wire.MigrationID]map[string]string{}}
 
 	key, created, err := node.LoadOrCreateIdentity(cfg.IdentityPath())
 	if err != nil {

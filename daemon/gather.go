@@ -3,13 +3,17 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/sgrelay/sg/fetch"
+	"github.com/sgrelay/sg/fetch/nbdview"
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -20,8 +24,9 @@ type gathers struct {
 	ctx context.Context // the daemon's run context; set before the node starts
 	wg  sync.WaitGroup
 
-	mu sync.Mutex
-	m  map[wire.MigrationID]*fetch.Gatherer
+	mu  sync.Mutex
+	m   map[wire.MigrationID]*fetch.Gatherer
+	nbd map[wire.MigrationID]map[string]string // region name → NBD socket
 }
 
 // migrationSink is the destination side: a migration opened here starts a
@@ -65,6 +70,7 @@ func (gs *gathers) start(in *fetch.Incoming) error {
 	if err := d.mountLazy(in, g); err != nil {
 		d.log.Warn("no lazy FUSE view for this migration", "vm", in.VM, "err", err)
 	}
+	gs.exportDisks(in, g)
 	d.log.Info("gather started", "vm", in.VM, "migration", in.ID, "source", in.Source, "dir", dir)
 	gs.wg.Add(1)
 	go func() {
@@ -123,4 +129,48 @@ func (h releaseHandler) Release(from peer.ID, r wire.Release) (int, error) {
 		h.d.log.Info("migration released by its destination", "migration", r.ID, "from", from, "listed", len(r.Chunks), "freed", freed)
 	}
 	return freed, nil
+}
+
+// exportDisks serves every disk region of an incoming VM over NBD on a
+// unix socket <data>/nbd/<vm>-<id>-<region>.sock, for the life of the daemon.
+func (gs *gathers) exportDisks(in *fetch.Incoming, g *fetch.Gatherer) {
+	d := gs.d
+	dir := filepath.Join(d.cfg.DataDir, "nbd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		d.log.Warn("no NBD exports", "err", err)
+		return
+	}
+	socks := map[string]string{}
+	for i, r := range in.Regions {
+		if manifest.Kind(r.Kind) != manifest.KindDisk {
+			continue
+		}
+		path := filepath.Join(dir, fmt.Sprintf("%s-%s-%s.sock", in.VM, in.ID.String()[:8], r.Name))
+		_ = os.Remove(path)
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			d.log.Warn("no NBD export", "vm", in.VM, "region", r.Name, "err", err)
+			continue
+		}
+		_ = os.Chmod(path, 0o600)
+		srv := &nbdview.Server{Name: r.Name, Size: int64(r.Size), Disk: g.Region(i), Log: d.log}
+		socks[r.Name] = path
+		gs.wg.Add(1)
+		go func() {
+			defer gs.wg.Done()
+			defer os.Remove(path)
+			if err := srv.Serve(gs.ctx, ln); err != nil {
+				d.log.Warn("NBD export stopped", "socket", path, "err", err)
+			}
+		}()
+	}
+	gs.mu.Lock()
+	gs.nbd[in.ID] = socks
+	gs.mu.Unlock()
+}
+
+func (gs *gathers) nbdSockets(id wire.MigrationID) map[string]string {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	return gs.nbd[id]
 }

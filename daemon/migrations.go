@@ -100,6 +100,7 @@ func (d *Daemon) migrationsList() []api.Migration {
 			rep := g.Report()
 			m.Gather = gatherReportToAPI(rep)
 			m.Gather.Lazy = d.lazyDir(in.ID.String())
+			m.Gather.NBD = d.gathers.nbdSockets(in.ID)
 			switch {
 			case rep.Err != "":
 				m.State, m.Error = api.StateFailed, rep.Err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -101,4 +102,45 @@ func TestLazyFUSEReadsDuringScatter(t *testing.T) {
 	}
 	t.Logf("%d random reads verified while the scatter ran (ET %v); TMT %v; first demand read served %v after open; %d demand reads, %d waited for the network, %d read from the source by position",
 		during, o.res.ET, m.Gather.TMT, m.Gather.FirstDemand, m.Gather.DemandReads, m.Gather.NetworkFaults, m.Gather.SourceChunks)
+}
+
+// The destination exports the disk over NBD as soon as the migration
+// opens; qemu-img converts it to a file byte-identical to the source disk.
+func TestNBDExportOfGatheredDisk(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed (apt-get install qemu-utils)")
+	}
+	c := startCluster(t, "src", "dst", "r1")
+	src, dst := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	spec := vmSpec(12)
+	spec.MemSize, spec.DiskSize = 32<<20, 64<<20
+	images := addVM(t, ctx, src, "db1", spec)
+	done := make(chan error, 1)
+	go func() {
+		_, err := src.Sgctl(ctx, "evict", "vm", "db1", "--to", dst.PeerID, "--max-rate", "200Mbit")
+		done <- err
+	}()
+	// Wait for the export, then copy it while the scatter still runs.
+	var sock string
+	for deadline := time.Now().Add(30 * time.Second); sock == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var ms []api.Migration
+		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err == nil && len(ms) > 0 && ms[0].Gather != nil {
+			sock = ms[0].Gather.NBD["disk0"]
+		}
+	}
+	if sock == "" {
+		t.Fatal("no NBD export of disk0 at the destination")
+	}
+	out := filepath.Join(t.TempDir(), "disk0.raw")
+	if b, err := exec.CommandContext(ctx, "qemu-img", "convert", "-f", "raw", "-O", "raw", "nbd+unix:///disk0?socket="+sock, out).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert: %v: %s", err, b)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, []string{out}, images[1:])
+	m := waitGathered(t, ctx, dst, "db1")
+	sameFiles(t, m.Gather.Files, images)
 }
