@@ -280,11 +280,12 @@ func (sc *scheduler) withoutSatisfied(b *batch) *batch {
 }
 
 // acked is ackedLocked for callers outside the lock (the have filter).
+// Placements are handed to the placer under the lock: once the scheduler
+// has declared completion, none can still be on their way.
 func (sc *scheduler) acked(b *batch, items []int, idx int) {
 	sc.led.mu.Lock()
-	due := sc.ackedLocked(b, items, idx)
-	sc.led.mu.Unlock()
-	if len(due) > 0 {
+	defer sc.led.mu.Unlock()
+	if due := sc.ackedLocked(b, items, idx); len(due) > 0 {
 		sc.placed(due)
 	}
 }
@@ -448,6 +449,12 @@ func (sc *scheduler) loseTargetLocked(t *target) {
 		wasOK := !sc.needs(st)
 		st.holders &^= t.bit
 		if wasOK && sc.needs(st) {
+			// Placed again once repaired, so the destination learns the
+			// new holder (at the chunk's first position: it keeps holders
+			// per chunk, not per position).
+			st.satisfied = false
+			st.waiting = append(st.waiting, st.first)
+			sc.uniqueDone.Add(-int64(st.size))
 			lost = append(lost, st)
 		}
 	}
@@ -554,11 +561,11 @@ func (sc *scheduler) onAck(t *target, b *batch, items []int, st []wire.Status, e
 			sc.fail(errors.New("every target is full"))
 		}
 	}
+	if len(due) > 0 {
+		sc.placed(due) // under the lock: see acked
+	}
 	sc.cond.Broadcast()
 	sc.led.mu.Unlock()
-	if len(due) > 0 {
-		sc.placed(due)
-	}
 }
 
 func (sc *scheduler) countNeeds(b *batch) int {

@@ -140,7 +140,7 @@ type fixture struct {
 // newFixture cuts spec's VM into chunks, stores each distinct chunk at the
 // holders chosen by place, and the manifest in the local store (the
 // scatter stores it at the destination).
-func newFixture(t *testing.T, net *gnet, local *chunkstore.Store, spec workload.Spec, place func(id chunk.ID) []uint8, holders []string) *fixture {
+func newFixture(t testing.TB, net *gnet, local *chunkstore.Store, spec workload.Spec, place func(id chunk.ID) []uint8, holders []string) *fixture {
 	t.Helper()
 	var m, d bytes.Buffer
 	if err := spec.Write(&m, &d); err != nil {
@@ -194,7 +194,7 @@ func newFixture(t *testing.T, net *gnet, local *chunkstore.Store, spec workload.
 }
 
 // start opens the migration at the destination and a gatherer for it.
-func (f *fixture) start(t *testing.T, holders []string, cfg fetch.GatherConfig) (*fetch.Incoming, *fetch.Gatherer) {
+func (f *fixture) start(t testing.TB, holders []string, cfg fetch.GatherConfig) (*fetch.Incoming, *fetch.Gatherer) {
 	t.Helper()
 	in, err := f.incomings.Open(f.net.source, f.open)
 	if err != nil {
@@ -216,7 +216,7 @@ func (f *fixture) start(t *testing.T, holders []string, cfg fetch.GatherConfig) 
 	return in, g
 }
 
-func (f *fixture) placeAll(t *testing.T, steps int, pause time.Duration) {
+func (f *fixture) placeAll(t testing.TB, steps int, pause time.Duration) {
 	ps := f.placements
 	per := (len(ps) + steps - 1) / steps
 	for len(ps) > 0 {
@@ -358,7 +358,7 @@ func TestPrefetchServesMostFaultsLocally(t *testing.T) {
 func TestNearestHolderChosenAndSlowOneAvoided(t *testing.T) {
 	net := newGnet("src")
 	net.peer("near", 1*time.Millisecond)
-	net.peer("far", 8*time.Millisecond)
+	net.peer("far", 30*time.Millisecond)
 	local, _ := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 30})
 	spec := smallSpec(9)
 	both := func(chunk.ID) []uint8 { return []uint8{0, 1} }
@@ -379,8 +379,8 @@ func TestNearestHolderChosenAndSlowOneAvoided(t *testing.T) {
 	// Now the near holder is slowed down (a congested link): requests move.
 	net2 := newGnet("src")
 	net2.peer("near", 1*time.Millisecond)
-	net2.peer("far", 8*time.Millisecond)
-	net2.latency["near"] = 60 * time.Millisecond // RTT still says near
+	net2.peer("far", 30*time.Millisecond)
+	net2.latency["near"] = 200 * time.Millisecond // RTT still says near
 	local2, _ := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 30})
 	f2 := newFixture(t, net2, local2, smallSpec(10), both, []string{"near", "far"})
 	_, g2 := f2.start(t, []string{"near", "far"}, fetch.DefaultGatherConfig(t.TempDir()))
