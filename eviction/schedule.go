@@ -527,6 +527,12 @@ func (sc *scheduler) onAck(t *target, b *batch, items []int, st []wire.Status, e
 	b.inflight &^= t.bit
 	sc.inflight--
 	var due []placement
+	if err == nil && t.dead {
+		// Declared dead (by another stream's failure or a missed liveness
+		// check) before this ack arrived: its copies are written off, so
+		// this one must not count either.
+		err = errors.New("acknowledged by a target already given up")
+	}
 	if err != nil {
 		sc.queue = append([]*batch{b}, sc.queue...)
 		sc.targetFailedLocked(t, err)
