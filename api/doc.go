@@ -15,5 +15,7 @@
 //	DELETE /v1/vms/{name}
 //	POST /v1/evict    EvictRequest → stream of Event{EvictProgress | Evict | Error}
 //	GET  /v1/migrations []Migration
+//	POST /v1/gather   GatherRequest → stream of Event{Progress | Gather | Error}
+//	POST /v1/verify   VerifyRequest → VerifyResult
 //	GET  /metrics     Prometheus text format
 package api

@@ -88,6 +88,7 @@ type Event struct {
 	Put           *PutResult     `json:"put,omitempty"`
 	Get           *GetResult     `json:"get,omitempty"`
 	Evict         *EvictResult   `json:"evict,omitempty"`
+	Gather        *GatherReport  `json:"gather,omitempty"`
 	Error         string         `json:"error,omitempty"`
 }
 

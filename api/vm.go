@@ -213,3 +213,22 @@ func (c *Client) Verify(ctx context.Context, req VerifyRequest) (*VerifyResult, 
 	var v VerifyResult
 	return &v, decodeBody(resp, &v)
 }
+
+// GatherRequest asks the node to gather an existing manifest from peers
+// (default: every connected peer that holds its root).
+type GatherRequest struct {
+	CID  string   `json:"cid"`
+	From []string `json:"from,omitempty"`
+}
+
+// Gather runs a gather; progress (may be nil) sees chunks present of total.
+func (c *Client) Gather(ctx context.Context, req GatherRequest, progress func(Progress)) (*GatherReport, error) {
+	ev, err := c.stream(ctx, "/v1/gather", req, progress)
+	if err != nil {
+		return nil, err
+	}
+	if ev.Gather == nil {
+		return nil, errors.New("sgnode ended the gather without a report")
+	}
+	return ev.Gather, nil
+}

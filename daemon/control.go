@@ -35,6 +35,7 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/vms/{name}", d.serveRemoveVM)
 	mux.HandleFunc("POST /v1/evict", d.serveEvict)
 	mux.HandleFunc("POST /v1/verify", d.serveVerify)
+	mux.HandleFunc("POST /v1/gather", d.serveGather)
 	mux.HandleFunc("GET /v1/migrations", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, d.migrationsList()) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
 	return mux

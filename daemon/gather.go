@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/fetch/nbdview"
 	"github.com/sgrelay/sg/internal/chunk"
@@ -41,7 +44,7 @@ func (s migrationSink) OpenMigration(from peer.ID, o wire.Open) error {
 	if err != nil {
 		return err
 	}
-	return s.g.start(in)
+	return s.g.start(in, false)
 }
 func (s migrationSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {
 	return s.in.AddHolders(from.String(), id, hs)
@@ -53,11 +56,11 @@ func (s migrationSink) FinishMigration(from peer.ID, id wire.MigrationID, root c
 	return s.in.Finish(from.String(), id, root)
 }
 
-func (gs *gathers) start(in *fetch.Incoming) error {
+func (gs *gathers) start(in *fetch.Incoming, noRelease bool) error {
 	d := gs.d
 	dir := filepath.Join(d.cfg.DataDir, "vms", fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
 	cfg := fetch.DefaultGatherConfig(dir)
-	cfg.Zone, cfg.Log = d.cfg.Node.Zone, d.log
+	cfg.Zone, cfg.Log, cfg.NoRelease = d.cfg.Node.Zone, d.log, noRelease
 	cfg.StillNeeded = func(id chunk.ID) bool { return gs.neededByOthers(in.ID, id) }
 	g, err := fetch.NewGatherer(in, nodeNetwork{d.node}, d.store, cfg)
 	if err != nil {
@@ -173,4 +176,79 @@ func (gs *gathers) nbdSockets(id wire.MigrationID) map[string]string {
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
 	return gs.nbd[id]
+}
+
+// serveGather gathers a manifest that already exists (sgctl gather): from
+// the named peers, or every connected peer that holds its root.
+func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
+	var req api.GatherRequest
+	if !decodeRequest(w, r, &req) {
+		return
+	}
+	root, err := chunk.Parse(req.CID)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	var holders []fetch.Holder
+	if len(req.From) > 0 {
+		for _, f := range req.From {
+			p, err := d.resolvePeer(f)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("--from: %w", err))
+				return
+			}
+			rtt, _ := nodeNetwork{d.node}.RTT(p)
+			holders = append(holders, fetch.Holder{Peer: p, RTT: rtt})
+		}
+	} else if holders, err = d.holdersOf(r.Context(), root); err != nil {
+		writeError(w, http.StatusConflict, err)
+		return
+	}
+	m, ids, err := fetch.ResolveManifest(r.Context(), nodeNetwork{d.node}, holders, d.store, root)
+	if err != nil {
+		writeError(w, http.StatusConflict, err)
+		return
+	}
+	peers := make([]string, len(holders))
+	for i, h := range holders {
+		peers[i] = h.Peer
+	}
+	in, err := d.in.OpenFromManifest(root, m, peers)
+	if err != nil {
+		writeError(w, http.StatusConflict, err)
+		return
+	}
+	if err := d.gathers.start(in, true); err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	g := d.gathers.get(in.ID)
+	if err := d.in.PlaceManifest(in, ids, root); err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	ev := newEventStream(w)
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.Done():
+			rep := g.Report()
+			out := gatherReportToAPI(rep)
+			out.Lazy, out.NBD = d.lazyDir(in.ID.String()), d.gathers.nbdSockets(in.ID)
+			if rep.Err != "" {
+				ev.send(api.Event{Error: rep.Err}, true)
+				return
+			}
+			// Run syncs the files just after Done; wait for the sync.
+			ev.send(api.Event{Gather: out}, true)
+			return
+		case <-t.C:
+			rep := g.Report()
+			ev.send(api.Event{Progress: &api.Progress{Done: rep.ChunksPresent, Total: rep.ChunksTotal, Stage: "gather"}}, false)
+		case <-r.Context().Done():
+			return // the gather goes on in the daemon
+		}
+	}
 }

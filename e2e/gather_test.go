@@ -144,3 +144,28 @@ func TestNBDExportOfGatheredDisk(t *testing.T) {
 	m := waitGathered(t, ctx, dst, "db1")
 	sameFiles(t, m.Gather.Files, images)
 }
+
+// sgctl gather brings a VM whose manifest already exists to another node,
+// from the peers that hold it; the copy is byte-identical.
+func TestGatherExistingManifest(t *testing.T) {
+	c := startCluster(t, "src", "dst", "r1", "other")
+	src, dst, other := c.Nodes[0], c.Nodes[1], c.Nodes[3]
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	spec := vmSpec(13)
+	spec.MemSize, spec.DiskSize = 32<<20, 16<<20
+	images := addVM(t, ctx, src, "app1", spec)
+	var res api.EvictResult
+	if err := src.SgctlJSON(ctx, &res, "evict", "vm", "app1", "--to", dst.PeerID, "--via", c.Nodes[2].PeerID); err != nil {
+		t.Fatal(err)
+	}
+	waitGathered(t, ctx, dst, "app1")
+	var rep api.GatherReport
+	if err := other.SgctlJSON(ctx, &rep, "gather", res.VMs[0].Manifest, "--from", dst.PeerID); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Complete || rep.FetchedBytes[dst.PeerID] == 0 {
+		t.Fatalf("gather report %+v", rep)
+	}
+	sameFiles(t, rep.Files, images)
+}

@@ -65,6 +65,9 @@ type GatherConfig struct {
 	// prefetched before anything else.
 	WorkingSet []Position
 
+	// NoRelease keeps the holders' copies when the gather completes (a
+	// gather of an existing manifest must not free what others may use).
+	NoRelease bool
 	// StillNeeded reports whether another gather on this node still needs
 	// a chunk, so releasing this one does not free it at the holders.
 	StillNeeded func(chunk.ID) bool
@@ -308,7 +311,13 @@ func (g *Gatherer) Finished(root chunk.ID) {
 func (g *Gatherer) resolve(root chunk.ID) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	holders := g.holdersOf(root)
+	// The manifest's chunks are not placed like data: ask every holder of
+	// the migration (it is usually in the local store already).
+	var holders []Holder
+	for _, p := range g.in.Peers() {
+		rtt, _ := g.net.RTT(p)
+		holders = append(holders, Holder{Peer: p, RTT: rtt})
+	}
 	m, ids, err := ResolveManifest(ctx, g.net, holders, g.store, root)
 	if err == nil && len(m.Regions) != len(g.in.Regions) {
 		err = fmt.Errorf("manifest has %d regions, migration %d: %w", len(m.Regions), len(g.in.Regions), manifest.ErrMalformed)
@@ -346,15 +355,6 @@ func (g *Gatherer) resolve(root chunk.ID) {
 	g.afterMap = nil
 	g.checkCompleteLocked()
 	g.poke()
-}
-
-func (g *Gatherer) holdersOf(id chunk.ID) []Holder {
-	var out []Holder
-	for _, p := range g.in.Holders(id) {
-		rtt, _ := g.net.RTT(p)
-		out = append(out, Holder{Peer: p, RTT: rtt})
-	}
-	return out
 }
 
 // markPresentLocked records that a position's bytes are in its file (or,
@@ -945,7 +945,11 @@ func (g *Gatherer) Run(ctx context.Context) error {
 				}
 			}
 			g.stopAll() // nothing is in flight while holders free their copies
-			g.release(ctx)
+			if !g.cfg.NoRelease {
+				g.release(ctx)
+			} else {
+				g.store.Unpin(g.in.ID.String())
+			}
 			return nil
 		case <-ctx.Done():
 			g.mu.Lock()
@@ -1128,13 +1132,7 @@ func (g *Gatherer) prefetchRound(ctx context.Context) {
 
 // anyRoomLocked reports whether some holder can take another prefetch request.
 func (g *Gatherer) anyRoomLocked() bool {
-	g.in.mu.Lock()
-	peers := make([]string, 0, len(g.in.peers))
-	for _, p := range g.in.peers {
-		peers = append(peers, p)
-	}
-	g.in.mu.Unlock()
-	for _, p := range peers {
+	for _, p := range g.in.Peers() {
 		if g.holder(p).inflight < g.cfg.PrefetchWindow {
 			return true
 		}

@@ -251,6 +251,9 @@ func fetchOne(ctx context.Context, net Network, holders []Holder, local LocalSto
 		}
 		errs = append(errs, gerr)
 	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("%w: no holder to ask", ErrUnavailable)
+	}
 	return nil, fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
 }
 

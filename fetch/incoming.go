@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -88,6 +89,19 @@ func (in *Incoming) Holders(id chunk.ID) []string {
 			if p, ok := in.peers[uint8(i)]; ok {
 				out = append(out, p)
 			}
+		}
+	}
+	return out
+}
+
+// Peers lists every holder the source declared, in index order.
+func (in *Incoming) Peers() []string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	out := make([]string, 0, len(in.peers))
+	for i := range wire.MaxHolders {
+		if p, ok := in.peers[uint8(i)]; ok {
+			out = append(out, p)
 		}
 	}
 	return out
@@ -265,4 +279,70 @@ func (s *Incomings) List() []IncomingStatus {
 	}
 	slices.SortFunc(out, func(a, b IncomingStatus) int { return a.Opened.Compare(b.Opened) })
 	return out
+}
+
+// OpenFromManifest records a gather of an existing manifest (no source
+// streaming placements); PlaceManifest then places every position.
+// The migration ID is derived from the root, so gathering the same
+// manifest twice is refused while the first is open.
+func (s *Incomings) OpenFromManifest(root chunk.ID, m *manifest.Manifest, holders []string) (*Incoming, error) {
+	if len(holders) == 0 || len(holders) > wire.MaxHolders {
+		return nil, fmt.Errorf("gather %s: %d holders (1..%d)", root, len(holders), wire.MaxHolders)
+	}
+	o := wire.Open{VM: m.Name}
+	copy(o.ID[:], root[:])
+	for _, r := range m.Regions {
+		o.Regions = append(o.Regions, wire.RegionInfo{Name: r.Name, Kind: uint8(r.Kind), Size: uint64(r.Size), ChunkSize: uint32(r.ChunkSize)})
+	}
+	in, err := s.Open(holders[0], o)
+	if err != nil {
+		return nil, err
+	}
+	hs := make([]wire.Holder, len(holders))
+	for i, h := range holders {
+		hs[i] = wire.Holder{Index: uint8(i), Peer: h}
+	}
+	if err := s.AddHolders(holders[0], o.ID, hs); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// PlaceManifest places every non-zero position of a migration opened with
+// OpenFromManifest at all its holders, and finishes it. Set the listener
+// (the gatherer) first.
+func (s *Incomings) PlaceManifest(in *Incoming, ids [][]chunk.ID, root chunk.ID) error {
+	in.mu.Lock()
+	n := len(in.peers)
+	in.mu.Unlock()
+	return s.placeAll(in.Source, in.ID, ids, uint32(1)<<n-1, root)
+}
+
+func (s *Incomings) placeAll(source string, id wire.MigrationID, ids [][]chunk.ID, mask uint32, root chunk.ID) error {
+	var ps []wire.Placement
+	flush := func() error {
+		if len(ps) == 0 {
+			return nil
+		}
+		err := s.AddPlacements(source, id, ps)
+		ps = ps[:0]
+		return err
+	}
+	for r, rids := range ids {
+		for i, cid := range rids {
+			if cid.IsZero() {
+				continue
+			}
+			ps = append(ps, wire.Placement{Region: uint16(r), Index: uint64(i), ID: cid, Holders: mask})
+			if len(ps) == wire.MaxPlacements {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return s.Finish(source, id, root)
 }

@@ -40,6 +40,7 @@ var commands = []command{
 	{"vm", "register VMs (add, list, rm) from images on disk", cmdVM},
 	{"evict", "evict VMs: sgctl evict vm NAME... --to PEER", cmdEvict},
 	{"migrations", "list running and finished migrations", cmdMigrations},
+	{"gather", "gather an existing VM manifest here from the peers that hold it", cmdGather},
 	{"verify", "check that every chunk of a manifest is held (and intact) across peers", cmdVerify},
 }
 
