@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/fetch/fuseview"
@@ -168,4 +170,78 @@ func TestGatherExistingManifest(t *testing.T) {
 		t.Fatalf("gather report %+v", rep)
 	}
 	sameFiles(t, rep.Files, images)
+}
+
+// The lazy FUSE file survives what a hypervisor does to guest RAM: 2 MiB
+// reads, mmap MAP_PRIVATE (writes stay private) and MAP_SHARED read-write
+// (writes land in the local copy, never on the network), while the
+// scatter still runs.
+func TestLazyFUSEMmap(t *testing.T) {
+	if err := fuseview.Available(); err != nil {
+		t.Skip("FUSE unavailable:", err)
+	}
+	c := startCluster(t, "src", "dst", "r1")
+	src, dst := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	spec := vmSpec(14)
+	spec.MemSize, spec.DiskSize = 64<<20, 0
+	images := addVM(t, ctx, src, "vm1", spec)
+	want, err := os.ReadFile(images[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := src.Sgctl(ctx, "evict", "vm", "vm1", "--to", dst.PeerID, "--max-rate", "80Mbit")
+		done <- err
+	}()
+	f, err := os.OpenFile(filepath.Join(lazyDir(t, ctx, dst, "vm1"), "mem"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	// A 2 MiB window, as QEMU reads guest RAM.
+	win := make([]byte, 2<<20)
+	if _, err := f.ReadAt(win, 8<<20); err != nil || !bytes.Equal(win, want[8<<20:10<<20]) {
+		t.Fatalf("2 MiB read: %v", err)
+	}
+	// MAP_PRIVATE: reads are right, writes stay in this mapping.
+	priv, err := syscall.Mmap(int(f.Fd()), 16<<20, 4<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(priv, want[16<<20:20<<20]) {
+		t.Fatal("MAP_PRIVATE mapping shows wrong bytes")
+	}
+	priv[0] ^= 0xff
+	syscall.Munmap(priv)
+	// MAP_SHARED read-write: a page written by the "guest" lands in the
+	// destination's copy.
+	shared, err := syscall.Mmap(int(f.Fd()), 32<<20, 4<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(shared, want[32<<20:36<<20]) {
+		t.Fatal("MAP_SHARED mapping shows wrong bytes")
+	}
+	pattern := bytes.Repeat([]byte("sg"), 2048)
+	copy(shared[4096:8192], pattern)
+	if _, _, e := syscall.Syscall(syscall.SYS_MSYNC, uintptr(unsafe.Pointer(&shared[0])), uintptr(len(shared)), syscall.MS_SYNC); e != 0 {
+		t.Fatalf("msync: %v", e)
+	}
+	syscall.Munmap(shared)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	m := waitGathered(t, ctx, dst, "vm1")
+	got, err := os.ReadFile(m.Gather.Files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(want[32<<20+4096:], pattern) // the guest's write
+	if !bytes.Equal(got, want) {
+		t.Fatal("the destination's copy is not the source's image plus the guest's shared write (and nothing else)")
+	}
 }
