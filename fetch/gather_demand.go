@@ -1,0 +1,432 @@
+package fetch
+
+// The demand path of a gather: reads that must wait for a chunk, fetched
+// by position from the source or by ID from the best holder, hedged.
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+func (g *Gatherer) ensure(ctx context.Context, at Position) error {
+	g.mu.Lock()
+	g.st.DemandReads++
+	if g.present[at.Region][at.Index] {
+		g.st.DemandHits++
+		g.mu.Unlock()
+		return nil
+	}
+	if g.failed != nil {
+		err := g.failed
+		g.mu.Unlock()
+		return err
+	}
+	w := make(chan error, 1)
+	g.waiters[at] = append(g.waiters[at], w)
+	g.noteFaultLocked(at)
+	g.startDemandLocked(at)
+	g.mu.Unlock()
+	g.poke()
+	select {
+	case err := <-w:
+		g.mu.Lock()
+		g.st.NetworkFaults++
+		if g.st.FirstDemand == 0 && err == nil {
+			g.st.FirstDemand = time.Since(g.in.Opened)
+		}
+		g.mu.Unlock()
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (g *Gatherer) noteFaultLocked(at Position) {
+	g.recent = append(g.recent, at)
+	if len(g.recent) > g.cfg.RecentFaults {
+		g.recent = g.recent[len(g.recent)-g.cfg.RecentFaults:]
+	}
+}
+
+func (g *Gatherer) startDemandLocked(at Position) {
+	id := g.known[at.Region][at.Index]
+	if id.IsZero() {
+		if g.finished {
+			g.markPresentLocked(at, nil)
+			return
+		}
+		if !g.posFlights[at] {
+			g.posFlights[at] = true
+			g.spawn(func() { g.demandFromSource(at) })
+		}
+		return
+	}
+	if g.store.Has(id) {
+		g.local = append(g.local, at) // copied by the run loop, no network
+		return
+	}
+	if f := g.flights[id]; f != nil {
+		if !f.demand {
+			f.demand = true // a prefetch is already bringing it: wait, and hedge if slow
+			g.spawn(func() { g.hedgeLater(f) })
+		}
+		return
+	}
+	f := &flight{id: id, demand: true, tried: map[string]bool{}, started: time.Now()}
+	g.flights[id] = f
+	g.spawn(func() { g.fetchByID(f, true) })
+}
+
+func (g *Gatherer) demandFromSource(at Position) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := g.sourceDemand(ctx, at)
+	g.mu.Lock()
+	delete(g.posFlights, at)
+	if err != nil && !g.present[at.Region][at.Index] {
+		switch {
+		case !g.known[at.Region][at.Index].IsZero() || g.finished:
+			g.startDemandLocked(at) // placed meanwhile: fetch it by ID
+		default:
+			// The source stops serving at its eviction time, a moment
+			// before the manifest (which names every chunk, zeros too) is
+			// resolved here: retry then.
+			g.log.Debug("positional read refused; waiting for the manifest", "region", at.Region, "index", at.Index, "err", err)
+			g.afterMap = append(g.afterMap, at)
+		}
+	}
+	g.mu.Unlock()
+}
+
+func (g *Gatherer) sourceDemand(ctx context.Context, at Position) error {
+	g.mu.Lock()
+	src := g.source
+	g.mu.Unlock()
+	if src == nil {
+		d, err := g.net.OpenDemand(ctx, g.in.Source, g.cfg.DemandWindow)
+		if err != nil {
+			return err
+		}
+		g.mu.Lock()
+		if g.source == nil {
+			g.source = d
+		} else {
+			d.Close()
+		}
+		src = g.source
+		g.mu.Unlock()
+	}
+	type answer struct {
+		st   wire.Status
+		data []byte
+		err  error
+	}
+	ch := make(chan answer, 1)
+	start := time.Now()
+	err := src.Demand(ctx, wire.DemandReq{ID: g.in.ID, Region: uint16(at.Region), Index: at.Index}, func(st wire.Status, data []byte, err error) {
+		ch <- answer{st, slices.Clone(data), err}
+	})
+	if err != nil {
+		g.mu.Lock()
+		if g.source == src {
+			g.source = nil
+		}
+		g.mu.Unlock()
+		src.Abort()
+	}
+	a := <-ch
+	if a.err != nil {
+		return a.err
+	}
+	switch a.st {
+	case wire.StatusZero:
+		g.mu.Lock()
+		g.markPresentLocked(at, nil)
+		g.st.SourceChunks++
+		g.checkCompleteLocked()
+		g.mu.Unlock()
+		return nil
+	case wire.StatusOK:
+	default:
+		return fmt.Errorf("source answered %s", a.st)
+	}
+	id := chunk.Sum(a.data) // the source is authoritative for its own positions
+	g.mu.Lock()
+	g.st.SourceChunks++
+	g.st.DemandChunks++
+	g.st.FetchedBytes[g.in.Source] += int64(len(a.data))
+	g.recordLatencyLocked(g.in.Source, time.Since(start))
+	g.mu.Unlock()
+	g.keep(id, a.data)
+	return g.deliver(id, a.data, &at)
+}
+
+func (g *Gatherer) keep(id chunk.ID, data []byte) {
+	if g.store.Put(id, data) == nil {
+		g.store.Pin(g.in.ID.String(), id)
+	}
+}
+
+func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool) string {
+	best, bestScore := "", time.Duration(1<<62)
+	for _, p := range g.in.Holders(id) {
+		if tried[p] || g.avoid[id][p] {
+			continue
+		}
+		hs := g.holder(p)
+		rtt, ok := g.net.RTT(p)
+		if !ok {
+			rtt = 50 * time.Millisecond
+		}
+		score := rtt + time.Duration(hs.inflight)*max(hs.lat, rtt)/4
+		if g.cfg.Zone != "" && g.net.Zone(p) != g.cfg.Zone {
+			score += rtt / 2
+		}
+		if hs.demoted {
+			score += time.Hour
+		}
+		if score < bestScore {
+			best, bestScore = p, score
+		}
+	}
+	return best
+}
+
+func (g *Gatherer) holder(p string) *holderStats {
+	hs := g.peers[p]
+	if hs == nil {
+		hs = &holderStats{}
+		g.peers[p] = hs
+	}
+	return hs
+}
+
+func (g *Gatherer) recordLatencyLocked(p string, d time.Duration) {
+	hs := g.holder(p)
+	if hs.lat == 0 {
+		hs.lat = d
+	} else {
+		hs.lat = (hs.lat*4 + d) / 5
+	}
+	if len(hs.latency) < 1<<14 {
+		hs.latency = append(hs.latency, d)
+	}
+}
+
+func (g *Gatherer) getter(ctx context.Context, p string, demand bool) (Getter, error) {
+	g.mu.Lock()
+	m, prio, window := g.prefetch, wire.Prefetch, g.cfg.PrefetchWindow
+	if demand {
+		m, prio, window = g.demand, wire.Demand, g.cfg.DemandWindow
+	}
+	if gs := m[p]; gs != nil {
+		g.mu.Unlock()
+		return gs, nil
+	}
+	g.mu.Unlock()
+	gs, err := g.net.OpenGet(ctx, p, prio, window)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if old := m[p]; old != nil {
+		gs.Close()
+		return old, nil
+	}
+	m[p] = gs
+	return gs, nil
+}
+
+func (g *Gatherer) dropGetter(p string, gs Getter, demand bool) {
+	g.mu.Lock()
+	m := g.prefetch
+	if demand {
+		m = g.demand
+	}
+	if m[p] == gs {
+		delete(m, p)
+	}
+	g.mu.Unlock()
+	gs.Abort()
+}
+
+func (g *Gatherer) fetchByID(f *flight, demand bool) {
+	if demand {
+		g.spawn(func() { g.hedgeLater(f) })
+	}
+	g.tryHolder(f, demand)
+}
+
+const holderRounds = 3
+
+func (g *Gatherer) tryHolder(f *flight, demand bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	round := 1
+	for {
+		g.mu.Lock()
+		if f.done {
+			g.mu.Unlock()
+			return
+		}
+		p := g.pickHolderLocked(f.id, f.tried)
+		if p == "" && round < holderRounds && len(f.tried) > 0 {
+			round++
+			clear(f.tried)
+			g.mu.Unlock()
+			select {
+			case <-time.After(time.Duration(round) * 50 * time.Millisecond):
+			case <-g.done:
+				return
+			}
+			continue
+		}
+		if p == "" {
+			g.flightFailedLocked(f)
+			g.mu.Unlock()
+			return
+		}
+		f.tried[p] = true
+		g.holder(p).inflight++
+		g.mu.Unlock()
+
+		err := g.getOne(ctx, p, f, demand)
+		g.mu.Lock()
+		g.holder(p).inflight--
+		g.mu.Unlock()
+		if err == nil {
+			return
+		}
+		g.log.Debug("fetch from holder failed; trying the next", "peer", p, "chunk", f.id.Short(), "err", err)
+	}
+}
+
+func (g *Gatherer) hedgeLater(f *flight) {
+	g.mu.Lock()
+	wait := g.cfg.HedgeAfter
+	for _, p := range g.in.Holders(f.id) {
+		if hs := g.peers[p]; hs != nil && 2*hs.lat > wait {
+			wait = 2 * hs.lat
+		}
+	}
+	g.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-g.done:
+		return
+	}
+	g.mu.Lock()
+	if f.done || f.hedged {
+		g.mu.Unlock()
+		return
+	}
+	f.hedged = true
+	g.st.Hedged++
+	g.mu.Unlock()
+	g.tryHolder(f, true)
+}
+
+func (g *Gatherer) getOne(ctx context.Context, p string, f *flight, demand bool) error {
+	gs, err := g.getter(ctx, p, demand)
+	if err != nil {
+		return err
+	}
+	type answer struct {
+		res  wire.GetResult
+		data []byte
+		err  error
+	}
+	ch := make(chan answer, 1)
+	start := time.Now()
+	if err := gs.Get(ctx, []chunk.ID{f.id}, func(rs []wire.GetResult, err error) {
+		if err != nil {
+			ch <- answer{err: err}
+			return
+		}
+		ch <- answer{res: rs[0], data: slices.Clone(rs[0].Data)}
+	}); err != nil {
+		g.dropGetter(p, gs, demand)
+	}
+	a := <-ch
+	if a.err != nil {
+		return a.err
+	}
+	if a.res.Status != wire.StatusOK {
+		g.mu.Lock()
+		g.avoidLocked(f.id, p)
+		if a.res.Status == wire.StatusBadHash {
+			g.holder(p).demoted = true
+		}
+		g.mu.Unlock()
+		if a.res.Status == wire.StatusBadHash {
+			g.log.Warn("holder served wrong bytes; demoted", "peer", p, "chunk", f.id.Short())
+		}
+	}
+	if a.res.Status != wire.StatusOK {
+		return fmt.Errorf("%s: %s", p, a.res.Status)
+	}
+	g.mu.Lock()
+	if f.done {
+		g.mu.Unlock()
+		return nil // the other leg of a hedge won
+	}
+	f.done = true // deliver removes the flight once the bytes are written
+	g.recordLatencyLocked(p, time.Since(start))
+	g.holder(p).bytes += int64(len(a.data))
+	g.st.FetchedBytes[p] += int64(len(a.data))
+	if demand || f.demand {
+		g.st.DemandChunks++
+	} else {
+		g.st.PrefetchChunks++
+	}
+	g.mu.Unlock()
+	g.keep(f.id, a.data)
+	if err := g.deliver(f.id, a.data, nil); err != nil {
+		g.mu.Lock()
+		g.failLocked(err)
+		g.mu.Unlock()
+	}
+	return nil
+}
+
+func (g *Gatherer) avoidLocked(id chunk.ID, p string) {
+	if g.avoid[id] == nil {
+		g.avoid[id] = map[string]bool{}
+	}
+	g.avoid[id][p] = true
+}
+
+func (g *Gatherer) unavailableLocked(id chunk.ID) {
+	f := g.flights[id]
+	if f == nil {
+		f = &flight{id: id, tried: map[string]bool{}}
+		g.flights[id] = f
+	}
+	g.flightFailedLocked(f)
+}
+
+func (g *Gatherer) flightFailedLocked(f *flight) {
+	if f.done {
+		return
+	}
+	f.done = true
+	delete(g.flights, f.id)
+	if !g.finished {
+		for _, at := range g.positions[f.id] {
+			if !g.present[at.Region][at.Index] && !g.posFlights[at] {
+				g.posFlights[at] = true
+				g.spawn(func() { g.demandFromSource(at) })
+			}
+		}
+		return
+	}
+	g.failLocked(fmt.Errorf("chunk %s: no holder could provide it: %w", f.id, ErrGatherFailed))
+}

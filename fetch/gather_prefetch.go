@@ -1,0 +1,280 @@
+package fetch
+
+// The prefetch path of a gather: chunks already on this host are copied,
+// the rest fetched around recent faults first, then in order.
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+const maxPrefetchBytes = 1 << 20
+
+func (g *Gatherer) copyLocal() {
+	g.mu.Lock()
+	todo := g.local
+	g.local = nil
+	g.mu.Unlock()
+	var buf []byte
+	for _, at := range todo {
+		g.mu.Lock()
+		id := g.known[at.Region][at.Index]
+		done := g.present[at.Region][at.Index]
+		g.mu.Unlock()
+		if done || id.IsZero() {
+			continue
+		}
+		var err error
+		if buf, err = g.store.Get(id, buf); err != nil || !chunk.Verify(id, buf) {
+			// Not in the store (it may be full): another position of ours
+			// may hold it already. Else prefetch will fetch it.
+			if buf, err = g.readPresent(id, buf); err != nil {
+				continue
+			}
+		}
+		g.store.Pin(g.in.ID.String(), id)
+		g.mu.Lock()
+		g.st.LocalChunks++
+		g.mu.Unlock()
+		if err := g.deliver(id, buf, &at); err != nil {
+			g.mu.Lock()
+			g.failLocked(err)
+			g.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (g *Gatherer) readPresent(id chunk.ID, buf []byte) ([]byte, error) {
+	g.mu.Lock()
+	var from *Position
+	for _, p := range g.positions[id] {
+		if g.present[p.Region][p.Index] {
+			from = &p
+			break
+		}
+	}
+	g.mu.Unlock()
+	if from == nil {
+		return buf, ErrUnavailable
+	}
+	r := g.in.Regions[from.Region]
+	off := int64(from.Index) * int64(r.ChunkSize)
+	n := int(min(int64(r.ChunkSize), int64(r.Size)-off))
+	buf = append(buf[:0], make([]byte, n)...)
+	if _, err := g.files[from.Region].ReadAt(buf, off); err != nil {
+		return buf, err
+	}
+	if !chunk.Verify(id, buf) {
+		return buf, ErrUnavailable
+	}
+	return buf, nil
+}
+
+func (g *Gatherer) prefetchRound(ctx context.Context) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.failed != nil || !g.completeAt.IsZero() {
+		return
+	}
+	// Requests being built this round, per holder; a holder takes as many
+	// as its window has room for.
+	byHolder := map[string][][]*flight{}
+	budget := 0
+	const (
+		added = iota
+		skipped
+		holderFull
+	)
+	add := func(at Position) int {
+		if g.present[at.Region][at.Index] {
+			return skipped
+		}
+		id := g.known[at.Region][at.Index]
+		if id.IsZero() || g.flights[id] != nil {
+			return skipped
+		}
+		if g.store.Has(id) {
+			g.local = append(g.local, at) // here already: copy, never fetch
+			return skipped
+		}
+		p := g.pickHolderLocked(id, nil)
+		if p == "" {
+			if len(g.avoid[id]) > 0 {
+				g.unavailableLocked(id)
+			}
+			return skipped
+		}
+		reqs := byHolder[p]
+		cs := int(g.in.Regions[at.Region].ChunkSize)
+		if n := len(reqs); n == 0 || len(reqs[n-1]) >= g.cfg.PrefetchBatch || (len(reqs[n-1])+1)*cs > maxPrefetchBytes {
+			if g.holder(p).inflight+n >= g.cfg.PrefetchWindow {
+				return holderFull
+			}
+			reqs = append(reqs, nil)
+		}
+		f := &flight{id: id, tried: map[string]bool{p: true}, started: time.Now()}
+		g.flights[id] = f
+		reqs[len(reqs)-1] = append(reqs[len(reqs)-1], f)
+		byHolder[p] = reqs
+		budget++
+		return added
+	}
+	limit := g.cfg.PrefetchBatch * g.cfg.PrefetchWindow * 4
+	if !g.anyRoomLocked() {
+		return
+	}
+	// 1. Bubble around recent faults, newest first.
+	for i := len(g.recent) - 1; i >= 0 && budget < limit; i-- {
+		at := g.recent[i]
+		n := uint64(len(g.present[at.Region]))
+		for d := uint64(1); d <= uint64(g.cfg.Bubble) && budget < limit; d++ {
+			if at.Index+d < n {
+				add(Position{at.Region, at.Index + d})
+			}
+			if at.Index >= d {
+				add(Position{at.Region, at.Index - d})
+			}
+		}
+	}
+	// 2. The recorded working set.
+	for len(g.cfg.WorkingSet) > 0 && budget < limit {
+		at := g.cfg.WorkingSet[0]
+		g.cfg.WorkingSet = g.cfg.WorkingSet[1:]
+		if at.Region >= 0 && at.Region < len(g.present) && at.Index < uint64(len(g.present[at.Region])) {
+			add(at)
+		}
+	}
+	// 3. Sequentially from the cursor (skipping what is not placed yet).
+	// The scan is capped per round: the cursor persists, so rounds cover
+	// everything without holding the lock for a whole VM's worth. It
+	// stops, without moving on, at a chunk whose holder is busy.
+	for scanned := int64(0); scanned < min(g.nTotal, int64(limit)*8) && budget < limit; scanned++ {
+		if add(g.cursor) == holderFull {
+			break
+		}
+		g.cursor.Index++
+		if g.cursor.Index >= uint64(len(g.present[g.cursor.Region])) {
+			g.cursor = Position{(g.cursor.Region + 1) % len(g.present), 0}
+		}
+	}
+	for p, reqs := range byHolder {
+		for _, fs := range reqs {
+			g.holder(p).inflight++
+			g.spawn(func() { g.prefetchBatch(ctx, p, fs) })
+		}
+	}
+}
+
+func (g *Gatherer) anyRoomLocked() bool {
+	for _, p := range g.in.Peers() {
+		if g.holder(p).inflight < g.cfg.PrefetchWindow {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
+	ids := make([]chunk.ID, len(fs))
+	for i, f := range fs {
+		ids[i] = f.id
+	}
+	type got struct {
+		id   chunk.ID
+		data []byte
+	}
+	var ok []got
+	var bad []wire.GetResult // non-OK results, by position in ids
+	fail := func(err error) {
+		g.mu.Lock()
+		g.holder(p).failures++
+		g.mu.Unlock()
+		g.log.Debug("prefetch failed", "peer", p, "err", err)
+	}
+	start := time.Now()
+	gs, err := g.getter(ctx, p, false)
+	if err == nil {
+		ch := make(chan error, 1)
+		if gerr := gs.Get(ctx, ids, func(rs []wire.GetResult, err error) {
+			if err == nil {
+				for i, r := range rs {
+					if r.Status == wire.StatusOK {
+						ok = append(ok, got{ids[i], slices.Clone(r.Data)})
+					} else {
+						bad = append(bad, wire.GetResult{Status: r.Status, Data: ids[i][:]})
+					}
+				}
+			}
+			ch <- err
+		}); gerr != nil {
+			g.dropGetter(p, gs, false)
+		}
+		err = <-ch
+	}
+	if err != nil {
+		fail(err)
+	}
+	g.mu.Lock()
+	g.holder(p).inflight--
+	if err == nil {
+		g.recordLatencyLocked(p, time.Since(start))
+	}
+	for _, b := range bad {
+		id := chunk.ID(b.Data)
+		g.avoidLocked(id, p)
+		if b.Status == wire.StatusBadHash && !g.holder(p).demoted {
+			g.holder(p).demoted = true
+			g.log.Warn("holder served wrong bytes; demoted", "peer", p, "chunk", id.Short())
+		}
+	}
+	// Flights not delivered end here; the next round (or a fault) retries.
+	delivered := map[chunk.ID]bool{}
+	for _, o := range ok {
+		delivered[o.id] = true
+	}
+	var mine []got
+	for _, f := range fs {
+		if delivered[f.id] && !f.done {
+			f.done = true // deliver removes the flight once the bytes are written
+			for _, o := range ok {
+				if o.id == f.id {
+					mine = append(mine, o)
+				}
+			}
+			continue
+		}
+		if !f.done {
+			f.done = true
+			if f.demand { // a demand read is waiting on it: go on as demand
+				nf := &flight{id: f.id, demand: true, tried: map[string]bool{}, started: time.Now()}
+				g.flights[f.id] = nf
+				g.spawn(func() { g.fetchByID(nf, true) })
+				continue
+			}
+		}
+		if g.flights[f.id] == f {
+			delete(g.flights, f.id)
+		}
+	}
+	for _, o := range mine {
+		g.holder(p).bytes += int64(len(o.data))
+		g.st.FetchedBytes[p] += int64(len(o.data))
+		g.st.PrefetchChunks++
+	}
+	g.mu.Unlock()
+	for _, o := range mine {
+		g.keep(o.id, o.data)
+		if err := g.deliver(o.id, o.data, nil); err != nil {
+			g.mu.Lock()
+			g.failLocked(err)
+			g.mu.Unlock()
+			return
+		}
+	}
+	g.poke()
+}
