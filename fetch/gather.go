@@ -154,6 +154,9 @@ type holderStats struct {
 	lat      time.Duration // EWMA of request latency
 	demoted  bool          // served a chunk that did not match its ID
 	failures int
+	rtt      time.Duration // from the node, cached for peerInfoTTL
+	zone     string
+	infoAt   time.Time
 }
 
 // Report is what a gather measured.
@@ -298,8 +301,8 @@ func (g *Gatherer) learnLocked(at Position, id chunk.ID) {
 		return
 	}
 	g.positions[id] = append(g.positions[id], at)
-	if !g.present[at.Region][at.Index] {
-		g.local = append(g.local, at) // checked against the store by the prefetcher
+	if !g.present[at.Region][at.Index] && g.store.Has(id) {
+		g.local = append(g.local, at) // copied by the run loop, never fetched
 	}
 }
 
@@ -478,30 +481,6 @@ func (g *Gatherer) WriteAt(ctx context.Context, region int, p []byte, off int64)
 	return g.files[region].WriteAt(p, off)
 }
 
-// ensure returns once the position is here, demand-fetching it if needed.
-// startDemandLocked fetches a missing position at demand priority: from a
-// holder by ID when it is placed, else from the source by position.
-// demandFromSource reads a position straight from the source's snapshot.
-// keep stores a fetched chunk locally, pinned for the migration, so other
-// VMs gathered on this host find it here. Best effort: a full store is fine.
-// pickHolder chooses where to fetch id from: the nearest (RTT, then zone)
-// and least loaded holder not yet tried and not demoted.
-// getter returns the (shared) stream to p at a priority.
-// fetchByID fetches one chunk from the best holder (demand) and hedges to
-// the next one if it is slow.
-// maxPrefetchBytes caps one prefetch request's answer (the holder's frame
-// cap is 8 MiB; 1 MiB keeps demand answers from waiting long behind it).
-// holderRounds is how many times every holder is tried for a chunk before
-// it counts as unavailable; a holder that answered "missing" or served
-// wrong bytes is not asked again (avoid), one that timed out may be.
-// tryHolder asks the best untried holder for f; on failure it moves on to
-// the next, then to the source by position while it still serves.
-// hedgeLater asks a second holder if a demand read is still waiting after
-// twice the usual latency.
-// getOne fetches f.id from p and delivers it.
-// unavailableLocked handles a chunk every holder failed to provide.
-// flightFailedLocked handles a chunk no holder could provide: positions of
-// it still served by the source are demand-read by position.
 // Run prefetches until every chunk is here, then releases the holders. It
 // returns nil once complete, or the error that failed the gather.
 func (g *Gatherer) Run(ctx context.Context) error {
@@ -548,15 +527,6 @@ func (g *Gatherer) Run(ctx context.Context) error {
 	}
 }
 
-// copyLocal materializes placed positions whose chunk is already in the
-// local store: pushed here during the scatter, or from another VM.
-// readPresent reads id from a position of ours that already has it.
-// prefetchRound starts prefetch requests while holders have window room:
-// first around recent faults (bubbling outwards), then the recorded
-// working set, then everything in order.
-// anyRoomLocked reports whether some holder can take another prefetch request.
-// prefetchBatch fetches a batch from one holder; chunks it fails on go back
-// to the pool for the next round (or a demand read).
 // release tells each holder which of the migration's chunks it held, so it
 // can free them, and the source that the gather is complete. Chunks another
 // gather on this node still needs are kept at the holders.

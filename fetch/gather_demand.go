@@ -13,6 +13,7 @@ import (
 	"github.com/sgrelay/sg/internal/wire"
 )
 
+// ensure returns once the position is here, demand-fetching it if needed.
 func (g *Gatherer) ensure(ctx context.Context, at Position) error {
 	g.mu.Lock()
 	g.st.DemandReads++
@@ -53,6 +54,8 @@ func (g *Gatherer) noteFaultLocked(at Position) {
 	}
 }
 
+// startDemandLocked fetches a missing position at demand priority: from a
+// holder by ID when it is placed, else from the source by position.
 func (g *Gatherer) startDemandLocked(at Position) {
 	id := g.known[at.Region][at.Index]
 	if id.IsZero() {
@@ -67,13 +70,16 @@ func (g *Gatherer) startDemandLocked(at Position) {
 		return
 	}
 	if g.store.Has(id) {
-		g.local = append(g.local, at) // copied by the run loop, no network
+		g.spawn(func() { g.copyNow(at, id) }) // here already: no network, no queue
 		return
 	}
 	if f := g.flights[id]; f != nil {
 		if !f.demand {
-			f.demand = true // a prefetch is already bringing it: wait, and hedge if slow
-			g.spawn(func() { g.hedgeLater(f) })
+			// A prefetch request is bringing it, maybe behind a batch:
+			// a demand read does not wait for bulk. Ask at once on the
+			// demand stream; the first answer wins.
+			f.demand = true
+			g.spawn(func() { g.tryHolder(f, true) })
 		}
 		return
 	}
@@ -82,6 +88,7 @@ func (g *Gatherer) startDemandLocked(at Position) {
 	g.spawn(func() { g.fetchByID(f, true) })
 }
 
+// demandFromSource reads a position straight from the source's snapshot.
 func (g *Gatherer) demandFromSource(at Position) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -166,26 +173,33 @@ func (g *Gatherer) sourceDemand(ctx context.Context, at Position) error {
 	return g.deliver(id, a.data, &at)
 }
 
+// keep stores a fetched chunk locally, pinned for the migration, so other
+// VMs gathered on this host find it here. Best effort: a full store is fine.
 func (g *Gatherer) keep(id chunk.ID, data []byte) {
 	if g.store.Put(id, data) == nil {
 		g.store.Pin(g.in.ID.String(), id)
 	}
 }
 
+// pickHolderLocked chooses where to fetch id from: the nearest (RTT, then
+// zone) and least loaded holder not yet tried, not known to lack it, and
+// not demoted.
 func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool) string {
+	mask, peers := g.in.holderMask(id)
 	best, bestScore := "", time.Duration(1<<62)
-	for _, p := range g.in.Holders(id) {
-		if tried[p] || g.avoid[id][p] {
+	for i := 0; mask != 0; i, mask = i+1, mask>>1 {
+		if mask&1 == 0 {
+			continue
+		}
+		p, ok := peers[uint8(i)]
+		if !ok || tried[p] || g.avoid[id][p] {
 			continue
 		}
 		hs := g.holder(p)
-		rtt, ok := g.net.RTT(p)
-		if !ok {
-			rtt = 50 * time.Millisecond
-		}
-		score := rtt + time.Duration(hs.inflight)*max(hs.lat, rtt)/4
-		if g.cfg.Zone != "" && g.net.Zone(p) != g.cfg.Zone {
-			score += rtt / 2
+		g.refreshPeerLocked(p, hs)
+		score := hs.rtt + time.Duration(hs.inflight)*max(hs.lat, hs.rtt)/4
+		if g.cfg.Zone != "" && hs.zone != g.cfg.Zone {
+			score += hs.rtt / 2
 		}
 		if hs.demoted {
 			score += time.Hour
@@ -197,6 +211,21 @@ func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool) string {
 	return best
 }
 
+// peerInfoTTL is how long a holder's RTT and zone are reused before being
+// asked of the node again: scoring runs for every prefetch candidate.
+const peerInfoTTL = time.Second
+
+func (g *Gatherer) refreshPeerLocked(p string, hs *holderStats) {
+	if now := time.Now(); now.Sub(hs.infoAt) > peerInfoTTL {
+		rtt, ok := g.net.RTT(p)
+		if !ok {
+			rtt = 50 * time.Millisecond // unmeasured: assume far
+		}
+		hs.rtt, hs.zone, hs.infoAt = rtt, g.net.Zone(p), now
+	}
+}
+
+// holder returns p's statistics, creating them.
 func (g *Gatherer) holder(p string) *holderStats {
 	hs := g.peers[p]
 	if hs == nil {
@@ -218,6 +247,7 @@ func (g *Gatherer) recordLatencyLocked(p string, d time.Duration) {
 	}
 }
 
+// getter returns the (shared) stream to p at a priority.
 func (g *Gatherer) getter(ctx context.Context, p string, demand bool) (Getter, error) {
 	g.mu.Lock()
 	m, prio, window := g.prefetch, wire.Prefetch, g.cfg.PrefetchWindow
@@ -256,6 +286,8 @@ func (g *Gatherer) dropGetter(p string, gs Getter, demand bool) {
 	gs.Abort()
 }
 
+// fetchByID fetches one chunk from the best holder (demand) and hedges to
+// the next one if it is slow.
 func (g *Gatherer) fetchByID(f *flight, demand bool) {
 	if demand {
 		g.spawn(func() { g.hedgeLater(f) })
@@ -263,8 +295,13 @@ func (g *Gatherer) fetchByID(f *flight, demand bool) {
 	g.tryHolder(f, demand)
 }
 
+// holderRounds is how many times every holder is tried for a chunk before
+// it counts as unavailable; a holder that answered "missing" or served
+// wrong bytes is not asked again (avoid), one that timed out may be.
 const holderRounds = 3
 
+// tryHolder asks the best untried holder for f; on failure it moves on to
+// the next, then to the source by position while it still serves.
 func (g *Gatherer) tryHolder(f *flight, demand bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -307,6 +344,8 @@ func (g *Gatherer) tryHolder(f *flight, demand bool) {
 	}
 }
 
+// hedgeLater asks a second holder if a demand read is still waiting after
+// twice the usual latency.
 func (g *Gatherer) hedgeLater(f *flight) {
 	g.mu.Lock()
 	wait := g.cfg.HedgeAfter
@@ -334,6 +373,7 @@ func (g *Gatherer) hedgeLater(f *flight) {
 	g.tryHolder(f, true)
 }
 
+// getOne fetches f.id from p and delivers it.
 func (g *Gatherer) getOne(ctx context.Context, p string, f *flight, demand bool) error {
 	gs, err := g.getter(ctx, p, demand)
 	if err != nil {
@@ -404,6 +444,7 @@ func (g *Gatherer) avoidLocked(id chunk.ID, p string) {
 	g.avoid[id][p] = true
 }
 
+// unavailableLocked handles a chunk every holder failed to provide.
 func (g *Gatherer) unavailableLocked(id chunk.ID) {
 	f := g.flights[id]
 	if f == nil {
@@ -413,6 +454,8 @@ func (g *Gatherer) unavailableLocked(id chunk.ID) {
 	g.flightFailedLocked(f)
 }
 
+// flightFailedLocked handles a chunk no holder could provide: positions of
+// it still served by the source are demand-read by position.
 func (g *Gatherer) flightFailedLocked(f *flight) {
 	if f.done {
 		return
@@ -429,4 +472,30 @@ func (g *Gatherer) flightFailedLocked(f *flight) {
 		return
 	}
 	g.failLocked(fmt.Errorf("chunk %s: no holder could provide it: %w", f.id, ErrGatherFailed))
+}
+
+// copyNow materializes one position from the local store for a demand
+// read; if the store no longer has it, the read is fetched like any other.
+func (g *Gatherer) copyNow(at Position, id chunk.ID) {
+	data, err := g.store.Get(id, nil)
+	if err == nil && chunk.Verify(id, data) {
+		g.mu.Lock()
+		g.st.LocalChunks++
+		g.mu.Unlock()
+		g.store.Pin(g.in.ID.String(), id)
+		if err := g.deliver(id, data, &at); err != nil {
+			g.mu.Lock()
+			g.failLocked(err)
+			g.mu.Unlock()
+		}
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.present[at.Region][at.Index] || g.flights[id] != nil {
+		return
+	}
+	f := &flight{id: id, demand: true, tried: map[string]bool{}, started: time.Now()}
+	g.flights[id] = f
+	g.spawn(func() { g.fetchByID(f, true) })
 }

@@ -12,8 +12,12 @@ import (
 	"github.com/sgrelay/sg/internal/wire"
 )
 
+// maxPrefetchBytes caps one prefetch request's answer (the holder's frame
+// cap is 8 MiB; 1 MiB keeps demand answers from waiting long behind it).
 const maxPrefetchBytes = 1 << 20
 
+// copyLocal materializes placed positions whose chunk is already in the
+// local store: pushed here during the scatter, or from another VM.
 func (g *Gatherer) copyLocal() {
 	g.mu.Lock()
 	todo := g.local
@@ -49,6 +53,7 @@ func (g *Gatherer) copyLocal() {
 	}
 }
 
+// readPresent reads id from a position of ours that already has it.
 func (g *Gatherer) readPresent(id chunk.ID, buf []byte) ([]byte, error) {
 	g.mu.Lock()
 	var from *Position
@@ -75,6 +80,9 @@ func (g *Gatherer) readPresent(id chunk.ID, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
+// prefetchRound starts prefetch requests while holders have window room:
+// first around recent faults (bubbling outwards), then the recorded
+// working set, then everything in order.
 func (g *Gatherer) prefetchRound(ctx context.Context) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -170,6 +178,7 @@ func (g *Gatherer) prefetchRound(ctx context.Context) {
 	}
 }
 
+// anyRoomLocked reports whether some holder can take another prefetch request.
 func (g *Gatherer) anyRoomLocked() bool {
 	for _, p := range g.in.Peers() {
 		if g.holder(p).inflight < g.cfg.PrefetchWindow {
@@ -179,6 +188,8 @@ func (g *Gatherer) anyRoomLocked() bool {
 	return false
 }
 
+// prefetchBatch fetches a batch from one holder; chunks it fails on go back
+// to the pool for the next round (or a demand read).
 func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 	ids := make([]chunk.ID, len(fs))
 	for i, f := range fs {

@@ -94,6 +94,14 @@ func (in *Incoming) Holders(id chunk.ID) []string {
 	return out
 }
 
+// holderMask returns id's holder bitmask and the index → peer table (the
+// table must not be modified).
+func (in *Incoming) holderMask(id chunk.ID) (uint32, map[uint8]string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.holders[id], in.peers
+}
+
 // Peers lists every holder the source declared, in index order.
 func (in *Incoming) Peers() []string {
 	in.mu.Lock()
