@@ -459,3 +459,38 @@ func TestLyingHolderDemotedAndBytesStillRight(t *testing.T) {
 		t.Fatalf("%d bytes accepted from the liar", rep.FetchedBytes["liar"])
 	}
 }
+
+// A recorded working set is prefetched before anything else: the last
+// pages of the VM, which the sequential sweep would reach last, are here
+// first.
+func TestRecordedWorkingSetPrefetchedFirst(t *testing.T) {
+	net := newGnet("src")
+	net.peer("r1", 20*time.Millisecond)
+	local, _ := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 30})
+	spec := smallSpec(21)
+	spec.MemSize, spec.DiskSize, spec.ZeroFrac, spec.RepeatFrac, spec.SharedFrac = 16<<20, 0, 0, 0, 0
+	f := newFixture(t, net, local, spec, func(chunk.ID) []uint8 { return []uint8{0} }, []string{"r1"})
+	pages := int(spec.MemSize / 4096)
+	cfg := fetch.DefaultGatherConfig(t.TempDir())
+	for i := pages - 64; i < pages; i++ {
+		cfg.WorkingSet = append(cfg.WorkingSet, fetch.Position{Region: 0, Index: uint64(i)})
+	}
+	_, g := f.start(t, []string{"r1"}, cfg)
+	f.placeAll(t, 1, 0)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go g.Run(ctx)
+	// One round trip later the working set is here; the sweep of 4096
+	// pages (64 per 20 ms request, 4 in flight) is far from its end.
+	time.Sleep(100 * time.Millisecond)
+	buf := make([]byte, 4096)
+	for i := pages - 64; i < pages; i++ {
+		if _, err := g.ReadAt(ctx, 0, buf, int64(i)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := g.Report()
+	if rep.DemandHits != 64 || rep.Complete {
+		t.Fatalf("%d of 64 working-set pages were here (complete: %v)", rep.DemandHits, rep.Complete)
+	}
+}
