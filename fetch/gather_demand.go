@@ -181,10 +181,11 @@ func (g *Gatherer) keep(id chunk.ID, data []byte) {
 	}
 }
 
-// pickHolderLocked chooses where to fetch id from: the nearest (RTT, then
-// zone) and least loaded holder not yet tried, not known to lack it, and
-// not demoted.
-func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool) string {
+// pickHolderLocked chooses where to fetch id from: the holder expected to
+// answer first (in-flight requests × latency, RTT until measured; another
+// zone costs half an RTT more) among those not tried, not known to lack
+// it, not demoted, and with room if room is given.
+func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool, room func(string) bool) string {
 	mask, peers := g.in.holderMask(id)
 	best, bestScore := "", time.Duration(1<<62)
 	for i := 0; mask != 0; i, mask = i+1, mask>>1 {
@@ -192,12 +193,14 @@ func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool) string {
 			continue
 		}
 		p, ok := peers[uint8(i)]
-		if !ok || tried[p] || g.avoid[id][p] {
+		if !ok || tried[p] || g.avoid[id][p] || (room != nil && !room(p)) {
 			continue
 		}
 		hs := g.holder(p)
 		g.refreshPeerLocked(p, hs)
-		score := hs.rtt + time.Duration(hs.inflight)*max(hs.lat, hs.rtt)/4
+		// Expected time to an answer: behind what is in flight there,
+		// at its measured latency (its RTT until one is measured).
+		score := time.Duration(hs.inflight+1) * max(hs.lat, hs.rtt)
 		if g.cfg.Zone != "" && hs.zone != g.cfg.Zone {
 			score += hs.rtt / 2
 		}
@@ -312,7 +315,7 @@ func (g *Gatherer) tryHolder(f *flight, demand bool) {
 			g.mu.Unlock()
 			return
 		}
-		p := g.pickHolderLocked(f.id, f.tried)
+		p := g.pickHolderLocked(f.id, f.tried, nil)
 		if p == "" && round < holderRounds && len(f.tried) > 0 {
 			round++
 			clear(f.tried)

@@ -110,19 +110,28 @@ func (g *Gatherer) prefetchRound(ctx context.Context) {
 			g.local = append(g.local, at) // here already: copy, never fetch
 			return skipped
 		}
-		p := g.pickHolderLocked(id, nil)
+		cs := int(g.in.Regions[at.Region].ChunkSize)
+		// A holder has room if its last request this round has space, or
+		// its window can take one more request.
+		room := func(p string) bool {
+			reqs := byHolder[p]
+			if n := len(reqs); n > 0 && len(reqs[n-1]) < g.cfg.PrefetchBatch && (len(reqs[n-1])+1)*cs <= maxPrefetchBytes {
+				return true
+			}
+			return g.holder(p).inflight+len(reqs) < g.cfg.PrefetchWindow
+		}
+		p := g.pickHolderLocked(id, nil, room)
 		if p == "" {
+			if g.pickHolderLocked(id, nil, nil) != "" {
+				return holderFull // every holder of it is busy: wait
+			}
 			if len(g.avoid[id]) > 0 {
 				g.unavailableLocked(id)
 			}
 			return skipped
 		}
 		reqs := byHolder[p]
-		cs := int(g.in.Regions[at.Region].ChunkSize)
 		if n := len(reqs); n == 0 || len(reqs[n-1]) >= g.cfg.PrefetchBatch || (len(reqs[n-1])+1)*cs > maxPrefetchBytes {
-			if g.holder(p).inflight+n >= g.cfg.PrefetchWindow {
-				return holderFull
-			}
 			reqs = append(reqs, nil)
 		}
 		f := &flight{id: id, tried: map[string]bool{p: true}, started: time.Now()}
