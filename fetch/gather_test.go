@@ -358,7 +358,7 @@ func TestPrefetchServesMostFaultsLocally(t *testing.T) {
 func TestNearestHolderChosenAndSlowOneAvoided(t *testing.T) {
 	net := newGnet("src")
 	net.peer("near", 1*time.Millisecond)
-	net.peer("far", 30*time.Millisecond)
+	net.peer("far", 100*time.Millisecond)
 	local, _ := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 30})
 	spec := smallSpec(9)
 	both := func(chunk.ID) []uint8 { return []uint8{0, 1} }
@@ -379,8 +379,8 @@ func TestNearestHolderChosenAndSlowOneAvoided(t *testing.T) {
 	// Now the near holder is slowed down (a congested link): requests move.
 	net2 := newGnet("src")
 	net2.peer("near", 1*time.Millisecond)
-	net2.peer("far", 30*time.Millisecond)
-	net2.latency["near"] = 200 * time.Millisecond // RTT still says near
+	net2.peer("far", 100*time.Millisecond)
+	net2.latency["near"] = 500 * time.Millisecond // RTT still says near
 	local2, _ := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 30})
 	f2 := newFixture(t, net2, local2, smallSpec(10), both, []string{"near", "far"})
 	_, g2 := f2.start(t, []string{"near", "far"}, fetch.DefaultGatherConfig(t.TempDir()))
