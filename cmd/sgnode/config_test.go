@@ -1,0 +1,81 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t testing.TB, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "sgnode.toml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultConfigFileBuilds(t *testing.T) {
+	fc, err := readFileConfig(writeConfig(t, defaultConfigFile), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := buildConfig(t.TempDir(), fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store.MemoryBudget != 1<<30 || len(cfg.Node.Listen) != 1 {
+		t.Fatalf("defaults not applied: %+v", cfg.Store)
+	}
+}
+
+func TestBadConfigNamesTheKey(t *testing.T) {
+	cases := map[string]string{
+		"mem_bugdet = \"1GiB\"\n":               "mem_bugdet",
+		"mem_budget = \"lots\"\n":               "mem_budget",
+		"ingest_rate = \"fast\"\n":              "ingest_rate",
+		"allow = [\"not-a-peer\"]\n":            "allow",
+		"peers_file = \"/nonexistent/peers\"\n": "peers_file",
+		"log_level = \"chatty\"\n":              "log_level",
+	}
+	for text, key := range cases {
+		t.Run(key, func(t *testing.T) {
+			fc, err := readFileConfig(writeConfig(t, text), false)
+			if err == nil {
+				_, err = buildConfig(t.TempDir(), fc)
+			}
+			if err == nil && key == "log_level" {
+				_, err = newLogger(os.Stderr, fc.LogLevel, fc.LogFormat)
+			}
+			if err == nil || !strings.Contains(err.Error(), key) {
+				t.Fatalf("error %v does not name %q", err, key)
+			}
+		})
+	}
+}
+
+// FuzzConfigFile: any bytes in sgnode.toml give a config or an error,
+// never a panic.
+func FuzzConfigFile(f *testing.F) {
+	f.Add(defaultConfigFile)
+	f.Add("listen = [\"/ip4/127.0.0.1/udp/0/quic-v1\"]\nmem_budget = \"64MiB\"\n")
+	f.Add("allow = [\"12D3KooWNVPVTknXe1egBzKb8Pp4Fnr8inWAvzus9H5Zf7zrGFgS\"]\ningest_rate = \"1Gbit\"\n")
+	f.Add("[[x]]\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		p := filepath.Join(t.TempDir(), "sgnode.toml")
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fc, err := readFileConfig(p, false)
+		if err != nil {
+			return
+		}
+		if cfg, err := buildConfig(t.TempDir(), fc); err == nil {
+			_ = cfg.Validate()
+		}
+	})
+}
