@@ -44,7 +44,7 @@ func TestFractionsAndDeterminism(t *testing.T) {
 	}
 	// Count agrees with the bytes: distinct non-zero pages.
 	distinct := pages(m1.Bytes(), 4096)
-	var zeroKey [32]byte = sha256.Sum256(make([]byte, 4096))
+	zeroKey := sha256.Sum256(make([]byte, 4096))
 	delete(distinct, zeroKey)
 	if want := mem.Shared + mem.Unique + mem.DistinctRepeated; int64(len(distinct)) != want {
 		t.Fatalf("%d distinct non-zero pages, Count says %d", len(distinct), want)
