@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -248,7 +249,7 @@ func readAt(r Region, index uint64, dst []byte) ([]byte, error) {
 		return dst, ErrUnknownPosition
 	}
 	n := int(min(int64(r.ChunkSize), r.Size-off))
-	dst = append(dst[:0], make([]byte, n)...)
+	dst = slices.Grow(dst[:0], n)[:n] // reuse the caller's buffer: no allocation per read
 	if _, err := r.Data.ReadAt(dst, off); err != nil && !errors.Is(err, io.EOF) {
 		return dst[:0], fmt.Errorf("read %s at %d: %w", r.Name, off, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -121,7 +122,7 @@ func (p *producer) readAll(ctx context.Context, out chan<- *span) error {
 				s := p.pool.Get().(*span)
 				n := int(min(int64(per), r.Size-off))
 				s.vm, s.region, s.first, s.chunkSize = vi, ri, uint64(off/int64(r.ChunkSize)), r.ChunkSize
-				s.buf = append(s.buf[:0], make([]byte, n)...)
+				s.buf = slices.Grow(s.buf[:0], n)[:n] // pooled: no allocation per span
 				if _, err := r.Data.ReadAt(s.buf, off); err != nil && !errors.Is(err, io.EOF) {
 					return fmt.Errorf("read %s %s at %d: %w", v.Name, r.Name, off, err)
 				}

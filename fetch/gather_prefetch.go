@@ -70,7 +70,7 @@ func (g *Gatherer) readPresent(id chunk.ID, buf []byte) ([]byte, error) {
 	r := g.in.Regions[from.Region]
 	off := int64(from.Index) * int64(r.ChunkSize)
 	n := int(min(int64(r.ChunkSize), int64(r.Size)-off))
-	buf = append(buf[:0], make([]byte, n)...)
+	buf = slices.Grow(buf[:0], n)[:n]
 	if _, err := g.files[from.Region].ReadAt(buf, off); err != nil {
 		return buf, err
 	}

@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 )
 
@@ -248,7 +249,7 @@ func (s *Server) transmit(ctx context.Context, r *bufio.Reader, w *bufio.Writer)
 				code = errInval
 				break
 			}
-			buf = append(buf[:0], make([]byte, n)...)
+			buf = slices.Grow(buf[:0], int(n))[:n]
 			if _, err := s.Disk.ReadAt(ctx, buf, off); err != nil && !errors.Is(err, io.EOF) {
 				s.Log.Warn("nbd read", "export", s.Name, "offset", off, "err", err)
 				code = errIO
@@ -256,7 +257,7 @@ func (s *Server) transmit(ctx context.Context, r *bufio.Reader, w *bufio.Writer)
 			}
 			payload = buf
 		case cmdWrite:
-			buf = append(buf[:0], make([]byte, n)...)
+			buf = slices.Grow(buf[:0], int(n))[:n]
 			if _, err := io.ReadFull(r, buf); err != nil {
 				return err
 			}
