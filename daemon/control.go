@@ -61,6 +61,16 @@ func decodeRequest(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
+// parseCID parses a request's CID, answering 400 if it is not one.
+func parseCID(w http.ResponseWriter, s string) (chunk.ID, bool) {
+	id, err := chunk.Parse(s)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return chunk.ID{}, false
+	}
+	return id, true
+}
+
 func (d *Daemon) serveStatus(w http.ResponseWriter, _ *http.Request) {
 	st := api.Status{
 		PeerID:  d.node.ID().String(),
@@ -191,9 +201,8 @@ func (d *Daemon) serveGet(w http.ResponseWriter, r *http.Request) {
 	if !decodeRequest(w, r, &req) {
 		return
 	}
-	root, err := chunk.Parse(req.CID)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+	root, ok := parseCID(w, req.CID)
+	if !ok {
 		return
 	}
 	if !filepath.IsAbs(req.Output) {

@@ -10,7 +10,6 @@ import (
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/eviction"
 	"github.com/sgrelay/sg/fetch"
-	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/vm"
 )
 
@@ -238,9 +237,8 @@ func (d *Daemon) serveVerify(w http.ResponseWriter, r *http.Request) {
 	if !decodeRequest(w, r, &req) {
 		return
 	}
-	root, err := chunk.Parse(req.CID)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+	root, ok := parseCID(w, req.CID)
+	if !ok {
 		return
 	}
 	peers := d.connectedPeers()

@@ -185,12 +185,12 @@ func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
 	if !decodeRequest(w, r, &req) {
 		return
 	}
-	root, err := chunk.Parse(req.CID)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+	root, ok := parseCID(w, req.CID)
+	if !ok {
 		return
 	}
 	var holders []fetch.Holder
+	var err error
 	if len(req.From) > 0 {
 		for _, f := range req.From {
 			p, err := d.resolvePeer(f)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -139,21 +140,18 @@ type Gatherer struct {
 }
 
 type flight struct {
-	id      chunk.ID
-	demand  bool
-	tried   map[string]bool
-	started time.Time
-	hedged  bool
-	done    bool
+	id     chunk.ID
+	demand bool
+	tried  map[string]bool
+	hedged bool
+	done   bool
 }
 
 type holderStats struct {
-	inflight int   // requests outstanding (all priorities)
-	bytes    int64 // chunk bytes fetched from it
+	inflight int // requests outstanding (all priorities)
 	latency  []time.Duration
 	lat      time.Duration // EWMA of request latency
 	demoted  bool          // served a chunk that did not match its ID
-	failures int
 	rtt      time.Duration // from the node, cached for peerInfoTTL
 	zone     string
 	infoAt   time.Time
@@ -564,7 +562,7 @@ func (g *Gatherer) Report() Report {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	r := g.st
-	r.FetchedBytes = maps(g.st.FetchedBytes)
+	r.FetchedBytes = maps.Clone(g.st.FetchedBytes)
 	r.LatencyP50, r.LatencyP99 = map[string]time.Duration{}, map[string]time.Duration{}
 	for p, hs := range g.peers {
 		if len(hs.latency) == 0 {
@@ -581,14 +579,6 @@ func (g *Gatherer) Report() Report {
 		r.Err = g.failed.Error()
 	}
 	return r
-}
-
-func maps[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // Close releases the gather's files (after Run has returned).

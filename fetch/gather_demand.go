@@ -83,7 +83,7 @@ func (g *Gatherer) startDemandLocked(at Position) {
 		}
 		return
 	}
-	f := &flight{id: id, demand: true, tried: map[string]bool{}, started: time.Now()}
+	f := &flight{id: id, demand: true, tried: map[string]bool{}}
 	g.flights[id] = f
 	g.spawn(func() { g.fetchByID(f, true) })
 }
@@ -423,7 +423,6 @@ func (g *Gatherer) getOne(ctx context.Context, p string, f *flight, demand bool)
 	}
 	f.done = true // deliver removes the flight once the bytes are written
 	g.recordLatencyLocked(p, time.Since(start))
-	g.holder(p).bytes += int64(len(a.data))
 	g.st.FetchedBytes[p] += int64(len(a.data))
 	if demand || f.demand {
 		g.st.DemandChunks++
@@ -498,7 +497,7 @@ func (g *Gatherer) copyNow(at Position, id chunk.ID) {
 	if g.present[at.Region][at.Index] || g.flights[id] != nil {
 		return
 	}
-	f := &flight{id: id, demand: true, tried: map[string]bool{}, started: time.Now()}
+	f := &flight{id: id, demand: true, tried: map[string]bool{}}
 	g.flights[id] = f
 	g.spawn(func() { g.fetchByID(f, true) })
 }

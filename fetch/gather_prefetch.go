@@ -134,7 +134,7 @@ func (g *Gatherer) prefetchRound(ctx context.Context) {
 		if n := len(reqs); n == 0 || len(reqs[n-1]) >= g.cfg.PrefetchBatch || (len(reqs[n-1])+1)*cs > maxPrefetchBytes {
 			reqs = append(reqs, nil)
 		}
-		f := &flight{id: id, tried: map[string]bool{p: true}, started: time.Now()}
+		f := &flight{id: id, tried: map[string]bool{p: true}}
 		g.flights[id] = f
 		reqs[len(reqs)-1] = append(reqs[len(reqs)-1], f)
 		byHolder[p] = reqs
@@ -210,12 +210,7 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 	}
 	var ok []got
 	var bad []wire.GetResult // non-OK results, by position in ids
-	fail := func(err error) {
-		g.mu.Lock()
-		g.holder(p).failures++
-		g.mu.Unlock()
-		g.log.Debug("prefetch failed", "peer", p, "err", err)
-	}
+	fail := func(err error) { g.log.Debug("prefetch failed", "peer", p, "err", err) }
 	start := time.Now()
 	gs, err := g.getter(ctx, p, false)
 	if err == nil {
@@ -271,7 +266,7 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 		if !f.done {
 			f.done = true
 			if f.demand { // a demand read is waiting on it: go on as demand
-				nf := &flight{id: f.id, demand: true, tried: map[string]bool{}, started: time.Now()}
+				nf := &flight{id: f.id, demand: true, tried: map[string]bool{}}
 				g.flights[f.id] = nf
 				g.spawn(func() { g.fetchByID(nf, true) })
 				continue
@@ -282,7 +277,6 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 		}
 	}
 	for _, o := range mine {
-		g.holder(p).bytes += int64(len(o.data))
 		g.st.FetchedBytes[p] += int64(len(o.data))
 		g.st.PrefetchChunks++
 	}

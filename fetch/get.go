@@ -1,10 +1,12 @@
 package fetch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -89,7 +91,7 @@ func Get(ctx context.Context, net Network, holders []Holder, local LocalStore, r
 	}
 	start := time.Now()
 	holders = slices.Clone(holders)
-	slices.SortStableFunc(holders, func(a, b Holder) int { return rttCmp(a.RTT, b.RTT) })
+	slices.SortStableFunc(holders, func(a, b Holder) int { return cmp.Compare(rttKey(a.RTT), rttKey(b.RTT)) })
 	if len(holders) > cfg.MaxHolders {
 		holders = holders[:cfg.MaxHolders]
 	}
@@ -164,18 +166,12 @@ func Get(ctx context.Context, net Network, holders []Holder, local LocalStore, r
 	return res, nil
 }
 
-func rttCmp(a, b time.Duration) int {
-	switch {
-	case a == b:
-		return 0
-	case a == 0:
-		return 1
-	case b == 0:
-		return -1
-	case a < b:
-		return -1
+// rttKey orders measured RTTs ascending and unmeasured (0) ones last.
+func rttKey(d time.Duration) time.Duration {
+	if d == 0 {
+		return math.MaxInt64
 	}
-	return 1
+	return d
 }
 
 // writer puts a chunk's bytes at every offset it appears at.

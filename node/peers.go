@@ -1,8 +1,11 @@
 package node
 
 import (
+	"cmp"
 	"context"
+	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -156,37 +159,20 @@ func (n *Node) Peers() []PeerInfo {
 			}
 			return 1
 		}
-		if c := rttOrder(a.RTT, b.RTT); c != 0 {
+		if c := cmp.Compare(rttKey(a.RTT), rttKey(b.RTT)); c != 0 {
 			return c
 		}
-		return cmpString(a.ID.String(), b.ID.String())
+		return strings.Compare(a.ID.String(), b.ID.String())
 	})
 	return out
 }
 
-// rttOrder sorts measured RTTs ascending, unmeasured last.
-func rttOrder(a, b time.Duration) int {
-	switch {
-	case a == b:
-		return 0
-	case a == 0:
-		return 1
-	case b == 0:
-		return -1
-	case a < b:
-		return -1
+// rttKey orders measured RTTs ascending and unmeasured (0) ones last.
+func rttKey(d time.Duration) time.Duration {
+	if d == 0 {
+		return math.MaxInt64
 	}
-	return 1
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return d
 }
 
 // PeerZone is the zone label p reported, "" if unknown.

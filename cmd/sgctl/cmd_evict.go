@@ -24,7 +24,7 @@ func cmdEvict(ctx context.Context, e *env, args []string) error {
 	maxRate := fs.String("max-rate", "", "cap the source's migration traffic, e.g. 500Mbit or 60MB (bytes/s)")
 	diskChunk := fs.String("disk-chunk", "64KiB", "disk chunk size")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := fs.Parse(reorder(args[1:])); err != nil {
+	if err := fs.Parse(reorder(fs, args[1:])); err != nil {
 		return usageOr(err)
 	}
 	if fs.NArg() == 0 || *to == "" {

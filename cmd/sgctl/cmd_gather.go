@@ -15,7 +15,7 @@ func cmdGather(ctx context.Context, e *env, args []string) error {
 	var from listFlag
 	fs.Var(&from, "from", "fetch from this peer (repeatable; default: every connected peer holding the manifest)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := parse(fs, reorder(args), 1); err != nil {
+	if err := parse(fs, reorder(fs, args), 1); err != nil {
 		return err
 	}
 	bar := newProgressBar(e, "gather")

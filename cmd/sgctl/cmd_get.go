@@ -14,7 +14,7 @@ func cmdGet(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "get", "CID -o FILE [--json]")
 	out := fs.String("o", "", "write the file here (required)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := parse(fs, reorder(args), 1); err != nil {
+	if err := parse(fs, reorder(fs, args), 1); err != nil {
 		return err
 	}
 	if *out == "" {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/internal/units"
@@ -15,7 +17,7 @@ func cmdPut(ctx context.Context, e *env, args []string) error {
 	replicas := fs.Int("replicas", 1, "push every chunk to this many peers (nearest first)")
 	chunkSize := fs.String("chunk-size", "64KiB", "chunk size")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := parse(fs, reorder(args), 1); err != nil {
+	if err := parse(fs, reorder(fs, args), 1); err != nil {
 		return err
 	}
 	cs, err := units.ParseSize(*chunkSize)
@@ -51,8 +53,9 @@ func cmdPut(ctx context.Context, e *env, args []string) error {
 }
 
 // reorder moves flags before positional arguments, so that
-// "put FILE --replicas 2" works as well as "put --replicas 2 FILE".
-func reorder(args []string) []string {
+// "put FILE --replicas 2" works as well as "put --replicas 2 FILE". A flag
+// takes the next argument as its value unless fs knows it as boolean.
+func reorder(fs *flag.FlagSet, args []string) []string {
 	var flags, pos []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -62,7 +65,7 @@ func reorder(args []string) []string {
 		}
 		if len(a) > 1 && a[0] == '-' {
 			flags = append(flags, a)
-			if !hasValue(a) && i+1 < len(args) && !isBoolFlag(a) {
+			if !strings.Contains(a, "=") && !isBoolFlag(fs, a) && i+1 < len(args) {
 				flags = append(flags, args[i+1])
 				i++
 			}
@@ -73,19 +76,17 @@ func reorder(args []string) []string {
 	return append(flags, pos...)
 }
 
-func hasValue(a string) bool {
-	for _, c := range a {
-		if c == '=' {
-			return true
-		}
-	}
-	return false
-}
-
-func isBoolFlag(a string) bool {
-	switch a {
-	case "-json", "--json", "-h", "--help", "-help", "-direct", "--direct", "-fetch", "--fetch":
+// isBoolFlag reports whether "-name" or "--name" is a boolean flag of fs
+// (or help, which the flag package handles itself).
+func isBoolFlag(fs *flag.FlagSet, a string) bool {
+	name := strings.TrimLeft(a, "-")
+	if name == "h" || name == "help" {
 		return true
 	}
-	return false
+	f := fs.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }

@@ -15,7 +15,7 @@ func cmdVerify(ctx context.Context, e *env, args []string) error {
 	replicas := fs.Int("replicas", 1, "fail unless every chunk has at least this many holders")
 	fetchCopies := fs.Bool("fetch", false, "also fetch and re-hash every copy from every holder")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, reorder(args), 1); err != nil {
+	if err := parse(fs, reorder(fs, args), 1); err != nil {
 		return err
 	}
 	res, err := e.client().Verify(ctx, api.VerifyRequest{CID: fs.Arg(0), Fetch: *fetchCopies})

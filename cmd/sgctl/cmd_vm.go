@@ -32,7 +32,7 @@ func cmdVMAdd(ctx context.Context, e *env, args []string) error {
 	fs.Var(&disks, "disk", "disk image (repeatable)")
 	state := fs.String("state", "", "device state blob")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, reorder(args), 1); err != nil {
+	if err := parse(fs, reorder(fs, args), 1); err != nil {
 		return err
 	}
 	abs := func(ps []string) ([]string, error) {
