@@ -181,6 +181,23 @@ func (g *Gatherer) keep(id chunk.ID, data []byte) {
 	}
 }
 
+// keepAll is keep for a batch, pinning it with one call.
+func (g *Gatherer) keepAll(cs []got) {
+	ids := make([]chunk.ID, 0, len(cs))
+	for _, c := range cs {
+		if g.store.Put(c.id, c.data) == nil {
+			ids = append(ids, c.id)
+		}
+	}
+	g.store.Pin(g.in.ID.String(), ids...)
+}
+
+// got is a fetched chunk.
+type got struct {
+	id   chunk.ID
+	data []byte
+}
+
 // pickHolderLocked chooses where to fetch id from: the holder expected to
 // answer first (in-flight requests × latency, RTT until measured; another
 // zone costs half an RTT more) among those not tried, not known to lack

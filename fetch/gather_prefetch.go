@@ -204,10 +204,6 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 	for i, f := range fs {
 		ids[i] = f.id
 	}
-	type got struct {
-		id   chunk.ID
-		data []byte
-	}
 	var ok []got
 	var bad []wire.GetResult // non-OK results, by position in ids
 	fail := func(err error) { g.log.Debug("prefetch failed", "peer", p, "err", err) }
@@ -281,8 +277,8 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 		g.st.PrefetchChunks++
 	}
 	g.mu.Unlock()
+	g.keepAll(mine)
 	for _, o := range mine {
-		g.keep(o.id, o.data)
 		if err := g.deliver(o.id, o.data, nil); err != nil {
 			g.mu.Lock()
 			g.failLocked(err)
