@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sgrelay/sg/api"
@@ -179,7 +180,7 @@ func (d *Daemon) servePut(w http.ResponseWriter, r *http.Request) {
 	}
 	d.log.Info("put started", "path", req.Path, "size", fi.Size(), "targets", targets)
 	ev := newEventStream(w)
-	res, err := eviction.Put(r.Context(), nodeNetwork{d.node}, targets, f, fi.Size(), cfg, func(p eviction.PutProgress) {
+	res, err := eviction.Put(r.Context(), d.node.Cluster(), targets, f, fi.Size(), cfg, func(p eviction.PutProgress) {
 		ev.send(api.Event{Progress: &api.Progress{Done: p.BytesAcked, Total: p.Total, Stage: "push"}}, false)
 	})
 	if err != nil {
@@ -225,7 +226,7 @@ func (d *Daemon) serveGet(w http.ResponseWriter, r *http.Request) {
 	defer tmp.Close()
 	d.log.Info("get started", "cid", req.CID, "output", req.Output, "holders", len(holders))
 	ev := newEventStream(w)
-	res, err := fetch.Get(r.Context(), nodeNetwork{d.node}, holders, d.store, root, tmp, fetch.DefaultConfig(), func(p fetch.Progress) {
+	res, err := fetch.Get(r.Context(), d.node.Cluster(), holders, d.store, root, tmp, fetch.DefaultConfig(), func(p fetch.Progress) {
 		ev.send(api.Event{Progress: &api.Progress{Done: p.BytesDone, Total: p.Total, Stage: "fetch"}}, false)
 	})
 	if err == nil {
@@ -254,7 +255,7 @@ func (d *Daemon) holdersOf(ctx context.Context, root chunk.ID) ([]fetch.Holder, 
 	var out []fetch.Holder
 	var errs []error
 	for _, h := range d.connectedPeers() {
-		p, _ := decodePeer(h.Peer)
+		p, _ := peer.Decode(h.Peer)
 		if d.node.Host().Network().Connectedness(p) != network.Connected {
 			continue
 		}

@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sgrelay/sg/chunkstore"
-	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/fetch/fuseview"
 	"github.com/sgrelay/sg/internal/wire"
 	"github.com/sgrelay/sg/node"
@@ -34,9 +33,9 @@ type Daemon struct {
 	node    *node.Node
 	started time.Time
 	vms     *vm.Registry
-	in      *fetch.Incomings
+	roles   *node.Roles
 	out     *outgoing
-	gathers *gathers
+	views   *views
 	lazy    lazyMounts
 
 	// runCtx ends when the daemon stops; gathers (started by peers, maybe
@@ -90,9 +89,8 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if d.vms, err = vm.OpenRegistry(filepath.Join(cfg.DataDir, "vms.json")); err != nil {
 		return nil, err
 	}
-	d.in = fetch.NewIncomings(d.store)
-	d.out = newOutgoing()
-	d.gathers = &gathers{d: d, ctx: d.runCtx, m: map[wire.MigrationID]*fetch.Gatherer{}, nbd: map[wire.MigrationID]map[string]string{}}
+	d.out = &outgoing{}
+	d.views = &views{d: d, ctx: d.runCtx, nbd: map[wire.MigrationID]map[string]string{}}
 
 	key, created, err := node.LoadOrCreateIdentity(cfg.IdentityPath())
 	if err != nil {
@@ -106,9 +104,8 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if d.node, err = node.New(ncfg, d.store, node.WithLogger(log), node.WithRegistry(d.reg)); err != nil {
 		return nil, err
 	}
-	d.node.SetMigrationSink(migrationSink{in: d.in, g: d.gathers})
-	d.node.SetDemandServer(d.out)
-	d.node.SetReleaseHandler(releaseHandler{d})
+	d.roles = d.node.ServeRoles(d.runCtx, d.store, node.RolesConfig{Dir: filepath.Join(cfg.DataDir, "vms"), Log: log,
+		OnGather: d.onGather, OnGatherDone: d.onGatherDone})
 	d.registerMetrics()
 	return d, nil
 }
@@ -238,7 +235,8 @@ func (d *Daemon) shutdown(servers ...*http.Server) {
 func (d *Daemon) close() error {
 	d.cancelRun()
 	d.unmountAll()
-	d.gathers.wait()
+	d.roles.Wait()
+	d.views.wait()
 	err := d.node.Close()
 	err = errors.Join(err, d.store.Close())
 	_ = os.Remove(d.cfg.SocketPath())

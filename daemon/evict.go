@@ -163,13 +163,14 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	e, err := eviction.New(nodeNetwork{d.node}, vms, cfg)
+	e, err := eviction.New(d.node.Cluster(), vms, cfg)
 	if err != nil {
 		resumeAll()
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	recs := d.out.start(e, vms, dest)
+	stopDemand := d.roles.Evicting(e)
 	d.log.Info("eviction started", "vms", req.VMs, "dest", dest, "via", len(cfg.Via), "replicas", cfg.Replicas, "direct", cfg.Direct)
 	ev := newEventStream(w)
 	res, err := e.Run(r.Context(), func(p eviction.Progress) {
@@ -180,7 +181,8 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		out = evictResultToAPI(res, dest)
 	}
-	d.out.finish(e, recs, out, err)
+	stopDemand()
+	d.out.finish(recs, out, err)
 	if err != nil {
 		resumeAll()
 		d.ops.WithLabelValues("evict", "error").Inc()
@@ -242,7 +244,7 @@ func (d *Daemon) serveVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	peers := d.connectedPeers()
-	res, err := fetch.Verify(r.Context(), nodeNetwork{d.node}, nodeNetwork{d.node}, peers, d.store, root, req.Fetch)
+	res, err := fetch.Verify(r.Context(), d.node.Cluster(), d.node.Cluster(), peers, d.store, root, req.Fetch)
 	if err != nil {
 		writeError(w, http.StatusConflict, err)
 		return

@@ -10,134 +10,46 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/fetch/nbdview"
-	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
-// gathers runs one Gatherer per migration opened to this node. Each runs
-// in a goroutine the daemon owns (wg), cancelled when the daemon stops.
-type gathers struct {
+// views serves the lazy views of incoming VMs: NBD exports of their
+// disks, each in a goroutine the daemon owns (wg), stopped with the daemon.
+type views struct {
 	d   *Daemon
-	ctx context.Context // the daemon's run context; set before the node starts
+	ctx context.Context // the daemon's run context
 	wg  sync.WaitGroup
 
 	mu  sync.Mutex
-	m   map[wire.MigrationID]*fetch.Gatherer
 	nbd map[wire.MigrationID]map[string]string // region name → NBD socket
 }
 
-// migrationSink is the destination side: a migration opened here starts a
-// gather at once, and its placements and manifest feed it.
-type migrationSink struct {
-	in *fetch.Incomings
-	g  *gathers
-}
-
-func (s migrationSink) OpenMigration(from peer.ID, o wire.Open) error {
-	in, err := s.in.Open(from.String(), o)
-	if err != nil {
-		return err
-	}
-	return s.g.start(in, false)
-}
-func (s migrationSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {
-	return s.in.AddHolders(from.String(), id, hs)
-}
-func (s migrationSink) AddPlacements(from peer.ID, id wire.MigrationID, ps []wire.Placement) error {
-	return s.in.AddPlacements(from.String(), id, ps)
-}
-func (s migrationSink) FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID) error {
-	return s.in.Finish(from.String(), id, root)
-}
-
-func (gs *gathers) start(in *fetch.Incoming, noRelease bool) error {
-	d := gs.d
-	dir := filepath.Join(d.cfg.DataDir, "vms", fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
-	cfg := fetch.DefaultGatherConfig(dir)
-	cfg.Zone, cfg.Log, cfg.NoRelease = d.cfg.Node.Zone, d.log, noRelease
-	cfg.StillNeeded = func(id chunk.ID) bool { return gs.neededByOthers(in.ID, id) }
-	g, err := fetch.NewGatherer(in, nodeNetwork{d.node}, d.store, cfg)
-	if err != nil {
-		return err
-	}
-	in.SetListener(g)
-	gs.mu.Lock()
-	gs.m[in.ID] = g
-	gs.mu.Unlock()
+// onGather mounts a starting gather's lazy views: a FUSE file per region
+// and an NBD export per disk.
+func (d *Daemon) onGather(in *fetch.Incoming, g *fetch.Gatherer) {
 	if err := d.mountLazy(in, g); err != nil {
 		d.log.Warn("no lazy FUSE view for this migration", "vm", in.VM, "err", err)
 	}
-	gs.exportDisks(in, g)
-	d.log.Info("gather started", "vm", in.VM, "migration", in.ID, "source", in.Source, "dir", dir)
-	gs.wg.Add(1)
-	go func() {
-		defer gs.wg.Done()
-		err := g.Run(gs.ctx)
-		rep := g.Report()
-		if err != nil {
-			d.log.Warn("gather failed", "vm", in.VM, "migration", in.ID, "err", err)
-			return
-		}
+	d.views.exportDisks(in, g)
+}
+
+func (d *Daemon) onGatherDone(_ *fetch.Incoming, rep fetch.Report, err error) {
+	if err == nil {
 		d.gatherTMT.Observe(rep.TMT.Seconds())
-		d.log.Info("gather complete", "vm", in.VM, "migration", in.ID, "tmt", rep.TMT,
-			"demand_reads", rep.DemandReads, "network_faults", rep.NetworkFaults, "local_chunks", rep.LocalChunks, "files", rep.Paths)
-	}()
-	return nil
-}
-
-func (gs *gathers) get(id wire.MigrationID) *fetch.Gatherer {
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	return gs.m[id]
-}
-
-// neededByOthers reports whether an unfinished gather other than self
-// still needs id, so releasing self does not free it at the holders.
-func (gs *gathers) neededByOthers(self wire.MigrationID, id chunk.ID) bool {
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	for mid, g := range gs.m {
-		if mid != self && g.Needs(id) {
-			return true
-		}
 	}
-	return false
 }
 
-// wait waits for every gather goroutine (after the context is cancelled).
-func (gs *gathers) wait() { gs.wg.Wait() }
-
-// releaseHandler frees what finished migrations no longer need: a holder
-// deletes the chunks the destination lists, unless something here pins them.
-type releaseHandler struct{ d *Daemon }
-
-func (h releaseHandler) Release(from peer.ID, r wire.Release) (int, error) {
-	freed := 0
-	for _, id := range r.Chunks {
-		if h.d.store.Pinned(id) || !h.d.store.Has(id) {
-			continue
-		}
-		if err := h.d.store.Delete(id); err != nil {
-			return freed, err
-		}
-		freed++
-	}
-	if freed > 0 || len(r.Chunks) > 0 {
-		h.d.log.Info("migration released by its destination", "migration", r.ID, "from", from, "listed", len(r.Chunks), "freed", freed)
-	}
-	return freed, nil
-}
+// wait waits for every view goroutine (after the context is cancelled).
+func (vs *views) wait() { vs.wg.Wait() }
 
 // exportDisks serves every disk region of an incoming VM over NBD on a
 // unix socket <data>/nbd/<vm>-<id>-<region>.sock, for the life of the daemon.
-func (gs *gathers) exportDisks(in *fetch.Incoming, g *fetch.Gatherer) {
-	d := gs.d
+func (vs *views) exportDisks(in *fetch.Incoming, g *fetch.Gatherer) {
+	d := vs.d
 	dir := filepath.Join(d.cfg.DataDir, "nbd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		d.log.Warn("no NBD exports", "err", err)
@@ -158,24 +70,24 @@ func (gs *gathers) exportDisks(in *fetch.Incoming, g *fetch.Gatherer) {
 		_ = os.Chmod(path, 0o600)
 		srv := &nbdview.Server{Name: r.Name, Size: int64(r.Size), Disk: g.Region(i), Log: d.log}
 		socks[r.Name] = path
-		gs.wg.Add(1)
+		vs.wg.Add(1)
 		go func() {
-			defer gs.wg.Done()
+			defer vs.wg.Done()
 			defer os.Remove(path)
-			if err := srv.Serve(gs.ctx, ln); err != nil {
+			if err := srv.Serve(vs.ctx, ln); err != nil {
 				d.log.Warn("NBD export stopped", "socket", path, "err", err)
 			}
 		}()
 	}
-	gs.mu.Lock()
-	gs.nbd[in.ID] = socks
-	gs.mu.Unlock()
+	vs.mu.Lock()
+	vs.nbd[in.ID] = socks
+	vs.mu.Unlock()
 }
 
-func (gs *gathers) nbdSockets(id wire.MigrationID) map[string]string {
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	return gs.nbd[id]
+func (vs *views) nbdSockets(id wire.MigrationID) map[string]string {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	return vs.nbd[id]
 }
 
 // serveGather gathers a manifest that already exists (sgctl gather): from
@@ -198,14 +110,14 @@ func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
 				writeError(w, http.StatusBadRequest, fmt.Errorf("--from: %w", err))
 				return
 			}
-			rtt, _ := nodeNetwork{d.node}.RTT(p)
+			rtt, _ := d.node.Cluster().RTT(p)
 			holders = append(holders, fetch.Holder{Peer: p, RTT: rtt})
 		}
 	} else if holders, err = d.holdersOf(r.Context(), root); err != nil {
 		writeError(w, http.StatusConflict, err)
 		return
 	}
-	m, ids, err := fetch.ResolveManifest(r.Context(), nodeNetwork{d.node}, holders, d.store, root)
+	m, ids, err := fetch.ResolveManifest(r.Context(), d.node.Cluster(), holders, d.store, root)
 	if err != nil {
 		writeError(w, http.StatusConflict, err)
 		return
@@ -214,17 +126,17 @@ func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
 	for i, h := range holders {
 		peers[i] = h.Peer
 	}
-	in, err := d.in.OpenFromManifest(root, m, peers)
+	in, err := d.roles.Incomings().OpenFromManifest(root, m, peers)
 	if err != nil {
 		writeError(w, http.StatusConflict, err)
 		return
 	}
-	if err := d.gathers.start(in, true); err != nil {
+	g, err := d.roles.StartGather(in, true)
+	if err != nil {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
-	g := d.gathers.get(in.ID)
-	if err := d.in.PlaceManifest(in, ids, root); err != nil {
+	if err := d.roles.Incomings().PlaceManifest(in, ids, root); err != nil {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
@@ -236,7 +148,7 @@ func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
 		case <-g.Done():
 			rep := g.Report()
 			out := gatherReportToAPI(rep)
-			out.Lazy, out.NBD = d.lazyDir(in.ID.String()), d.gathers.nbdSockets(in.ID)
+			out.Lazy, out.NBD = d.lazyDir(in.ID.String()), d.views.nbdSockets(in.ID)
 			if rep.Err != "" {
 				ev.send(api.Event{Error: rep.Err}, true)
 				return

@@ -5,24 +5,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/eviction"
 	"github.com/sgrelay/sg/fetch"
-	"github.com/sgrelay/sg/internal/wire"
 )
 
-// outgoing tracks this node's evictions: running ones serve demand reads
-// by position, finished ones are kept for `sgctl migrations`.
+// outgoing records this node's evictions for `sgctl migrations`.
 type outgoing struct {
 	mu      sync.Mutex
-	running map[wire.MigrationID]*eviction.Eviction
 	records []*api.Migration
-}
-
-func newOutgoing() *outgoing {
-	return &outgoing{running: map[wire.MigrationID]*eviction.Eviction{}}
 }
 
 // start registers an eviction's migrations as running.
@@ -31,7 +22,6 @@ func (o *outgoing) start(e *eviction.Eviction, vms []eviction.VM, dest string) [
 	defer o.mu.Unlock()
 	var recs []*api.Migration
 	for i, id := range e.MigrationIDs() {
-		o.running[id] = e
 		var bytes int64
 		for _, r := range vms[i].Regions {
 			bytes += r.Size
@@ -44,13 +34,10 @@ func (o *outgoing) start(e *eviction.Eviction, vms []eviction.VM, dest string) [
 	return recs
 }
 
-// finish stops serving demand for e and records the outcome.
-func (o *outgoing) finish(e *eviction.Eviction, recs []*api.Migration, res *api.EvictResult, err error) {
+// finish records the outcome.
+func (o *outgoing) finish(recs []*api.Migration, res *api.EvictResult, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, id := range e.MigrationIDs() {
-		delete(o.running, id)
-	}
 	for i, rec := range recs {
 		if err != nil {
 			rec.State, rec.Error = api.StateFailed, err.Error()
@@ -59,22 +46,6 @@ func (o *outgoing) finish(e *eviction.Eviction, recs []*api.Migration, res *api.
 		rec.State, rec.ET, rec.Result = api.StateDone, res.ET, res
 		rec.Chunks, rec.Manifest = res.VMs[i].Chunks, res.VMs[i].Manifest
 	}
-}
-
-// ServeDemand implements node.DemandServer: a destination reads a chunk by
-// position from a running eviction's snapshot.
-func (o *outgoing) ServeDemand(from peer.ID, d wire.DemandReq, dst []byte) ([]byte, wire.Status) {
-	o.mu.Lock()
-	e := o.running[d.ID]
-	o.mu.Unlock()
-	if e == nil {
-		return dst, wire.StatusMissing
-	}
-	out, err := e.ReadChunk(d.ID, d.Region, d.Index, dst)
-	if err != nil {
-		return dst, wire.StatusMissing
-	}
-	return out, wire.StatusOK
 }
 
 func (o *outgoing) list() []api.Migration {
@@ -90,17 +61,17 @@ func (o *outgoing) list() []api.Migration {
 // migrationsList merges outgoing and incoming migrations, oldest first.
 func (d *Daemon) migrationsList() []api.Migration {
 	out := d.out.list()
-	for _, in := range d.in.List() {
+	for _, in := range d.roles.Incomings().List() {
 		m := api.Migration{ID: in.ID.String(), VM: in.VM, Role: "destination", Peer: in.Source,
 			State: api.StateRunning, Started: in.Opened, Bytes: in.Bytes, Chunks: in.Chunks, Placed: in.Placed}
 		if in.Done {
 			m.ET, m.Manifest = in.Finished.Sub(in.Opened), in.Root.String()
 		}
-		if g := d.gathers.get(in.ID); g != nil {
+		if g := d.roles.Gatherer(in.ID); g != nil {
 			rep := g.Report()
 			m.Gather = gatherReportToAPI(rep)
 			m.Gather.Lazy = d.lazyDir(in.ID.String())
-			m.Gather.NBD = d.gathers.nbdSockets(in.ID)
+			m.Gather.NBD = d.views.nbdSockets(in.ID)
 			switch {
 			case rep.Err != "":
 				m.State, m.Error = api.StateFailed, rep.Err

@@ -211,3 +211,54 @@ func (s Spec) WriteFiles(memPath, diskPath string) error {
 	}
 	return mf.Close()
 }
+
+// Memory is the memory image, generated on demand at any offset.
+func (s Spec) Memory() io.ReaderAt { return image{s, tagMem, s.MemSize, s.PageSize} }
+
+// Disk is the disk image (empty when DiskSize is 0), generated on demand.
+func (s Spec) Disk() io.ReaderAt { return image{s, tagDisk, s.DiskSize, s.DiskBlock} }
+
+// image generates a region's pages as they are read, so experiments can
+// evict VMs larger than they could afford to keep in memory.
+type image struct {
+	s    Spec
+	tag  uint64
+	size int64
+	page int
+}
+
+func (im image) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("workload: negative offset %d", off)
+	}
+	if off >= im.size {
+		return 0, io.EOF
+	}
+	n := 0
+	var buf []byte
+	for n < len(p) && off < im.size {
+		idx, in := off/int64(im.page), int(off%int64(im.page))
+		want := min(len(p)-n, im.page-in)
+		want = int(min(int64(want), im.size-off))
+		class, key := im.s.classify(im.tag, uint64(idx))
+		dst := p[n : n+want]
+		switch {
+		case class == Zero:
+			clear(dst)
+		case in == 0 && want == im.page:
+			fill(dst, key)
+		default:
+			if buf == nil {
+				buf = make([]byte, im.page)
+			}
+			fill(buf, key)
+			copy(dst, buf[in:])
+		}
+		n += want
+		off += int64(want)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}

@@ -3,6 +3,7 @@ package workload
 import (
 	"bytes"
 	"crypto/sha256"
+	"io"
 	"math"
 	"testing"
 )
@@ -74,5 +75,36 @@ func TestSameBaseSharesPages(t *testing.T) {
 	mem, _ := spec(1).Count()
 	if int64(common) != mem.Shared {
 		t.Fatalf("%d pages in common, want the %d shared ones", common, mem.Shared)
+	}
+}
+
+// The on-demand images read exactly what Write writes, at any offset and
+// length, including reads that straddle pages or run past the end.
+func TestImagesMatchWrite(t *testing.T) {
+	s := Spec{Seed: 3, BaseSeed: 9, MemSize: 64 * 4096, DiskSize: 8 * 65536, PageSize: 4096, DiskBlock: 65536,
+		ZeroFrac: 0.3, SharedFrac: 0.2, RepeatFrac: 0.1}
+	var mem, disk bytes.Buffer
+	if err := s.Write(&mem, &disk); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		want []byte
+		im   io.ReaderAt
+	}{{"memory", mem.Bytes(), s.Memory()}, {"disk", disk.Bytes(), s.Disk()}} {
+		for _, r := range [][2]int{{0, len(c.want)}, {100, 5000}, {4095, 2}, {len(c.want) - 10, 10}, {70000, 65536 * 2}} {
+			off, n := r[0], min(r[1], len(c.want)-r[0])
+			got := make([]byte, n)
+			if k, err := c.im.ReadAt(got, int64(off)); k != n || err != nil {
+				t.Fatalf("%s ReadAt(%d, %d) = %d, %v", c.name, off, n, k, err)
+			}
+			if !bytes.Equal(got, c.want[off:off+n]) {
+				t.Fatalf("%s bytes %d+%d differ from Write", c.name, off, n)
+			}
+		}
+		tail := make([]byte, 20)
+		if k, err := c.im.ReadAt(tail, int64(len(c.want)-10)); k != 10 || err != io.EOF {
+			t.Fatalf("%s read past end = %d, %v; want 10, EOF", c.name, k, err)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package node
 
 import (
 	"context"
@@ -11,14 +11,17 @@ import (
 	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/wire"
-	"github.com/sgrelay/sg/node"
 )
 
-// nodeNetwork adapts node.Node to the transport-free interfaces of
-// eviction and fetch, which name peers by their string IDs.
-type nodeNetwork struct{ n *node.Node }
+// Cluster adapts a Node to the transport-free interfaces of eviction and
+// fetch (eviction.Cluster, eviction.Network, fetch.GatherNet), which name
+// peers by their string IDs.
+type Cluster struct{ n *Node }
 
-func (a nodeNetwork) OpenPush(ctx context.Context, p string) (eviction.Pusher, error) {
+// Cluster returns n as eviction and fetch see it.
+func (n *Node) Cluster() Cluster { return Cluster{n} }
+
+func (a Cluster) OpenPush(ctx context.Context, p string) (eviction.Pusher, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: %w", p, err)
@@ -26,7 +29,7 @@ func (a nodeNetwork) OpenPush(ctx context.Context, p string) (eviction.Pusher, e
 	return a.n.OpenPush(ctx, id)
 }
 
-func (a nodeNetwork) OpenGet(ctx context.Context, p string, prio wire.Priority, window int) (fetch.Getter, error) {
+func (a Cluster) OpenGet(ctx context.Context, p string, prio wire.Priority, window int) (fetch.Getter, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: %w", p, err)
@@ -34,9 +37,7 @@ func (a nodeNetwork) OpenGet(ctx context.Context, p string, prio wire.Priority, 
 	return a.n.OpenGet(ctx, id, prio, window)
 }
 
-func decodePeer(s string) (peer.ID, error) { return peer.Decode(s) }
-
-func (a nodeNetwork) Have(ctx context.Context, p string, ids []chunk.ID) ([]bool, error) {
+func (a Cluster) Have(ctx context.Context, p string, ids []chunk.ID) ([]bool, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: %w", p, err)
@@ -45,7 +46,7 @@ func (a nodeNetwork) Have(ctx context.Context, p string, ids []chunk.ID) ([]bool
 }
 
 // FreeCapacity asks the peer now (it doubles as a liveness check).
-func (a nodeNetwork) FreeCapacity(ctx context.Context, p string) (int64, error) {
+func (a Cluster) FreeCapacity(ctx context.Context, p string) (int64, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return 0, fmt.Errorf("peer %q: %w", p, err)
@@ -59,7 +60,7 @@ func (a nodeNetwork) FreeCapacity(ctx context.Context, p string) (int64, error) 
 	return int64(min(in.MemFree+in.DiskFree, 1<<62)), nil
 }
 
-func (a nodeNetwork) OpenMigration(ctx context.Context, dest string, o wire.Open) (eviction.Session, error) {
+func (a Cluster) OpenMigration(ctx context.Context, dest string, o wire.Open) (eviction.Session, error) {
 	id, err := peer.Decode(dest)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: %w", dest, err)
@@ -67,7 +68,7 @@ func (a nodeNetwork) OpenMigration(ctx context.Context, dest string, o wire.Open
 	return a.n.OpenMigration(ctx, id, o)
 }
 
-func (a nodeNetwork) OpenDemand(ctx context.Context, p string, window int) (fetch.Demander, error) {
+func (a Cluster) OpenDemand(ctx context.Context, p string, window int) (fetch.Demander, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: %w", p, err)
@@ -75,7 +76,7 @@ func (a nodeNetwork) OpenDemand(ctx context.Context, p string, window int) (fetc
 	return a.n.OpenDemand(ctx, id, window)
 }
 
-func (a nodeNetwork) RTT(p string) (time.Duration, bool) {
+func (a Cluster) RTT(p string) (time.Duration, bool) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return 0, false
@@ -83,7 +84,7 @@ func (a nodeNetwork) RTT(p string) (time.Duration, bool) {
 	return a.n.RTT(id)
 }
 
-func (a nodeNetwork) Zone(p string) string {
+func (a Cluster) Zone(p string) string {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return ""
@@ -94,7 +95,7 @@ func (a nodeNetwork) Zone(p string) string {
 // Release tells a holder it may free a migration's chunks. Releasing to
 // ourselves (the destination holds chunks too) is a local no-op: the
 // gather unpins its own store.
-func (a nodeNetwork) Release(ctx context.Context, p string, r wire.Release) error {
+func (a Cluster) Release(ctx context.Context, p string, r wire.Release) error {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return fmt.Errorf("peer %q: %w", p, err)
@@ -106,3 +107,9 @@ func (a nodeNetwork) Release(ctx context.Context, p string, r wire.Release) erro
 	defer cancel()
 	return a.n.Release(ctx, id, r)
 }
+
+var (
+	_ eviction.Cluster = Cluster{}
+	_ eviction.Network = Cluster{}
+	_ fetch.GatherNet  = Cluster{}
+)
