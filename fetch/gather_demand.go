@@ -120,13 +120,15 @@ func (g *Gatherer) sourceDemand(ctx context.Context, at Position) error {
 			return err
 		}
 		g.mu.Lock()
-		if g.source == nil {
+		surplus := g.source != nil
+		if !surplus {
 			g.source = d
-		} else {
-			d.Close()
 		}
 		src = g.source
 		g.mu.Unlock()
+		if surplus {
+			d.Abort() // never used; outside the lock (see getter)
+		}
 	}
 	type answer struct {
 		st   wire.Status
@@ -284,12 +286,18 @@ func (g *Gatherer) getter(ctx context.Context, p string, demand bool) (Getter, e
 		return nil, err
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if old := m[p]; old != nil {
-		gs.Close()
+	old := m[p]
+	if old == nil {
+		m[p] = gs
+	}
+	g.mu.Unlock()
+	if old != nil {
+		// Another caller opened one first. Reset ours, outside the lock:
+		// closing a stream never written to waits for a handshake the
+		// peer will never answer.
+		gs.Abort()
 		return old, nil
 	}
-	m[p] = gs
 	return gs, nil
 }
 
