@@ -1,10 +1,12 @@
 package eviction
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -592,35 +594,30 @@ func (sc *scheduler) sentSnapshot() map[string]int64 {
 	return out
 }
 
-// pushManifest stores manifest nodes at the destination and at Replicas-1
-// live relays (those that took the most data, so probably the fastest).
+// pushManifest stores manifest nodes at Replicas live targets: those that
+// took the most data, so probably the fastest. A slow destination thus
+// does not hold the source while it drains the manifest: it resolves the
+// manifest from the holder that has it, as it does any chunk.
 func (sc *scheduler) pushManifest(ctx context.Context, nodes []manifest.Node) error {
 	chunks := make([]wire.Chunk, len(nodes))
 	for i, n := range nodes {
 		chunks[i] = wire.Chunk{ID: n.ID, Data: n.Data}
 	}
-	targets := []*target{sc.targets[destIndex]}
 	sc.led.mu.Lock()
-	var relays []*target
-	for _, t := range sc.targets[1:] {
+	var live []*target
+	for _, t := range sc.targets {
 		if !t.dead && !t.full {
-			relays = append(relays, t)
+			live = append(live, t)
 		}
 	}
 	sc.led.mu.Unlock()
-	for len(targets) < sc.e.cfg.Replicas && len(relays) > 0 {
-		best := 0
-		for i, r := range relays {
-			if r.sent.Load() > relays[best].sent.Load() {
-				best = i
-			}
-		}
-		targets = append(targets, relays[best])
-		relays = append(relays[:best], relays[best+1:]...)
+	// Stable: the destination (first) wins ties, so a direct eviction or
+	// one whose relays took nothing stores the manifest there.
+	slices.SortStableFunc(live, func(a, b *target) int { return cmp.Compare(b.sent.Load(), a.sent.Load()) })
+	if len(live) < sc.e.cfg.Replicas {
+		return fmt.Errorf("only %d live targets for %d manifest replicas", len(live), sc.e.cfg.Replicas)
 	}
-	if len(targets) < sc.e.cfg.Replicas {
-		return fmt.Errorf("only %d live targets for %d manifest replicas", len(targets), sc.e.cfg.Replicas)
-	}
+	targets := live[:sc.e.cfg.Replicas]
 	for _, t := range targets {
 		if err := pushNow(ctx, sc.e.cl, t.peer, chunks, sc.e.cfg.BatchBytes); err != nil {
 			return err
