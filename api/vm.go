@@ -71,6 +71,7 @@ type EvictResult struct {
 	ManifestBytes int64            `json:"manifest_bytes"`
 	SentBytes     map[string]int64 `json:"sent_bytes"`
 	Repaired      int64            `json:"repaired"`
+	EndgameBytes  int64            `json:"endgame_bytes"` // spare copies taken by idle targets at the end
 	Replicas      int              `json:"replicas"`
 	EffectiveRate float64          `json:"effective_rate"` // VM bytes per second of ET
 	WireRate      float64          `json:"wire_rate"`      // pushed bytes per second of ET

@@ -166,13 +166,14 @@ func TestEvictFiveNodes(t *testing.T) {
 		t.Fatalf("unique bytes %d, want %d", res.UniqueBytes, uniqueBytes(spec))
 	}
 	// No zero chunk crossed the network, and each distinct non-zero chunk
-	// crossed it once: the receivers' own counters say so.
-	if pushed != res.UniqueBytes+res.ManifestBytes {
-		t.Fatalf("receivers stored %d bytes by push; want unique %d + manifest %d", pushed, res.UniqueBytes, res.ManifestBytes)
+	// crossed it once, but for the spare copies of the endgame (reported):
+	// the receivers' own counters say so.
+	if want := res.UniqueBytes + res.ManifestBytes; pushed < want || pushed > want+res.EndgameBytes {
+		t.Fatalf("receivers stored %d bytes by push; want unique %d + manifest %d (+ at most endgame %d)", pushed, res.UniqueBytes, res.ManifestBytes, res.EndgameBytes)
 	}
 	for _, n := range c.Nodes[1:] {
-		if d := got[n.PeerID] - before[n.PeerID]; d != res.SentBytes[n.PeerID] {
-			t.Fatalf("%s received %d bytes, the report says %d", n.Name, d, res.SentBytes[n.PeerID])
+		if d := got[n.PeerID] - before[n.PeerID]; d < res.SentBytes[n.PeerID] || d > res.SentBytes[n.PeerID]+res.EndgameBytes {
+			t.Fatalf("%s received %d bytes, the report says %d acknowledged (endgame %d)", n.Name, d, res.SentBytes[n.PeerID], res.EndgameBytes)
 		}
 	}
 	if got[src.PeerID] != before[src.PeerID] {
@@ -220,8 +221,8 @@ func TestEvictTwoVMsOfOneBaseTogether(t *testing.T) {
 	}
 	pushed := sum(received(t, ctx, c.Nodes)) - sum(before)
 	want := uniqueBytes(a, b) + res.ManifestBytes
-	if pushed != want {
-		t.Fatalf("receivers stored %d bytes; shared chunks travelling once means %d", pushed, want)
+	if pushed < want || pushed > want+res.EndgameBytes {
+		t.Fatalf("receivers stored %d bytes; shared chunks travelling once means %d (+ at most endgame %d)", pushed, want, res.EndgameBytes)
 	}
 	memA, diskA := a.Count()
 	if res.DupAcross != memA.Shared+diskA.Shared {

@@ -73,6 +73,9 @@ type Config struct {
 	PlacementBatch  int // placements per frame
 	PlacementFlush  time.Duration
 	SkipHaveQueries bool // do not ask the destination what it already holds
+	// NoEndgame keeps idle targets from taking spare copies of batches
+	// still in flight at the end (exact per-target accounting, slower end).
+	NoEndgame bool
 
 	Log *slog.Logger
 }
@@ -150,7 +153,10 @@ type Result struct {
 	ManifestBytes int64            // manifest chunks pushed (all replicas)
 	SentBytes     map[string]int64 // chunk bytes acknowledged per target
 	Repaired      int64            // chunks pushed again after a relay was lost
-	Replicas      int
+	// EndgameBytes were pushed to a second target while the first still
+	// had them in flight (spare copies that end the eviction sooner).
+	EndgameBytes int64
+	Replicas     int
 }
 
 // EffectiveRate is VM bytes per second of ET.
@@ -379,6 +385,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 	res.AlreadyHeld = sc.alreadyHeld.Load()
 	res.UniqueChunks, res.UniqueBytes = pr.uniqueChunks, pr.uniqueBytes
 	res.Repaired = sc.repaired.Load()
+	res.EndgameBytes = sc.endgame.Load()
 	return res, nil
 }
 

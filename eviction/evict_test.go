@@ -180,6 +180,7 @@ func testConfig(dest string, via ...string) Config {
 	cfg.Via = via
 	cfg.BatchBytes = 64 << 10 // many small batches: exercises the scheduler
 	cfg.RelayBacklog = 1
+	cfg.NoEndgame = true // exact accounting; TestEndgame covers the endgame
 	return cfg
 }
 
@@ -453,5 +454,29 @@ func TestValidate(t *testing.T) {
 		if c.Validate() == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// With the endgame, idle relays take spare copies of what a slow
+// destination still has in flight: the VM is complete all the same, and
+// the spare bytes are reported.
+func TestEndgame(t *testing.T) {
+	c := newFakeCluster("dest", "r1", "r2")
+	c.delay["dest"] = 20 * time.Millisecond
+	vm, _ := genVM(t, "web1", 8, 8<<20, 0)
+	cfg := testConfig("dest", "r1", "r2")
+	cfg.NoEndgame = false
+	res := evict(t, c, cfg, vm)
+	checkComplete(t, c, res, 1, vm)
+	var sent int64
+	for _, n := range res.SentBytes {
+		sent += n
+	}
+	if res.EndgameBytes == 0 {
+		t.Fatal("no spare copies: the test did not reach the endgame")
+	}
+	if sent < res.UniqueBytes+res.ManifestBytes || sent > res.UniqueBytes+res.ManifestBytes+res.EndgameBytes {
+		t.Fatalf("acknowledged %d bytes; want between unique+manifest %d and that plus the endgame's %d",
+			sent, res.UniqueBytes+res.ManifestBytes, res.EndgameBytes)
 	}
 }

@@ -92,6 +92,8 @@ type scheduler struct {
 
 	queue     []*batch
 	inflight  int
+	flying    map[*batch]bool // batches some target is pushing now
+	stopPush  context.CancelFunc
 	prodDone  bool
 	finished  bool
 	failed    error
@@ -102,13 +104,14 @@ type scheduler struct {
 	pool    sync.Pool
 
 	uniqueDone  atomic.Int64
+	endgame     atomic.Int64 // bytes handed to a second target in the endgame
 	alreadyHeld atomic.Int64
 	repaired    atomic.Int64
 	unsatisfied int64 // distinct chunks without Replicas holders (under led.mu)
 }
 
 func newScheduler(ctx context.Context, e *Eviction, peers []string) (*scheduler, error) {
-	sc := &scheduler{e: e, ctx: ctx, led: &ledger{chunks: map[chunk.ID]*chunkState{}}}
+	sc := &scheduler{e: e, ctx: ctx, led: &ledger{chunks: map[chunk.ID]*chunkState{}}, flying: map[*batch]bool{}}
 	sc.cond = sync.NewCond(&sc.led.mu)
 	sc.limiter = ratelimit.New(e.cfg.MaxRate)
 	sc.pool.New = func() any { return &batch{buf: make([]byte, 0, e.cfg.BatchBytes)} }
@@ -227,13 +230,84 @@ func (sc *scheduler) take(t *target) (*batch, []int) {
 				t.free -= size
 			}
 			sc.queue = append(sc.queue[:qi], sc.queue[qi+1:]...)
-			b.inflight |= t.bit
-			sc.inflight++
+			sc.launchLocked(t, b)
 			sc.cond.Broadcast() // the queue shrank: the producer may go on
+			return b, items
+		}
+		if b, items := sc.endgameLocked(t); b != nil {
 			return b, items
 		}
 		sc.cond.Wait()
 	}
+}
+
+func (sc *scheduler) launchLocked(t *target, b *batch) {
+	b.inflight |= t.bit
+	sc.inflight++
+	sc.flying[b] = true
+}
+
+// landedLocked records that t's push of b ended, one way or another.
+func (sc *scheduler) landedLocked(t *target, b *batch) {
+	b.inflight &^= t.bit
+	sc.inflight--
+	if b.inflight == 0 {
+		delete(sc.flying, b)
+	}
+}
+
+// endgameLocked hands an idle target, once nothing is left to read or
+// queue, a batch another target is still pushing: the last batches of a
+// slow target would otherwise hold the source for as long as they take to
+// drain. The first holders to acknowledge satisfy the chunks; at most one
+// spare copy is in flight per batch.
+func (sc *scheduler) endgameLocked(t *target) (*batch, []int) {
+	if sc.e.cfg.NoEndgame || !sc.prodDone || len(sc.queue) > 0 {
+		return nil, nil
+	}
+	for b := range sc.flying {
+		if b.inflight&t.bit != 0 || bits.OnesCount32(b.inflight) > sc.e.cfg.Replicas {
+			continue
+		}
+		items := sc.eligible(b, t)
+		if len(items) == 0 {
+			continue
+		}
+		size := int64(0)
+		for _, i := range items {
+			size += int64(len(b.data[i]))
+		}
+		if t.free >= 0 && size > t.free {
+			continue
+		}
+		if t.free >= 0 {
+			t.free -= size
+		}
+		sc.launchLocked(t, b)
+		sc.endgame.Add(size)
+		return b, items
+	}
+	return nil, nil
+}
+
+// doneLocked reports whether every chunk has its holders: nothing left to
+// read, repair or push that is still needed. Pushes still in flight then
+// only add copies; they are abandoned.
+func (sc *scheduler) doneLocked() bool {
+	if !sc.prodDone || sc.repairing > 0 || sc.unsatisfied > 0 {
+		return false
+	}
+	for _, b := range sc.queue {
+		if sc.countNeeds(b) > 0 {
+			return false
+		}
+	}
+	for b := range sc.flying {
+		if sc.countNeeds(b) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (sc *scheduler) heldByDest(b *batch) bool {
@@ -296,6 +370,9 @@ func (sc *scheduler) acked(b *batch, items []int, idx int) {
 // satisfied (and every relay still holding chunks is alive), or on failure.
 func (sc *scheduler) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
+	pushCtx, stopPush := context.WithCancel(gctx)
+	defer stopPush()
+	sc.stopPush = stopPush
 	for _, t := range sc.targets {
 		if t.dead {
 			continue
@@ -319,7 +396,7 @@ func (sc *scheduler) run(ctx context.Context) error {
 			sc.led.mu.Lock()
 			t.pushes++
 			sc.led.mu.Unlock()
-			g.Go(func() error { return sc.pushLoop(gctx, t, ps) })
+			g.Go(func() error { return sc.pushLoop(pushCtx, t, ps) })
 		}
 	}
 	g.Go(func() error { return sc.watch(gctx) })
@@ -343,7 +420,7 @@ func (sc *scheduler) run(ctx context.Context) error {
 func (sc *scheduler) watch(ctx context.Context) error {
 	for {
 		sc.led.mu.Lock()
-		for sc.failed == nil && !(sc.prodDone && len(sc.queue) == 0 && sc.inflight == 0 && sc.repairing == 0 && sc.unsatisfied == 0) {
+		for sc.failed == nil && !sc.doneLocked() {
 			sc.cond.Wait()
 		}
 		if sc.failed != nil {
@@ -373,6 +450,7 @@ func (sc *scheduler) watch(ctx context.Context) error {
 			sc.finished = true
 			sc.cond.Broadcast()
 			sc.led.mu.Unlock()
+			sc.stopPush() // what is still in flight is a spare copy
 			return nil
 		}
 	}
@@ -408,7 +486,12 @@ func (sc *scheduler) pushLoop(ctx context.Context, t *target, ps Pusher) error {
 			break
 		}
 	}
-	if err := ps.Close(); err != nil {
+	sc.led.mu.Lock()
+	finished := sc.finished
+	sc.led.mu.Unlock()
+	if finished {
+		ps.Abort() // do not wait for spare copies
+	} else if err := ps.Close(); err != nil {
 		ps.Abort()
 	}
 	return nil
@@ -418,9 +501,10 @@ func (sc *scheduler) pushLoop(ctx context.Context, t *target, ps Pusher) error {
 func (sc *scheduler) requeue(t *target, b *batch, err error) {
 	sc.led.mu.Lock()
 	defer sc.led.mu.Unlock()
-	b.inflight &^= t.bit
-	sc.inflight--
-	sc.queue = append([]*batch{b}, sc.queue...)
+	sc.landedLocked(t, b)
+	if b.inflight == 0 {
+		sc.queue = append([]*batch{b}, sc.queue...)
+	}
 	sc.targetFailedLocked(t, err)
 }
 
@@ -526,8 +610,7 @@ func (sc *scheduler) repair(lost []*chunkState) {
 // onAck handles a target's answer to one push.
 func (sc *scheduler) onAck(t *target, b *batch, items []int, st []wire.Status, err error) {
 	sc.led.mu.Lock()
-	b.inflight &^= t.bit
-	sc.inflight--
+	sc.landedLocked(t, b)
 	var due []placement
 	if err == nil && t.dead {
 		// Declared dead (by another stream's failure or a missed liveness
@@ -536,7 +619,9 @@ func (sc *scheduler) onAck(t *target, b *batch, items []int, st []wire.Status, e
 		err = errors.New("acknowledged by a target already given up")
 	}
 	if err != nil {
-		sc.queue = append([]*batch{b}, sc.queue...)
+		if b.inflight == 0 { // else the other pusher requeues it if need be
+			sc.queue = append([]*batch{b}, sc.queue...)
+		}
 		sc.targetFailedLocked(t, err)
 	} else {
 		var ok []int
@@ -560,9 +645,9 @@ func (sc *scheduler) onAck(t *target, b *batch, items []int, st []wire.Status, e
 		due = sc.ackedLocked(b, ok, t.idx)
 		after := sc.countNeeds(b)
 		sc.unsatisfied -= int64(before - after)
-		if after > 0 {
+		if after > 0 && b.inflight == 0 {
 			sc.queue = append([]*batch{b}, sc.queue...)
-		} else if b.inflight == 0 {
+		} else if after == 0 && b.inflight == 0 {
 			sc.pool.Put(b)
 		}
 		if t.full && !sc.anyAliveLocked() {

@@ -84,6 +84,9 @@ type Result struct {
 // ErrUnavailable means no holder could provide a chunk.
 var ErrUnavailable = errors.New("no holder could provide the chunk")
 
+// ErrCorrupt means a holder served bytes that do not hash to the chunk ID.
+var ErrCorrupt = errors.New("served bytes do not match the chunk ID")
+
 // Get fetches the single-region manifest rooted at root into out.
 func Get(ctx context.Context, net Network, holders []Holder, local LocalStore, root chunk.ID, out Output, cfg Config, progress func(Progress)) (*Result, error) {
 	if len(holders) == 0 {
@@ -242,7 +245,15 @@ func fetchOne(ctx context.Context, net Network, holders []Holder, local LocalSto
 		if err := g.Close(); err != nil && gerr == nil {
 			gerr = err
 		}
+		if gerr == nil && !chunk.Verify(id, data) {
+			gerr = fmt.Errorf("%s: %w", h.Peer, ErrCorrupt)
+		}
 		if gerr == nil {
+			// Keep what we had to fetch (a manifest node, usually): the
+			// next reader of this manifest here finds it locally.
+			if st, ok := local.(interface{ Put(chunk.ID, []byte) error }); ok {
+				_ = st.Put(id, data) // a full store only costs a refetch
+			}
 			return data, nil
 		}
 		errs = append(errs, gerr)

@@ -104,6 +104,9 @@ func printEvictReport(e *env, r *api.EvictResult) {
 		}
 		fmt.Fprintf(w, "  %-12s %s  %s\n", role, p, units.FormatSize(r.SentBytes[p]))
 	}
+	if r.EndgameBytes > 0 {
+		fmt.Fprintf(w, "endgame        %s of spare copies sent to idle targets to finish sooner\n", units.FormatSize(r.EndgameBytes))
+	}
 	if r.Repaired > 0 {
 		fmt.Fprintf(w, "repaired       %d chunks re-sent after an intermediate was lost\n", r.Repaired)
 	}
