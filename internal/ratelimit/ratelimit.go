@@ -44,7 +44,9 @@ func (r *Limiter) Wait(ctx context.Context, n int) error {
 			r.mu.Unlock()
 			return nil
 		}
-		need := time.Duration((float64(n) - r.tokens) / r.rate * float64(time.Second))
+		// At least a little: a wait rounded down to nothing would spin
+		// (forever, where time only moves when everyone waits: simnet).
+		need := max(time.Duration((float64(n)-r.tokens)/r.rate*float64(time.Second)), 50*time.Microsecond)
 		r.mu.Unlock()
 		t := time.NewTimer(need)
 		select {
