@@ -135,6 +135,26 @@ func (c *Cluster) run() (*Result, error) {
 	}
 	res.ET = res.Evict.ET
 
+	if t.Gather.NoPrefetch {
+		// Only what the guest reads arrives: no gather completes, so the
+		// run ends with the trace (TMT stays 0).
+		res.Trace = <-guest
+		if res.Trace.Err != nil {
+			return nil, fmt.Errorf("guest trace: %w", res.Trace.Err)
+		}
+		for _, id := range ids {
+			g, err := c.waitGatherer(ctx, dst, id)
+			if err != nil {
+				return nil, err
+			}
+			res.Gather = append(res.Gather, g.Report())
+		}
+		if t.Gather.Trace.Reads > 0 {
+			res.Downtime = res.Trace.FirstRead.Sub(start)
+		}
+		res.LinkBytes, res.HolderBytes = c.linkBytes(), c.holderBytes(res.Gather)
+		return res, nil
+	}
 	for _, id := range ids {
 		g, err := c.waitGatherer(ctx, dst, id)
 		if err != nil {
