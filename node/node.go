@@ -63,6 +63,10 @@ type Node struct {
 
 	mu    sync.Mutex
 	peers map[peer.ID]*peerState
+
+	// life ends at Close: handlers waiting (on the ingest cap) stop then.
+	life     context.Context
+	stopLife context.CancelFunc
 }
 
 // Option adjusts how a Node is built.
@@ -92,6 +96,7 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, store: store, log: o.log, peers: make(map[peer.ID]*peerState), kick: make(chan struct{}, 1),
 		ingest: ratelimit.New(cfg.IngestRate)}
+	n.life, n.stopLife = context.WithCancel(context.Background())
 	n.gater = &gater{allowed: make(map[peer.ID]bool), allowAny: cfg.AllowAny}
 	for _, p := range cfg.Peers {
 		n.gater.allowed[p.ID] = true
@@ -261,4 +266,7 @@ func (n *Node) probeConnected(ctx context.Context) {
 }
 
 // Close stops the host. In-flight streams are reset.
-func (n *Node) Close() error { return n.host.Close() }
+func (n *Node) Close() error {
+	n.stopLife()
+	return n.host.Close()
+}

@@ -22,7 +22,7 @@ func (n *Node) handlePush(s network.Stream) {
 		if err != nil {
 			return dst, err
 		}
-		if err := n.ingest.Wait(context.Background(), len(payload)); err != nil {
+		if err := n.ingest.Wait(n.life, len(payload)); err != nil {
 			return dst, err
 		}
 		st = n.storePushed(from, chunks, st[:0])
