@@ -324,6 +324,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 	})
 	g.Go(func() error {
 		err := pr.run(gctx)
+		e.log.Debug("every chunk read and queued", "elapsed", time.Since(start))
 		sc.producerDone(err)
 		return err
 	})
@@ -351,6 +352,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 		return nil, fmt.Errorf("evict: %w", err)
 	}
 
+	e.log.Debug("every chunk has its holders; storing manifests", "elapsed", time.Since(start))
 	// 3. Manifests: built from the positions, pushed to the destination
 	//    (and replicated like data), then handed over with Done.
 	res := &Result{SentBytes: sc.sentSnapshot(), Replicas: e.cfg.Replicas}

@@ -94,6 +94,7 @@ type scheduler struct {
 	inflight  int
 	flying    map[*batch]bool // batches some target is pushing now
 	stopPush  context.CancelFunc
+	streams   []Pusher // every push stream, reset once the eviction is done
 	prodDone  bool
 	finished  bool
 	failed    error
@@ -395,6 +396,7 @@ func (sc *scheduler) run(ctx context.Context) error {
 			}
 			sc.led.mu.Lock()
 			t.pushes++
+			sc.streams = append(sc.streams, ps)
 			sc.led.mu.Unlock()
 			g.Go(func() error { return sc.pushLoop(pushCtx, t, ps) })
 		}
@@ -449,8 +451,15 @@ func (sc *scheduler) watch(ctx context.Context) error {
 			sc.led.mu.Lock()
 			sc.finished = true
 			sc.cond.Broadcast()
+			streams := sc.streams
 			sc.led.mu.Unlock()
-			sc.stopPush() // what is still in flight is a spare copy
+			// What is still in flight is a spare copy: reset the streams
+			// rather than wait for a slow target to drain them (a write
+			// blocked on flow control does not see a context).
+			sc.stopPush()
+			for _, ps := range streams {
+				ps.Abort()
+			}
 			return nil
 		}
 	}

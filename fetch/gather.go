@@ -52,6 +52,10 @@ type GatherConfig struct {
 	Dir      string // regions are materialized as Dir/<region>.img
 	Zone     string // this node's zone: holders in it are preferred
 	Prefetch bool   // false: fetch only what is read (the baseline)
+	// BulkDuringScatter prefetches everything in order while the source
+	// is still scattering, not only around faults: a shorter TMT when our
+	// downlink has room to spare, a longer ET when it does not.
+	BulkDuringScatter bool
 
 	PrefetchBatch  int // chunks per prefetch request
 	PrefetchWindow int // prefetch requests in flight per holder

@@ -170,7 +170,11 @@ func (g *Gatherer) prefetchRound(ctx context.Context) {
 	// The scan is capped per round: the cursor persists, so rounds cover
 	// everything without holding the lock for a whole VM's worth. It
 	// stops, without moving on, at a chunk whose holder is busy.
-	for scanned := int64(0); scanned < min(g.nTotal, int64(limit)*8) && budget < limit; scanned++ {
+	// While the source still scatters, this bulk waits (unless told not
+	// to): it would share our downlink with the source's pushes and so
+	// hold the source longer, the number that matters most.
+	bulk := g.finished || g.cfg.BulkDuringScatter
+	for scanned := int64(0); bulk && scanned < min(g.nTotal, int64(limit)*8) && budget < limit; scanned++ {
 		if add(g.cursor) == holderFull {
 			break
 		}
