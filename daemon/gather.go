@@ -131,7 +131,7 @@ func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, err)
 		return
 	}
-	g, err := d.roles.StartGather(in, true)
+	g, err := d.roles.StartGather(in, func(c *fetch.GatherConfig) { c.NoRelease = true }) // others may use the holders' copies
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err)
 		return

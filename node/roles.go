@@ -127,15 +127,18 @@ func (r *Roles) Release(from peer.ID, rel wire.Release) (int, error) {
 	return freed, nil
 }
 
-// StartGather starts gathering in. noRelease keeps the holders' copies
-// when it completes (a gather of an existing manifest).
-func (r *Roles) StartGather(in *fetch.Incoming, noRelease bool) (*fetch.Gatherer, error) {
+// StartGather starts gathering in; adjust (after RolesConfig.Gather)
+// tunes this one gather, e.g. NoRelease for an existing manifest.
+func (r *Roles) StartGather(in *fetch.Incoming, adjust ...func(*fetch.GatherConfig)) (*fetch.Gatherer, error) {
 	dir := filepath.Join(r.cfg.Dir, fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
 	cfg := fetch.DefaultGatherConfig(dir)
-	cfg.Zone, cfg.Log, cfg.NoRelease = r.n.cfg.Zone, r.log, noRelease
+	cfg.Zone, cfg.Log = r.n.cfg.Zone, r.log
 	cfg.StillNeeded = func(id chunk.ID) bool { return r.neededByOthers(in.ID, id) }
 	if r.cfg.Gather != nil {
 		r.cfg.Gather(&cfg)
+	}
+	for _, a := range adjust {
+		a(&cfg)
 	}
 	g, err := fetch.NewGatherer(in, r.n.Cluster(), r.store, cfg)
 	if err != nil {
@@ -189,7 +192,7 @@ func (s roleSink) OpenMigration(from peer.ID, o wire.Open) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.r.StartGather(in, false)
+	_, err = s.r.StartGather(in)
 	return err
 }
 func (s roleSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {

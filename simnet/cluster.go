@@ -101,6 +101,7 @@ func Start(t *Topology, dir string) (_ *Cluster, err error) {
 			Dir: filepath.Join(dir, sn.spec.Name),
 			Gather: func(g *fetch.GatherConfig) {
 				g.Prefetch = !t.Gather.NoPrefetch
+				g.NoRelease = g.NoRelease || t.Gather.KeepHolders
 			},
 		})
 		go func() {

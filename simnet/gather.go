@@ -11,7 +11,8 @@ import (
 
 // GatherManifest gathers an existing manifest at node at from the named
 // holders, as `sgctl gather` does: the holders keep their copies.
-func (c *Cluster) GatherManifest(ctx context.Context, at string, root chunk.ID, from ...string) (*fetch.Gatherer, error) {
+// prefetch false fetches only what is read.
+func (c *Cluster) GatherManifest(ctx context.Context, at string, root chunk.ID, prefetch bool, from ...string) (*fetch.Gatherer, error) {
 	i := c.topo.node(at)
 	if i < 0 {
 		return nil, fmt.Errorf("no node named %q", at)
@@ -37,7 +38,7 @@ func (c *Cluster) GatherManifest(ctx context.Context, at string, root chunk.ID, 
 	if err != nil {
 		return nil, err
 	}
-	g, err := sn.roles.StartGather(in, true)
+	g, err := sn.roles.StartGather(in, func(g *fetch.GatherConfig) { g.NoRelease, g.Prefetch = true, prefetch })
 	if err != nil {
 		return nil, err
 	}

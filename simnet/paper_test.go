@@ -79,18 +79,17 @@ func TestPaper1SlowDestination(t *testing.T) {
 			ms(sg.TMT), ms(direct.TMT), ratio, bw, sg.ET.Seconds()/model.Seconds())
 		rows = append(rows, plotRow{mbps, sg.ET, direct.ET, sg.TMT, direct.TMT})
 		// The goals are ET ≤ 1.05x the source-link model, a ratio
-		// ≥ 0.95x the bandwidth ratio and TMT ≤ 1.05x direct; NOT MET yet
-		// (see the README: have queries and pushes to a slow destination
-		// share its congested connection). These floors hold today and
-		// catch regressions.
-		if sg.ET > time.Duration(1.9*float64(model)) {
-			t.Errorf("%.0f Mb/s: ET %v is more than 1.9x the source-link model %v", mbps, sg.ET, model)
+		// ≥ 0.95x the bandwidth ratio and TMT ≤ 1.05x direct: not all met
+		// yet (see the README). These floors hold today and catch
+		// regressions.
+		if sg.ET > time.Duration(1.3*float64(model)) {
+			t.Errorf("%.0f Mb/s: ET %v is more than 1.3x the source-link model %v", mbps, sg.ET, model)
 		}
-		if ratio < 0.55*bw {
-			t.Errorf("%.0f Mb/s: direct/scatter ET ratio %.2f below 0.55x the bandwidth ratio %.2f", mbps, ratio, bw)
+		if ratio < 0.85*bw {
+			t.Errorf("%.0f Mb/s: direct/scatter ET ratio %.2f below 0.85x the bandwidth ratio %.2f", mbps, ratio, bw)
 		}
-		if sg.TMT > time.Duration(1.15*float64(direct.TMT)) {
-			t.Errorf("%.0f Mb/s: TMT %v more than 1.15x direct's %v", mbps, sg.TMT, direct.TMT)
+		if sg.TMT > time.Duration(1.6*float64(direct.TMT)) {
+			t.Errorf("%.0f Mb/s: TMT %v more than 1.6x direct's %v", mbps, sg.TMT, direct.TMT)
 		}
 	}
 	if path := os.Getenv("SG_PLOT"); path != "" {
@@ -128,10 +127,10 @@ func TestPaper2IntermediateScaling(t *testing.T) {
 		model := time.Duration(float64(base) * destMbps / math.Min(srcMbps, destMbps+float64(k)*relayMbps))
 		off := res.ET.Seconds()/model.Seconds() - 1
 		t.Logf("%-6d %10s %12s %+9.1f%%", k, ms(res.ET), ms(model), off*100)
-		// The goal is within 5% of the model: NOT MET (see the README).
-		// What holds: any relay cuts ET by at least a fifth.
-		if k > 0 && res.ET > base*4/5 {
-			t.Errorf("%d relays: ET %v, not below 0.8x the %v without relays", k, res.ET, base)
+		// The goal is within 5% of the model: met for one relay, not yet
+		// beyond (see the README). Floor: within 35%.
+		if off > 0.35 {
+			t.Errorf("%d relays: ET %v is %.1f%% above the bandwidth model %v", k, res.ET, off*100, model)
 		}
 	}
 }
@@ -184,9 +183,9 @@ func TestPaper4CappedDestinationIntake(t *testing.T) {
 	free, capped := simulate(t, mk(0)), simulate(t, mk(5))
 	t.Logf("ET with the destination taking all it can: %s; capped at 5 MB/s (40 Mbit/s): %s (%.3fx)",
 		ms(free.ET), ms(capped.ET), capped.ET.Seconds()/free.ET.Seconds())
-	// The goal is "unaffected" (≤ 1.05x): NOT MET (see the README).
-	if capped.ET > time.Duration(1.8*float64(free.ET)) {
-		t.Errorf("capped ET %v is more than 1.8x the uncapped %v", capped.ET, free.ET)
+	// The goal is "unaffected" (≤ 1.05x): close, not met (see the README).
+	if capped.ET > time.Duration(1.15*float64(free.ET)) {
+		t.Errorf("capped ET %v is more than 1.15x the uncapped %v", capped.ET, free.ET)
 	}
 }
 
@@ -228,7 +227,8 @@ func TestPaper6NearestHolder(t *testing.T) {
 		}},
 		VMs:    []VMSpec{{Name: "vm", Spec: workload.Spec{Seed: 6, BaseSeed: 6, MemSize: 16 << 20, PageSize: 4096}}},
 		Evict:  EvictSpec{Replicas: 2},
-		Gather: GatherSpec{NoPrefetch: true},
+		// The destination keeps the relay's copies: both stay holders.
+		Gather: GatherSpec{KeepHolders: true},
 		Seed:   6,
 	}
 	synctest.Test(t, func(t *testing.T) {
@@ -242,7 +242,8 @@ func TestPaper6NearestHolder(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx := context.Background()
-		g, err := c.GatherManifest(ctx, "host", res.Evict.VMs[0].Root, "near", "far")
+		// The host reads on demand only, so every read picks a holder.
+		g, err := c.GatherManifest(ctx, "host", res.Evict.VMs[0].Root, false, "near", "far")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,11 +274,11 @@ func TestPaper6NearestHolder(t *testing.T) {
 		if w1 > 4*time.Millisecond {
 			t.Errorf("before: mean demand wait %v does not track the near holder (1 ms RTT)", w1)
 		}
-		// The goal is that reads move to the far holder now: NOT MET yet
-		// (the gatherer keeps the slowed holder; see the README), so this
-		// phase is reported, not asserted.
 		if f2 < 4*n2 {
-			t.Logf("NOT MET: after the near holder slowed, %d bytes still came from it and %d from the far one", n2, f2)
+			t.Errorf("after the near holder slowed: %d bytes from it, %d from the far one; want ≥ 80%% far", n2, f2)
+		}
+		if w2 > 3*20*time.Millisecond {
+			t.Errorf("after the near holder slowed: mean demand wait %v does not track the far holder (20 ms RTT)", w2)
 		}
 	})
 }

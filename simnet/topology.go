@@ -97,6 +97,9 @@ type GatherSpec struct {
 	Trace TraceSpec `toml:"trace"`
 	// Verify compares every gathered byte with the source image.
 	Verify bool `toml:"verify"`
+	// KeepHolders keeps the holders' copies when the gather completes
+	// (no release), so others can gather the VM from them afterwards.
+	KeepHolders bool `toml:"keep_holders"`
 }
 
 // Fault happens at a virtual time after the eviction starts.
