@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -69,6 +70,52 @@ type target struct {
 	free   int64 // capacity estimate left; <0: unknown
 	sent   atomic.Int64
 	pushes int // stream workers still running
+
+	// The in-flight window (under led.mu): bytes pushed but not answered
+	// are kept to what the target drains in windowTime at its measured
+	// rate, so a slow target does not hoard batches a relay could take
+	// (and the endgame has little to copy).
+	flight     int64
+	rate       float64 // acknowledged bytes per second (moving average)
+	rateBytes  int64   // acknowledged since rateSince
+	rateSince  time.Time
+	minLatency time.Duration
+}
+
+// windowTime is how long a target's in-flight data should take to drain,
+// unless its answers take longer (a long path): then twice that.
+const windowTime = 100 * time.Millisecond
+
+// windowLocked is how many bytes t may have in flight.
+func (sc *scheduler) windowLocked(t *target) int64 {
+	span := max(windowTime, 2*t.minLatency)
+	return max(int64(2*sc.e.cfg.BatchBytes), int64(t.rate*span.Seconds()))
+}
+
+// roomLocked reports whether t may push size more bytes now. A target
+// with nothing in flight always may.
+func (sc *scheduler) roomLocked(t *target, size int64) bool {
+	return t.flight == 0 || t.flight+size <= sc.windowLocked(t)
+}
+
+// measureLocked records an answer to a push of size bytes sent at start.
+func (t *target) measureLocked(size int64, start, now time.Time) {
+	if l := now.Sub(start); t.minLatency == 0 || l < t.minLatency {
+		t.minLatency = l
+	}
+	if t.rateSince.IsZero() {
+		t.rateSince = start
+	}
+	t.rateBytes += size
+	if d := now.Sub(t.rateSince); d >= 20*time.Millisecond {
+		r := float64(t.rateBytes) / d.Seconds()
+		if t.rate == 0 {
+			t.rate = r
+		} else {
+			t.rate = 0.7*t.rate + 0.3*r
+		}
+		t.rateBytes, t.rateSince = 0, now
+	}
 }
 
 // scheduler hands batches to push streams. Policy:
@@ -224,14 +271,14 @@ func (sc *scheduler) take(t *target) (*batch, []int) {
 			for _, i := range items {
 				size += int64(len(b.data[i]))
 			}
-			if t.free >= 0 && size > t.free {
+			if (t.free >= 0 && size > t.free) || !sc.roomLocked(t, size) {
 				continue
 			}
 			if t.free >= 0 {
 				t.free -= size
 			}
 			sc.queue = append(sc.queue[:qi], sc.queue[qi+1:]...)
-			sc.launchLocked(t, b)
+			sc.launchLocked(t, b, size)
 			sc.cond.Broadcast() // the queue shrank: the producer may go on
 			return b, items
 		}
@@ -242,16 +289,19 @@ func (sc *scheduler) take(t *target) (*batch, []int) {
 	}
 }
 
-func (sc *scheduler) launchLocked(t *target, b *batch) {
+func (sc *scheduler) launchLocked(t *target, b *batch, size int64) {
 	b.inflight |= t.bit
 	sc.inflight++
 	sc.flying[b] = true
+	t.flight += size
 }
 
-// landedLocked records that t's push of b ended, one way or another.
-func (sc *scheduler) landedLocked(t *target, b *batch) {
+// landedLocked records that t's push of size bytes of b ended, one way or
+// another.
+func (sc *scheduler) landedLocked(t *target, b *batch, size int64) {
 	b.inflight &^= t.bit
 	sc.inflight--
+	t.flight -= size
 	if b.inflight == 0 {
 		delete(sc.flying, b)
 	}
@@ -278,13 +328,13 @@ func (sc *scheduler) endgameLocked(t *target) (*batch, []int) {
 		for _, i := range items {
 			size += int64(len(b.data[i]))
 		}
-		if t.free >= 0 && size > t.free {
+		if (t.free >= 0 && size > t.free) || !sc.roomLocked(t, size) {
 			continue
 		}
 		if t.free >= 0 {
 			t.free -= size
 		}
-		sc.launchLocked(t, b)
+		sc.launchLocked(t, b, size)
 		sc.endgame.Add(size)
 		return b, items
 	}
@@ -486,12 +536,13 @@ func (sc *scheduler) pushLoop(ctx context.Context, t *target, ps Pusher) error {
 			size += len(b.data[i])
 		}
 		if err := sc.limiter.Wait(ctx, size); err != nil {
-			sc.requeue(t, b, err)
+			sc.requeue(t, b, int64(size), err)
 			break
 		}
 		// onAck runs exactly once per Push, also when Push fails: it
 		// requeues the batch then, so here we only stop using the stream.
-		if err := ps.Push(ctx, chunks, func(st []wire.Status, err error) { sc.onAck(t, b, items, st, err) }); err != nil {
+		start := time.Now()
+		if err := ps.Push(ctx, chunks, func(st []wire.Status, err error) { sc.onAck(t, b, items, int64(size), start, st, err) }); err != nil {
 			break
 		}
 	}
@@ -507,10 +558,10 @@ func (sc *scheduler) pushLoop(ctx context.Context, t *target, ps Pusher) error {
 }
 
 // requeue returns a batch whose push failed and gives up on the target.
-func (sc *scheduler) requeue(t *target, b *batch, err error) {
+func (sc *scheduler) requeue(t *target, b *batch, size int64, err error) {
 	sc.led.mu.Lock()
 	defer sc.led.mu.Unlock()
-	sc.landedLocked(t, b)
+	sc.landedLocked(t, b, size)
 	if b.inflight == 0 {
 		sc.queue = append([]*batch{b}, sc.queue...)
 	}
@@ -617,9 +668,12 @@ func (sc *scheduler) repair(lost []*chunkState) {
 }
 
 // onAck handles a target's answer to one push.
-func (sc *scheduler) onAck(t *target, b *batch, items []int, st []wire.Status, err error) {
+func (sc *scheduler) onAck(t *target, b *batch, items []int, size int64, start time.Time, st []wire.Status, err error) {
 	sc.led.mu.Lock()
-	sc.landedLocked(t, b)
+	sc.landedLocked(t, b, size)
+	if err == nil {
+		t.measureLocked(size, start, time.Now())
+	}
 	var due []placement
 	if err == nil && t.dead {
 		// Declared dead (by another stream's failure or a missed liveness
