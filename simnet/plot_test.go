@@ -49,6 +49,7 @@ func plotSlowDestination(path string, rows []plotRow) error {
 		p.Legend.Add(s.name, l, pts)
 	}
 	p.Legend.Top = true
+	p.Y.Min = 0
 	return p.Save(8*vg.Inch, 5*vg.Inch, path)
 }
 
