@@ -225,8 +225,8 @@ func TestPaper6NearestHolder(t *testing.T) {
 			{A: "host", B: "near", OneWay: Duration(500 * time.Microsecond)},
 			{A: "host", B: "far", OneWay: Duration(10 * time.Millisecond)},
 		}},
-		VMs:    []VMSpec{{Name: "vm", Spec: workload.Spec{Seed: 6, BaseSeed: 6, MemSize: 16 << 20, PageSize: 4096}}},
-		Evict:  EvictSpec{Replicas: 2},
+		VMs:   []VMSpec{{Name: "vm", Spec: workload.Spec{Seed: 6, BaseSeed: 6, MemSize: 16 << 20, PageSize: 4096}}},
+		Evict: EvictSpec{Replicas: 2},
 		// The destination keeps the relay's copies: both stay holders.
 		Gather: GatherSpec{KeepHolders: true},
 		Seed:   6,
