@@ -156,9 +156,11 @@ type holderStats struct {
 	latency  []time.Duration
 	lat      time.Duration // EWMA of request latency
 	demoted  bool          // served a chunk that did not match its ID
-	rtt      time.Duration // from the node, cached for peerInfoTTL
-	zone     string
-	infoAt   time.Time
+	// suspectUntil: a prefetch from it failed or stalled; others first.
+	suspectUntil time.Time
+	rtt          time.Duration // from the node, cached for peerInfoTTL
+	zone         string
+	infoAt       time.Time
 }
 
 // Report is what a gather measured.

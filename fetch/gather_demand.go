@@ -225,6 +225,8 @@ func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool, room fun
 		}
 		if hs.demoted {
 			score += time.Hour
+		} else if time.Now().Before(hs.suspectUntil) {
+			score += time.Minute
 		}
 		if score < bestScore {
 			best, bestScore = p, score

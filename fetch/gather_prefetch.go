@@ -5,12 +5,28 @@ package fetch
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/wire"
 )
+
+// suspectFor is how long a holder whose prefetch failed or stalled is
+// asked only when no other holder has the chunk.
+const suspectFor = 10 * time.Second
+
+// stallTimeout is how long a prefetch request may go unanswered: long
+// enough for a slow link (eight times the holder's usual latency), never
+// under two seconds.
+func (g *Gatherer) stallTimeout(p string) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	hs := g.holder(p)
+	return max(2*time.Second, 8*max(hs.lat, hs.rtt))
+}
 
 // maxPrefetchBytes caps one prefetch request's answer (the holder's frame
 // cap is 8 MiB; 1 MiB keeps demand answers from waiting long behind it).
@@ -229,12 +245,30 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 		}); gerr != nil {
 			g.dropGetter(p, gs, false)
 		}
-		err = <-ch
+		stall := time.NewTimer(g.stallTimeout(p))
+		select {
+		case err = <-ch:
+		case <-stall.C:
+			// A holder that stops answering (crashed, cut off) would hold
+			// these chunks until the node notices it is gone; reset the
+			// stream instead and fetch them elsewhere.
+			g.dropGetter(p, gs, false)
+			err = <-ch
+			if err == nil {
+				err = errors.New("answer came as the stream was reset")
+			}
+			err = fmt.Errorf("no answer in %v: %w", g.stallTimeout(p), err)
+		}
+		stall.Stop()
 	}
 	if err != nil {
 		fail(err)
 	}
 	g.mu.Lock()
+	if err != nil {
+		// Try the others first for a while.
+		g.holder(p).suspectUntil = time.Now().Add(suspectFor)
+	}
 	g.holder(p).inflight--
 	if err == nil {
 		g.recordLatencyLocked(p, time.Since(start))

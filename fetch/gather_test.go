@@ -27,6 +27,7 @@ type gnet struct {
 	latency  map[string]time.Duration
 	rtt      map[string]time.Duration
 	liar     map[string]bool
+	silent   map[string]bool // accepts requests, never answers (a crashed host)
 	served   map[string]int64 // chunk bytes served per peer
 	source   string
 	regions  [][]byte // the source's VM, by region
@@ -36,7 +37,7 @@ type gnet struct {
 
 func newGnet(source string) *gnet {
 	return &gnet{stores: map[string]*chunkstore.Memory{}, latency: map[string]time.Duration{}, rtt: map[string]time.Duration{},
-		liar: map[string]bool{}, served: map[string]int64{}, source: source, released: map[string][]chunk.ID{}}
+		liar: map[string]bool{}, silent: map[string]bool{}, served: map[string]int64{}, source: source, released: map[string][]chunk.ID{}}
 }
 
 func (n *gnet) peer(p string, rtt time.Duration) *chunkstore.Memory {
@@ -46,18 +47,30 @@ func (n *gnet) peer(p string, rtt time.Duration) *chunkstore.Memory {
 }
 
 type ggetter struct {
-	n    *gnet
-	peer string
+	n     *gnet
+	peer  string
+	reset chan struct{} // closed by Abort
+	once  sync.Once
 }
 
 func (n *gnet) OpenGet(_ context.Context, p string, _ wire.Priority, _ int) (fetch.Getter, error) {
 	if n.stores[p] == nil {
 		return nil, errors.New("unknown peer")
 	}
-	return &ggetter{n: n, peer: p}, nil
+	return &ggetter{n: n, peer: p, reset: make(chan struct{})}, nil
 }
 
 func (g *ggetter) Get(_ context.Context, ids []chunk.ID, done func([]wire.GetResult, error)) error {
+	g.n.mu.Lock()
+	silent := g.n.silent[g.peer]
+	g.n.mu.Unlock()
+	if silent {
+		go func() { // ends when the stream is reset
+			<-g.reset
+			done(nil, errors.New("stream reset"))
+		}()
+		return nil
+	}
 	go func() { // a network round trip: ends by itself
 		g.n.mu.Lock()
 		lat := g.n.latency[g.peer]
@@ -86,7 +99,7 @@ func (g *ggetter) Get(_ context.Context, ids []chunk.ID, done func([]wire.GetRes
 	return nil
 }
 func (g *ggetter) Close() error { return nil }
-func (g *ggetter) Abort()       {}
+func (g *ggetter) Abort()       { g.once.Do(func() { close(g.reset) }) }
 
 type gdemander struct {
 	n *gnet
@@ -457,6 +470,30 @@ func TestLyingHolderDemotedAndBytesStillRight(t *testing.T) {
 	checkFiles(t, g, f.data)
 	if rep := g.Report(); rep.FetchedBytes["liar"] != 0 {
 		t.Fatalf("%d bytes accepted from the liar", rep.FetchedBytes["liar"])
+	}
+}
+
+// A holder that stops answering (it crashed; its connection is not yet
+// known dead) does not hold the gather: its requests are reset after the
+// stall timeout and everything comes from the other holder.
+func TestSilentHolderDoesNotStallGather(t *testing.T) {
+	net := newGnet("src")
+	net.peer("silent", time.Millisecond)
+	net.peer("alive", 5*time.Millisecond)
+	net.silent["silent"] = true
+	local, _ := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 30})
+	f := newFixture(t, net, local, smallSpec(11), func(chunk.ID) []uint8 { return []uint8{0, 1} }, []string{"silent", "alive"})
+	_, g := f.start(t, []string{"silent", "alive"}, fetch.DefaultGatherConfig(t.TempDir()))
+	go f.placeAll(t, 1, 0)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := g.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkFiles(t, g, f.data)
+	rep := g.Report()
+	if rep.FetchedBytes["silent"] != 0 || rep.FetchedBytes["alive"] == 0 {
+		t.Fatalf("fetched %d bytes from the silent holder, %d from the live one", rep.FetchedBytes["silent"], rep.FetchedBytes["alive"])
 	}
 }
 
