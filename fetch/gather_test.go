@@ -27,7 +27,7 @@ type gnet struct {
 	latency  map[string]time.Duration
 	rtt      map[string]time.Duration
 	liar     map[string]bool
-	silent   map[string]bool // accepts requests, never answers (a crashed host)
+	silent   map[string]bool  // accepts requests, never answers (a crashed host)
 	served   map[string]int64 // chunk bytes served per peer
 	source   string
 	regions  [][]byte // the source's VM, by region
