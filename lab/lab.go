@@ -32,6 +32,15 @@ type Config struct {
 	// Flags adds sgnode run flags per node name, e.g. a slow destination:
 	// {"dst": {"--ingest-rate", "200Mbit"}}.
 	Flags map[string][]string
+	// Hosts places nodes on hosts of their own (a network namespace with
+	// an address, see package testbed); nodes not listed run on loopback.
+	Hosts map[string]Host
+}
+
+// Host is where a node runs: its network namespace and IPv4 address.
+type Host struct {
+	Namespace string
+	IP        string
 }
 
 // Cluster is a set of running nodes.
@@ -54,6 +63,8 @@ type Node struct {
 	done   chan error // Wait's result, once the process exits
 	bin    string
 	extra  []string
+	// namespace is the network namespace the process runs in ("": ours).
+	namespace string
 }
 
 // Start initialises every node, writes the peers file and starts them.
@@ -99,13 +110,15 @@ func (c *Cluster) prepare(ctx context.Context, name string) (*Node, error) {
 		return nil, fmt.Errorf("sgnode id %s: %w", name, err)
 	}
 	n.PeerID = strings.TrimSpace(string(out))
-	port, err := freeUDPPort()
-	if err != nil {
+	ip, port := "127.0.0.1", 4100
+	if h, ok := c.cfg.Hosts[name]; ok {
+		ip, n.namespace = h.IP, h.Namespace
+	} else if port, err = freeUDPPort(); err != nil {
 		return nil, err
 	}
-	n.Addr = fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1/p2p/%s", port, n.PeerID)
+	n.Addr = fmt.Sprintf("/ip4/%s/udp/%d/quic-v1/p2p/%s", ip, port, n.PeerID)
 	n.extra = []string{
-		"--listen", fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", port),
+		"--listen", fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", ip, port),
 		"--peers", c.PeersFile,
 		"--mem-budget", c.cfg.MemBudget,
 		"--log-level", c.cfg.LogLevel,
@@ -142,6 +155,10 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	args := append([]string{"run", "--data", n.Dir}, n.extra...)
 	n.cmd = exec.Command(filepath.Join(n.bin, "sgnode"), args...)
+	if n.namespace != "" {
+		// ip netns exec execs sgnode in place: the PID is sgnode's.
+		n.cmd = exec.Command("ip", append([]string{"netns", "exec", n.namespace, filepath.Join(n.bin, "sgnode")}, args...)...)
+	}
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {
 		logf.Close()
