@@ -52,9 +52,10 @@ type GatherConfig struct {
 	Dir      string // regions are materialized as Dir/<region>.img
 	Zone     string // this node's zone: holders in it are preferred
 	Prefetch bool   // false: fetch only what is read (the baseline)
-	// BulkDuringScatter prefetches everything in order while the source
-	// is still scattering, not only around faults: a shorter TMT when our
-	// downlink has room to spare, a longer ET when it does not.
+	// BulkDuringScatter prefetches everything in order, and copies pushed
+	// chunks to the files, while the source is still scattering (not only
+	// around faults): a shorter TMT when our downlink and CPU have room to
+	// spare, a longer ET when they do not.
 	BulkDuringScatter bool
 
 	PrefetchBatch  int // chunks per prefetch request
@@ -490,7 +491,16 @@ func (g *Gatherer) WriteAt(ctx context.Context, region int, p []byte, off int64)
 func (g *Gatherer) Run(ctx context.Context) error {
 	defer g.stopAll()
 	for {
-		g.copyLocal()
+		// Chunks pushed here wait in the store until the scatter ends:
+		// copying them to the files meanwhile would take CPU and disk
+		// from receiving, and so hold the source longer. Reads of them
+		// are served at once all the same (ReadAt copies on demand).
+		g.mu.Lock()
+		copyNow := g.finished || g.cfg.BulkDuringScatter
+		g.mu.Unlock()
+		if copyNow {
+			g.copyLocal()
+		}
 		if g.cfg.Prefetch {
 			g.prefetchRound(ctx)
 		}
@@ -523,7 +533,7 @@ func (g *Gatherer) Run(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond): // completions free prefetch slots
 		}
 		g.mu.Lock()
-		more := len(g.local) > 0
+		more := len(g.local) > 0 && (g.finished || g.cfg.BulkDuringScatter)
 		g.mu.Unlock()
 		if more {
 			g.poke()

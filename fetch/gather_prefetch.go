@@ -4,6 +4,7 @@ package fetch
 // the rest fetched around recent faults first, then in order.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,13 +34,46 @@ func (g *Gatherer) stallTimeout(p string) time.Duration {
 const maxPrefetchBytes = 1 << 20
 
 // copyLocal materializes placed positions whose chunk is already in the
-// local store: pushed here during the scatter, or from another VM.
+// local store: pushed here during the scatter, or from another VM. Runs of
+// consecutive positions go to the file in one write (up to copyRunBytes),
+// not one per chunk.
 func (g *Gatherer) copyLocal() {
 	g.mu.Lock()
 	todo := g.local
 	g.local = nil
 	g.mu.Unlock()
-	var buf []byte
+	slices.SortFunc(todo, func(a, b Position) int {
+		if a.Region != b.Region {
+			return a.Region - b.Region
+		}
+		return cmp.Compare(a.Index, b.Index)
+	})
+	var run []Position
+	var buf, one []byte
+	flush := func() bool {
+		if len(run) == 0 {
+			return true
+		}
+		r := g.in.Regions[run[0].Region]
+		off := int64(run[0].Index) * int64(r.ChunkSize)
+		err := error(nil)
+		if _, werr := g.files[run[0].Region].WriteAt(buf, off); werr != nil {
+			err = fmt.Errorf("write %s at %d: %w", r.Name, off, werr)
+		}
+		g.mu.Lock()
+		if err != nil {
+			g.failLocked(err)
+		} else {
+			g.st.LocalChunks += int64(len(run))
+			for _, at := range run {
+				g.markPresentLocked(at, nil)
+			}
+			g.checkCompleteLocked()
+		}
+		g.mu.Unlock()
+		run, buf = run[:0], buf[:0]
+		return err == nil
+	}
 	for _, at := range todo {
 		g.mu.Lock()
 		id := g.known[at.Region][at.Index]
@@ -49,25 +83,34 @@ func (g *Gatherer) copyLocal() {
 			continue
 		}
 		var err error
-		if buf, err = g.store.Get(id, buf); err != nil || !chunk.Verify(id, buf) {
+		if one, err = g.store.Get(id, one); err != nil || !chunk.Verify(id, one) {
 			// Not in the store (it may be full): another position of ours
 			// may hold it already. Else prefetch will fetch it.
-			if buf, err = g.readPresent(id, buf); err != nil {
+			if one, err = g.readPresent(id, one); err != nil {
 				continue
 			}
 		}
-		g.store.Pin(g.in.ID.String(), id)
-		g.mu.Lock()
-		g.st.LocalChunks++
-		g.mu.Unlock()
-		if err := g.deliver(id, buf, &at); err != nil {
+		r := g.in.Regions[at.Region]
+		if want := min(int64(r.ChunkSize), int64(r.Size)-int64(at.Index)*int64(r.ChunkSize)); int64(len(one)) != want {
 			g.mu.Lock()
-			g.failLocked(err)
+			g.failLocked(fmt.Errorf("chunk %s is %d bytes, position %d of %s needs %d: %w", id.Short(), len(one), at.Index, r.Name, want, ErrGatherFailed))
 			g.mu.Unlock()
 			return
 		}
+		g.store.Pin(g.in.ID.String(), id)
+		if n := len(run); n > 0 && (run[n-1].Region != at.Region || run[n-1].Index+1 != at.Index || len(buf)+len(one) > copyRunBytes) {
+			if !flush() {
+				return
+			}
+		}
+		run = append(run, at)
+		buf = append(buf, one...)
 	}
+	flush()
 }
+
+// copyRunBytes bounds one write of consecutive local chunks.
+const copyRunBytes = 1 << 20
 
 // readPresent reads id from a position of ours that already has it.
 func (g *Gatherer) readPresent(id chunk.ID, buf []byte) ([]byte, error) {

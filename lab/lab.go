@@ -266,6 +266,14 @@ func (n *Node) Kill() error {
 	return nil
 }
 
+// PID is the sgnode process's ID (0 if not running).
+func (n *Node) PID() int {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
 // Stop asks n to shut down (SIGTERM) and kills it after 10 s.
 func (n *Node) Stop() error {
 	if n.cmd == nil || n.cmd.Process == nil {

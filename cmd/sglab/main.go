@@ -42,12 +42,44 @@ func main() {
 	}
 }
 
-var errUsage = errors.New("usage: sglab demo [--nodes N] [--size SIZE] [--replicas N] [--keep] [--bin DIR]")
+var errUsage = errors.New(`usage:
+  sglab demo  [--nodes N] [--size SIZE] [--replicas N] [--keep] [--bin DIR]
+  sglab bench [--size SIZE] [--json FILE] [--bin DIR]`)
 
 func run(ctx context.Context, args []string, out io.Writer) error {
-	if len(args) == 0 || args[0] != "demo" {
+	if len(args) == 0 {
 		return errUsage
 	}
+	switch args[0] {
+	case "demo":
+		return demo(ctx, args, out)
+	case "bench":
+		return bench(ctx, args, out)
+	case rawquicServe:
+		return serveRawQUIC(ctx, out)
+	}
+	return errUsage
+}
+
+// binDir returns dir, or the directory of this executable, after checking
+// that it holds sgnode and sgctl.
+func binDir(dir string) (string, error) {
+	if dir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", err
+		}
+		dir = filepath.Dir(exe)
+	}
+	for _, b := range []string{"sgnode", "sgctl"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return "", fmt.Errorf("%s not found in %s: build with 'go build -o bin/ ./cmd/...'", b, dir)
+		}
+	}
+	return dir, nil
+}
+
+func demo(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("sglab demo", flag.ContinueOnError)
 	nodes := fs.Int("nodes", 5, "cluster size: a source, a destination and intermediates (at least 2)")
 	sizeS := fs.String("size", "384MiB", "size of the generated VM (2/3 memory, 1/3 disk)")
@@ -61,17 +93,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil || *nodes < 2 || *replicas < 1 || *replicas >= *nodes || size < 1<<20 {
 		return errUsage
 	}
-	if *bin == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		*bin = filepath.Dir(exe)
-	}
-	for _, b := range []string{"sgnode", "sgctl"} {
-		if _, err := os.Stat(filepath.Join(*bin, b)); err != nil {
-			return fmt.Errorf("%s not found in %s: build with 'go build -o bin/ ./cmd/...'", b, *bin)
-		}
+	if *bin, err = binDir(*bin); err != nil {
+		return err
 	}
 	dir, err := os.MkdirTemp("", "sglab-")
 	if err != nil {
