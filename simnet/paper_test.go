@@ -162,8 +162,14 @@ func TestPaper3SharedBaseImage(t *testing.T) {
 	t.Logf("chunk bytes pushed by the source %d MiB (%.4fx unique), on the source's wire %d MiB (%.3fx unique, with QUIC, have queries, placements, manifest)",
 		chunkBytes>>20, float64(chunkBytes)/float64(res.UniqueBytes), wire>>20, float64(wire)/float64(res.UniqueBytes))
 	t.Logf("traffic saved against sending every non-zero page: %.1f%%; ET %s", 100*(1-float64(wire)/float64(res.NonZeroBytes)), ms(res.ET))
-	if d := math.Abs(float64(chunkBytes)/float64(res.UniqueBytes) - 1); d > 0.02 {
-		t.Errorf("chunk bytes pushed %d differ from the unique bytes %d by %.1f%%", chunkBytes, res.UniqueBytes, d*100)
+	// Each distinct chunk crosses once, but for the endgame's spare copies
+	// (the last batches of a slow target, sent again to an idle one).
+	// (Some spares are abandoned unanswered when the eviction ends, so
+	// the acknowledged bytes lie between the unique bytes and that plus
+	// the spares handed out.)
+	t.Logf("endgame spare copies handed out: %d KiB", res.Evict.EndgameBytes>>10)
+	if chunkBytes < res.UniqueBytes || chunkBytes > res.UniqueBytes+res.Evict.EndgameBytes {
+		t.Errorf("chunk bytes acknowledged %d; want between the unique %d and that plus the endgame's %d", chunkBytes, res.UniqueBytes, res.Evict.EndgameBytes)
 	}
 	// Chunk bytes meet the goal (±2%); the wire adds per-position
 	// metadata (placements, have queries, manifest) and QUIC framing.
