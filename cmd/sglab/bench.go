@@ -37,6 +37,9 @@ const rawquicServe = "rawquic-serve"
 type Transfer struct {
 	MBps      float64 `json:"mb_per_s"`      // payload megabytes per second
 	CPUPerGiB float64 `json:"cpu_s_per_gib"` // CPU seconds (both processes) per GiB of payload
+	// FaultsPerMiB is minor page faults (both processes) per MiB moved:
+	// 256 means every 4 KiB page of payload landed in fresh memory.
+	FaultsPerMiB float64 `json:"minor_faults_per_mib"`
 }
 
 // BenchReport is what `sglab bench` measured, in one run.
@@ -99,14 +102,14 @@ func bench(ctx context.Context, args []string, out io.Writer) error {
 
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(out, "\n%d CPUs, %s, %s per transfer, loopback\n", r.CPUs, r.GoVersion, units.FormatSize(size))
-	fmt.Fprintln(tw, "\tMB/s\tCPU s/GiB\tvs raw QUIC\t")
-	fmt.Fprintf(tw, "raw quic-go\t%.1f\t%.2f\t1.00\t\n", r.RawQUIC.MBps, r.RawQUIC.CPUPerGiB)
-	fmt.Fprintf(tw, "sgctl put\t%.1f\t%.2f\t%.2f\t\n", r.Put.MBps, r.Put.CPUPerGiB, r.PutRatio)
-	fmt.Fprintf(tw, "evict --direct\t%.1f\t%.2f\t%.2f\t\n", r.Evict.MBps, r.Evict.CPUPerGiB, r.EvictRat)
-	fmt.Fprintf(tw, "SHA-256, 1 core\t%.1f\t\t\t\n", r.HashMBps)
-	fmt.Fprintf(tw, "SHA-256, %d cores\t%.1f\t\t\t\n", r.CPUs, r.HashAllMBps)
-	fmt.Fprintf(tw, "store, memory tier\t%.1f\t\t\t\n", r.MemoryStoreMBps)
-	fmt.Fprintf(tw, "store, disk tier\t%.1f\t\t\t\n", r.DiskStoreMBps)
+	fmt.Fprintln(tw, "\tMB/s\tCPU s/GiB\tfaults/MiB\tvs raw QUIC\t")
+	fmt.Fprintf(tw, "raw quic-go\t%.1f\t%.2f\t%.0f\t1.00\t\n", r.RawQUIC.MBps, r.RawQUIC.CPUPerGiB, r.RawQUIC.FaultsPerMiB)
+	fmt.Fprintf(tw, "sgctl put\t%.1f\t%.2f\t%.0f\t%.2f\t\n", r.Put.MBps, r.Put.CPUPerGiB, r.Put.FaultsPerMiB, r.PutRatio)
+	fmt.Fprintf(tw, "evict --direct\t%.1f\t%.2f\t%.0f\t%.2f\t\n", r.Evict.MBps, r.Evict.CPUPerGiB, r.Evict.FaultsPerMiB, r.EvictRat)
+	fmt.Fprintf(tw, "SHA-256, 1 core\t%.1f\t\t\t\t\n", r.HashMBps)
+	fmt.Fprintf(tw, "SHA-256, %d cores\t%.1f\t\t\t\t\n", r.CPUs, r.HashAllMBps)
+	fmt.Fprintf(tw, "store, memory tier\t%.1f\t\t\t\t\n", r.MemoryStoreMBps)
+	fmt.Fprintf(tw, "store, disk tier\t%.1f\t\t\t\t\n", r.DiskStoreMBps)
 	tw.Flush()
 	if *jsonPath != "" {
 		b, _ := json.MarshalIndent(r, "", "  ")
@@ -225,13 +228,18 @@ func rawQUIC(ctx context.Context, size int64) (Transfer, error) {
 	if err != nil {
 		return Transfer{}, fmt.Errorf("raw QUIC sink: %w", err)
 	}
+	_, f0 := procStat(os.Getpid())
+	_, g0 := procStat(cmd.Process.Pid)
 	before := cpuSelf() + cpuOf(cmd.Process.Pid)
 	d, err := rawquic.Send(ctx, strings.TrimSpace(addr), size, 2)
 	if err != nil {
 		return Transfer{}, err
 	}
 	cpu := cpuSelf() + cpuOf(cmd.Process.Pid) - before
-	return Transfer{MBps: float64(size) / d.Seconds() / 1e6, CPUPerGiB: cpu / (float64(size) / (1 << 30))}, nil
+	_, f1 := procStat(os.Getpid())
+	_, g1 := procStat(cmd.Process.Pid)
+	return Transfer{MBps: float64(size) / d.Seconds() / 1e6, CPUPerGiB: cpu / (float64(size) / (1 << 30)),
+		FaultsPerMiB: float64(f1-f0+g1-g0) / (float64(size) / (1 << 20))}, nil
 }
 
 // sgTransfers puts a file and evicts a VM from one sgnode to another.
@@ -260,6 +268,11 @@ func sgTransfers(ctx context.Context, bin, dir string, size int64, profileDir st
 	}
 	src, dst := c.Nodes[0], c.Nodes[1]
 	cpu := func() float64 { return cpuOf(src.PID()) + cpuOf(dst.PID()) }
+	faults := func() int64 {
+		_, a := procStat(src.PID())
+		_, b := procStat(dst.PID())
+		return a + b
+	}
 
 	// Every page distinct and non-zero: every byte crosses.
 	spec := workload.Spec{Seed: 7, BaseSeed: 7, MemSize: size, PageSize: 4096}
@@ -267,12 +280,13 @@ func sgTransfers(ctx context.Context, bin, dir string, size int64, profileDir st
 	if err := spec.WriteFiles(file, ""); err != nil {
 		return put, evict, err
 	}
-	before := cpu()
+	before, f0 := cpu(), faults()
 	var pr api.PutResult
 	if err := src.SgctlJSON(ctx, &pr, "put", file, "--chunk-size", "4KiB"); err != nil {
 		return put, evict, err
 	}
-	put = Transfer{MBps: float64(pr.UniqueBytes) / pr.Duration.Seconds() / 1e6, CPUPerGiB: (cpu() - before) / (float64(pr.UniqueBytes) / (1 << 30))}
+	put = Transfer{MBps: float64(pr.UniqueBytes) / pr.Duration.Seconds() / 1e6, CPUPerGiB: (cpu() - before) / (float64(pr.UniqueBytes) / (1 << 30)),
+		FaultsPerMiB: float64(faults()-f0) / (float64(pr.UniqueBytes) / (1 << 20))}
 
 	spec.Seed, spec.BaseSeed = 8, 8 // nothing in common with the put
 	vmFile := filepath.Join(dir, "vm.mem")
@@ -290,30 +304,38 @@ func sgTransfers(ctx context.Context, bin, dir string, size int64, profileDir st
 			}
 		})
 	}
-	before = cpu()
+	before, f0 = cpu(), faults()
 	var er api.EvictResult
 	if err := src.SgctlJSON(ctx, &er, "evict", "vm", "bench", "--to", dst.PeerID, "--direct"); err != nil {
 		return put, evict, err
 	}
 	profiles.Wait()
-	evict = Transfer{MBps: float64(er.UniqueBytes) / er.ET.Seconds() / 1e6, CPUPerGiB: (cpu() - before) / (float64(er.UniqueBytes) / (1 << 30))}
+	evict = Transfer{MBps: float64(er.UniqueBytes) / er.ET.Seconds() / 1e6, CPUPerGiB: (cpu() - before) / (float64(er.UniqueBytes) / (1 << 30)),
+		FaultsPerMiB: float64(faults()-f0) / (float64(er.UniqueBytes) / (1 << 20))}
 	return put, evict, nil
 }
 
 // cpuOf is a process's user+system CPU seconds so far (0 if unknown).
 func cpuOf(pid int) float64 {
+	cpu, _ := procStat(pid)
+	return cpu
+}
+
+// procStat reads a process's CPU seconds and minor page faults so far.
+func procStat(pid int) (cpu float64, minorFaults int64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	// Fields after the command name (which may hold spaces) start at ")".
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	if len(f) < 13 {
-		return 0
+		return 0, 0
 	}
+	minflt, _ := strconv.ParseInt(f[7], 10, 64)
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
+	return (ut + st) / 100, minflt // USER_HZ
 }
 
 func cpuSelf() float64 {
