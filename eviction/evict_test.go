@@ -20,20 +20,23 @@ import (
 // can be made to fail its pushes after a number of batches (a killed
 // relay), or to vanish after acknowledging (lost later).
 type fakeCluster struct {
-	mu         sync.Mutex
-	stores     map[string]*chunkstore.Memory
-	pushed     map[string]int64 // chunk bytes pushed to each peer, counted once per chunk sent
-	failAfter  map[string]int   // batches before the peer's pushes fail
-	gone       map[string]bool  // the peer no longer answers anything
-	delay      map[string]time.Duration
-	dieOnCheck map[string]bool // dies when asked for its capacity after having taken data
-	sessions   []*fakeSession
-	pushedByID map[chunk.ID]int
+	mu        sync.Mutex
+	stores    map[string]*chunkstore.Memory
+	pushed    map[string]int64 // chunk bytes pushed to each peer, counted once per chunk sent
+	failAfter map[string]int   // batches before the peer's pushes fail
+	// blackHoleAfter: batches before the peer accepts pushes and never
+	// answers (a crashed host whose connection is not yet known dead).
+	blackHoleAfter map[string]int
+	gone           map[string]bool // the peer no longer answers anything
+	delay          map[string]time.Duration
+	dieOnCheck     map[string]bool // dies when asked for its capacity after having taken data
+	sessions       []*fakeSession
+	pushedByID     map[chunk.ID]int
 }
 
 func newFakeCluster(peers ...string) *fakeCluster {
 	c := &fakeCluster{stores: map[string]*chunkstore.Memory{}, pushed: map[string]int64{},
-		failAfter: map[string]int{}, gone: map[string]bool{}, delay: map[string]time.Duration{}, dieOnCheck: map[string]bool{}, pushedByID: map[chunk.ID]int{}}
+		failAfter: map[string]int{}, blackHoleAfter: map[string]int{}, gone: map[string]bool{}, delay: map[string]time.Duration{}, dieOnCheck: map[string]bool{}, pushedByID: map[chunk.ID]int{}}
 	for _, p := range peers {
 		c.stores[p] = chunkstore.NewMemory(1 << 30)
 	}
@@ -43,8 +46,9 @@ func newFakeCluster(peers ...string) *fakeCluster {
 var errGone = errors.New("peer gone")
 
 type fakePusher struct {
-	c    *fakeCluster
-	peer string
+	c       *fakeCluster
+	peer    string
+	pending []func([]wire.Status, error) // pushes a black hole swallowed
 }
 
 func (c *fakeCluster) OpenPush(_ context.Context, p string) (Pusher, error) {
@@ -53,7 +57,7 @@ func (c *fakeCluster) OpenPush(_ context.Context, p string) (Pusher, error) {
 	if c.gone[p] || c.stores[p] == nil {
 		return nil, errGone
 	}
-	return &fakePusher{c, p}, nil
+	return &fakePusher{c: c, peer: p}, nil
 }
 
 func (f *fakePusher) Push(_ context.Context, cs []wire.Chunk, done func([]wire.Status, error)) error {
@@ -73,6 +77,14 @@ func (f *fakePusher) Push(_ context.Context, cs []wire.Chunk, done func([]wire.S
 		done(nil, errGone)
 		return nil
 	}
+	if n, ok := f.c.blackHoleAfter[f.peer]; ok && n <= 0 {
+		// Accepted, never answered, until the stream is reset.
+		f.pending = append(f.pending, done)
+		f.c.mu.Unlock()
+		return nil
+	} else if ok {
+		f.c.blackHoleAfter[f.peer] = n - 1
+	}
 	st := make([]wire.Status, len(cs))
 	for i, ch := range cs {
 		if !chunk.Verify(ch.ID, ch.Data) {
@@ -91,7 +103,15 @@ func (f *fakePusher) Push(_ context.Context, cs []wire.Chunk, done func([]wire.S
 	return nil
 }
 func (f *fakePusher) Close() error { return nil }
-func (f *fakePusher) Abort()       {}
+func (f *fakePusher) Abort() {
+	f.c.mu.Lock()
+	pending := f.pending
+	f.pending = nil
+	f.c.mu.Unlock()
+	for _, done := range pending {
+		done(nil, errors.New("stream reset"))
+	}
+}
 
 func (c *fakeCluster) Have(_ context.Context, p string, ids []chunk.ID) ([]bool, error) {
 	out := make([]bool, len(ids))
@@ -478,5 +498,31 @@ func TestEndgame(t *testing.T) {
 	if sent < res.UniqueBytes+res.ManifestBytes || sent > res.UniqueBytes+res.ManifestBytes+res.EndgameBytes {
 		t.Fatalf("acknowledged %d bytes; want between unique+manifest %d and that plus the endgame's %d",
 			sent, res.UniqueBytes+res.ManifestBytes, res.EndgameBytes)
+	}
+}
+
+// A relay that goes silent mid-scatter, while still answering capacity
+// checks, is given up after its stall limit: what it acknowledged is
+// repaired elsewhere and the eviction completes.
+func TestEvictRoutesAroundSilentRelay(t *testing.T) {
+	c := newFakeCluster("dest", "r1", "r2")
+	c.delay["dest"] = 20 * time.Millisecond // a slow destination: relays get work
+	c.delay["r1"] = 2 * time.Millisecond    // answers long enough to have a measured rate
+	c.delay["r2"] = 6 * time.Millisecond
+	c.blackHoleAfter["r1"] = 12
+	vm, _ := genVM(t, "web1", 12, 16<<20, 0)
+	start := time.Now()
+	res := evict(t, c, testConfig("dest", "r1", "r2"), vm)
+	checkComplete(t, c, res, 1, vm)
+	if c.blackHoleAfter["r1"] > 0 {
+		t.Fatalf("r1 never went silent (%d pushes to go; pushed %v): the test did not test anything", c.blackHoleAfter["r1"], c.pushed)
+	}
+	if res.Repaired == 0 {
+		t.Fatal("r1 held acknowledged chunks when it went silent, yet nothing was repaired")
+	}
+	took := time.Since(start)
+	t.Logf("completed in %v with %d chunks repaired", took.Round(time.Millisecond), res.Repaired)
+	if took > 20*time.Second {
+		t.Fatalf("took %v: the silent relay was not given up after its stall limit", took)
 	}
 }

@@ -80,6 +80,20 @@ type target struct {
 	rateBytes  int64   // acknowledged since rateSince
 	rateSince  time.Time
 	minLatency time.Duration
+	// lastProgress is when t last answered, or began to have something
+	// in flight; streams are its push streams (reset when it stalls).
+	lastProgress time.Time
+	streams      []Pusher
+}
+
+// stallLimitLocked is how long t may leave pushes unanswered before it
+// counts as lost: four times what its in-flight data should take at its
+// measured rate, at least two seconds (thirty before any answer).
+func (t *target) stallLimitLocked() time.Duration {
+	if t.rate <= 0 {
+		return 30 * time.Second
+	}
+	return max(2*time.Second, 4*time.Duration(float64(t.flight)/t.rate*float64(time.Second)))
 }
 
 // windowTime is how long a target's in-flight data should take to drain,
@@ -290,6 +304,9 @@ func (sc *scheduler) take(t *target) (*batch, []int) {
 }
 
 func (sc *scheduler) launchLocked(t *target, b *batch, size int64) {
+	if t.flight == 0 {
+		t.lastProgress = time.Now()
+	}
 	b.inflight |= t.bit
 	sc.inflight++
 	sc.flying[b] = true
@@ -447,11 +464,13 @@ func (sc *scheduler) run(ctx context.Context) error {
 			sc.led.mu.Lock()
 			t.pushes++
 			sc.streams = append(sc.streams, ps)
+			t.streams = append(t.streams, ps)
 			sc.led.mu.Unlock()
 			g.Go(func() error { return sc.pushLoop(pushCtx, t, ps) })
 		}
 	}
 	g.Go(func() error { return sc.watch(gctx) })
+	g.Go(func() error { sc.watchStalls(pushCtx); return nil })
 	stop := context.AfterFunc(gctx, func() {
 		sc.led.mu.Lock()
 		sc.fail(context.Cause(gctx))
@@ -511,6 +530,40 @@ func (sc *scheduler) watch(ctx context.Context) error {
 				ps.Abort()
 			}
 			return nil
+		}
+	}
+}
+
+// watchStalls gives up on a relay that stops answering (a host that
+// crashed or was cut off keeps its connection until liveness checks fail,
+// seconds later): its streams are reset and what it held is repaired.
+func (sc *scheduler) watchStalls(ctx context.Context) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		sc.led.mu.Lock()
+		if sc.finished || sc.failed != nil {
+			sc.led.mu.Unlock()
+			return
+		}
+		var reset []Pusher
+		for _, t := range sc.targets {
+			if t.dest || t.dead || t.flight == 0 {
+				continue
+			}
+			if wait := time.Since(t.lastProgress); wait > t.stallLimitLocked() {
+				sc.targetFailedLocked(t, fmt.Errorf("no answer for %v", wait.Round(time.Millisecond)))
+				reset = append(reset, t.streams...)
+			}
+		}
+		sc.led.mu.Unlock()
+		for _, ps := range reset {
+			ps.Abort()
 		}
 	}
 }
@@ -673,6 +726,7 @@ func (sc *scheduler) onAck(t *target, b *batch, items []int, size int64, start t
 	sc.landedLocked(t, b, size)
 	if err == nil {
 		t.measureLocked(size, start, time.Now())
+		t.lastProgress = time.Now()
 	}
 	var due []placement
 	if err == nil && t.dead {
