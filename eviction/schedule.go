@@ -486,6 +486,10 @@ func (sc *scheduler) run(ctx context.Context) error {
 	return err
 }
 
+// livenessTimeout bounds the final check that each relay holding chunks
+// is still there.
+const livenessTimeout = 2 * time.Second
+
 // watch waits for completion; before declaring it, it checks that every
 // relay holding chunks still answers, repairing what a lost one held.
 func (sc *scheduler) watch(ctx context.Context) error {
@@ -508,7 +512,13 @@ func (sc *scheduler) watch(ctx context.Context) error {
 		sc.led.mu.Unlock()
 		lost := false
 		for _, t := range relays {
-			if _, err := sc.e.cl.FreeCapacity(ctx, t.peer); err != nil {
+			// A live relay answers in a round trip; a crashed one never
+			// does, and its connection may take seconds to be declared
+			// dead: do not wait for that.
+			cctx, cancel := context.WithTimeout(ctx, livenessTimeout)
+			_, err := sc.e.cl.FreeCapacity(cctx, t.peer)
+			cancel()
+			if err != nil {
 				sc.e.log.Warn("intermediate lost before the end of the eviction; repairing", "peer", t.peer, "err", err)
 				sc.led.mu.Lock()
 				sc.loseTargetLocked(t)

@@ -271,7 +271,9 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 	var bad []wire.GetResult // non-OK results, by position in ids
 	fail := func(err error) { g.log.Debug("prefetch failed", "peer", p, "err", err) }
 	start := time.Now()
-	gs, err := g.getter(ctx, p, false)
+	octx, cancel := context.WithTimeout(ctx, g.stallTimeout(p)) // a dead host's stream never opens
+	gs, err := g.getter(octx, p, false)
+	cancel()
 	if err == nil {
 		ch := make(chan error, 1)
 		if gerr := gs.Get(ctx, ids, func(rs []wire.GetResult, err error) {
@@ -367,5 +369,10 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 			return
 		}
 	}
-	g.poke()
+	if err == nil {
+		// A slot is free: fill it now. After a failure the next round
+		// comes with the timer instead, or a holder that cannot even be
+		// dialled would be retried in a tight loop.
+		g.poke()
+	}
 }

@@ -84,6 +84,10 @@ type Result struct {
 // ErrUnavailable means no holder could provide a chunk.
 var ErrUnavailable = errors.New("no holder could provide the chunk")
 
+// fetchOneTimeout bounds each holder's try in fetchOne (a manifest node
+// is at most a MiB).
+const fetchOneTimeout = 5 * time.Second
+
 // ErrCorrupt means a holder served bytes that do not hash to the chunk ID.
 var ErrCorrupt = errors.New("served bytes do not match the chunk ID")
 
@@ -100,6 +104,7 @@ func Get(ctx context.Context, net Network, holders []Holder, local LocalStore, r
 	}
 
 	// Resolve the manifest: root, then blocks.
+	holders = slices.Clone(holders) // fetchOne reorders it
 	rootData, err := fetchOne(ctx, net, holders, local, root)
 	if err != nil {
 		return nil, fmt.Errorf("get manifest root %s: %w", root, err)
@@ -213,55 +218,72 @@ func (w *writer) progress() int64 {
 	return w.done
 }
 
-// fetchOne gets a single chunk, locally or from the first holder that has it.
+// fetchOne gets a single chunk, locally or from the first holder that has
+// it. It reorders holders for the next call: the one that answered first,
+// those that failed last.
 func fetchOne(ctx context.Context, net Network, holders []Holder, local LocalStore, id chunk.ID) ([]byte, error) {
 	if data, err := local.Get(id, nil); err == nil && chunk.Verify(id, data) {
 		return data, nil
 	}
 	var errs []error
-	for _, h := range holders {
-		g, err := net.OpenGet(ctx, h.Peer, wire.Demand, 1)
+	for i, h := range holders {
+		data, err := fetchFrom(ctx, net, h.Peer, id)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		var data []byte
-		var gerr error
-		err = g.Get(ctx, []chunk.ID{id}, func(res []wire.GetResult, err error) {
-			switch {
-			case err != nil:
-				gerr = err
-			case res[0].Status != wire.StatusOK:
-				gerr = fmt.Errorf("%s: %s", h.Peer, res[0].Status)
-			default:
-				data = append([]byte(nil), res[0].Data...)
-			}
-		})
-		if err != nil {
-			g.Abort()
-			errs = append(errs, err)
-			continue
+		// The next call asks this holder first, those that failed last.
+		failed := slices.Clone(holders[:i])
+		copy(holders[1:], holders[i+1:])
+		holders[0] = h
+		copy(holders[len(holders)-len(failed):], failed)
+		// Keep what we had to fetch (a manifest node, usually): the next
+		// reader of this manifest here finds it locally.
+		if st, ok := local.(interface{ Put(chunk.ID, []byte) error }); ok {
+			_ = st.Put(id, data) // a full store only costs a refetch
 		}
-		if err := g.Close(); err != nil && gerr == nil {
-			gerr = err
-		}
-		if gerr == nil && !chunk.Verify(id, data) {
-			gerr = fmt.Errorf("%s: %w", h.Peer, ErrCorrupt)
-		}
-		if gerr == nil {
-			// Keep what we had to fetch (a manifest node, usually): the
-			// next reader of this manifest here finds it locally.
-			if st, ok := local.(interface{ Put(chunk.ID, []byte) error }); ok {
-				_ = st.Put(id, data) // a full store only costs a refetch
-			}
-			return data, nil
-		}
-		errs = append(errs, gerr)
+		return data, nil
 	}
 	if len(errs) == 0 {
 		return nil, fmt.Errorf("%w: no holder to ask", ErrUnavailable)
 	}
 	return nil, fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
+}
+
+// fetchFrom asks one holder for one chunk, for a bounded while: a crashed
+// holder keeps its connection until liveness checks fail, seconds later,
+// and the next holder may have it.
+func fetchFrom(ctx context.Context, net Network, peer string, id chunk.ID) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, fetchOneTimeout)
+	defer cancel()
+	g, err := net.OpenGet(ctx, peer, wire.Demand, 1)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, g.Abort) // Close waits for the answer
+	defer stop()
+	var data []byte
+	var gerr error
+	if err := g.Get(ctx, []chunk.ID{id}, func(res []wire.GetResult, err error) {
+		switch {
+		case err != nil:
+			gerr = err
+		case res[0].Status != wire.StatusOK:
+			gerr = fmt.Errorf("%s: %s", peer, res[0].Status)
+		default:
+			data = append([]byte(nil), res[0].Data...)
+		}
+	}); err != nil {
+		g.Abort()
+		return nil, err
+	}
+	if err := g.Close(); err != nil && gerr == nil {
+		gerr = err
+	}
+	if gerr == nil && !chunk.Verify(id, data) {
+		gerr = fmt.Errorf("%s: %w", peer, ErrCorrupt)
+	}
+	return data, gerr
 }
 
 // work is the queue shared by the holder workers. A chunk that one holder

@@ -38,6 +38,7 @@ type VerifyResult struct {
 // ResolveManifest fetches a manifest root and its blocks (from local or
 // from the first holder that has each) and returns every region's chunk IDs.
 func ResolveManifest(ctx context.Context, net Network, holders []Holder, local LocalStore, root chunk.ID) (*manifest.Manifest, [][]chunk.ID, error) {
+	holders = slices.Clone(holders) // fetchOne reorders it
 	rootData, err := fetchOne(ctx, net, holders, local, root)
 	if err != nil {
 		return nil, nil, fmt.Errorf("manifest root %s: %w", root, err)

@@ -85,6 +85,10 @@ func (n *Node) call(ctx context.Context, p peer.ID, proto protocol.ID, encode fu
 		return fmt.Errorf("open %s to %s: %w", proto, p, err)
 	}
 	rs := newReqStream(s, 1, n.cfg.RequestTimeout)
+	// The answer is awaited under the read deadline; the caller's context
+	// may end sooner (a peer that went silent): reset the stream then.
+	stop := context.AfterFunc(ctx, rs.abort)
+	defer stop()
 	var aerr error
 	if err := rs.send(ctx, encode, func(t wire.Type, payload []byte, err error) {
 		if err == nil {

@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -97,7 +99,12 @@ func Start(t *Topology, dir string) (_ *Cluster, err error) {
 	for _, sn := range c.nodes {
 		ctx, cancel := context.WithCancel(context.Background())
 		sn.cancel, sn.done = cancel, make(chan struct{})
+		var log *slog.Logger
+		if os.Getenv("SG_SIMNET_LOG") != "" {
+			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", sn.spec.Name)
+		}
 		sn.roles = sn.node.ServeRoles(ctx, sn.store, node.RolesConfig{
+			Log: log,
 			Dir: filepath.Join(dir, sn.spec.Name),
 			Gather: func(g *fetch.GatherConfig) {
 				g.Prefetch = !t.Gather.NoPrefetch

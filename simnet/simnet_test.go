@@ -111,3 +111,24 @@ func TestTopologyErrors(t *testing.T) {
 		t.Fatalf("valid topology refused: %v", err)
 	}
 }
+
+// An intermediate crashes mid-scatter (its packets vanish; its connection
+// is not closed): the source gives it up after its stall limit, repairs
+// what it had acknowledged, and the destination still gets the VM whole.
+func TestRelayKilledMidScatter(t *testing.T) {
+	topo := smallTopology()
+	topo.Nodes = append(topo.Nodes, NodeSpec{Name: "mid2", Role: Intermediate, UpMbps: 1000, DownMbps: 1000})
+	topo.Faults = []Fault{{At: Duration(100 * time.Millisecond), Kill: "mid"}}
+	topo.Gather.Trace = TraceSpec{}
+	res := simulate(t, topo)
+	t.Logf("ET %v TMT %v repaired %d holders %v", res.ET, res.TMT, res.Evict.Repaired, res.HolderBytes)
+	if !res.Verified {
+		t.Fatal("not verified")
+	}
+	if res.Evict.Repaired == 0 {
+		t.Fatal("nothing repaired: mid held no acknowledged chunk when it died?")
+	}
+	if res.HolderBytes["mid"] != 0 {
+		t.Fatalf("the destination fetched %d bytes from the dead relay", res.HolderBytes["mid"])
+	}
+}
