@@ -88,12 +88,17 @@ type target struct {
 
 // stallLimitLocked is how long t may leave pushes unanswered before it
 // counts as lost: four times what its in-flight data should take at its
-// measured rate, at least two seconds (thirty before any answer).
+// measured rate and sixteen times its quickest answer, at least two
+// seconds; thirty before it has answered at all.
 func (t *target) stallLimitLocked() time.Duration {
-	if t.rate <= 0 {
+	if t.minLatency == 0 {
 		return 30 * time.Second
 	}
-	return max(2*time.Second, 4*time.Duration(float64(t.flight)/t.rate*float64(time.Second)))
+	limit := max(2*time.Second, 16*t.minLatency)
+	if t.rate > 0 {
+		limit = max(limit, 4*time.Duration(float64(t.flight)/t.rate*float64(time.Second)))
+	}
+	return limit
 }
 
 // windowTime is how long a target's in-flight data should take to drain,
