@@ -41,31 +41,17 @@ func addVM(t *testing.T, ctx context.Context, n *lab.Node, name string, spec wor
 	return images
 }
 
-// waitGathered waits until the destination's gather of vm is complete and
-// returns its migration record.
+// waitGathered waits (two minutes at most) until the destination's gather
+// of vm is complete and returns its migration record.
 func waitGathered(t *testing.T, ctx context.Context, dst *lab.Node, vm string) api.Migration {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		var ms []api.Migration
-		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range ms {
-			if m.VM == vm && m.Role == "destination" {
-				if m.State == api.StateFailed {
-					t.Fatalf("gather of %s failed: %s", vm, m.Error)
-				}
-				if m.State == api.StateDone {
-					return m
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gather of %s not complete in time: %+v", vm, ms)
-		}
-		time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	m, err := dst.WaitGathered(ctx, vm)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return m
 }
 
 // sameFiles asserts that the materialized files equal the source images.

@@ -286,15 +286,9 @@ func (sc *scheduler) take(t *target) (*batch, []int) {
 			if !t.dest && !relayMayTake && !sc.heldByDest(b) {
 				continue
 			}
-			size := int64(0)
-			for _, i := range items {
-				size += int64(len(b.data[i]))
-			}
-			if (t.free >= 0 && size > t.free) || !sc.roomLocked(t, size) {
+			size, ok := sc.claimLocked(t, b, items)
+			if !ok {
 				continue
-			}
-			if t.free >= 0 {
-				t.free -= size
 			}
 			sc.queue = append(sc.queue[:qi], sc.queue[qi+1:]...)
 			sc.launchLocked(t, b, size)
@@ -306,6 +300,22 @@ func (sc *scheduler) take(t *target) (*batch, []int) {
 		}
 		sc.cond.Wait()
 	}
+}
+
+// claimLocked reserves room at t for items of b and returns their size;
+// false if t's reported capacity or its in-flight window cannot take them.
+func (sc *scheduler) claimLocked(t *target, b *batch, items []int) (int64, bool) {
+	size := int64(0)
+	for _, i := range items {
+		size += int64(len(b.data[i]))
+	}
+	if (t.free >= 0 && size > t.free) || !sc.roomLocked(t, size) {
+		return 0, false
+	}
+	if t.free >= 0 {
+		t.free -= size
+	}
+	return size, true
 }
 
 func (sc *scheduler) launchLocked(t *target, b *batch, size int64) {
@@ -346,15 +356,9 @@ func (sc *scheduler) endgameLocked(t *target) (*batch, []int) {
 		if len(items) == 0 {
 			continue
 		}
-		size := int64(0)
-		for _, i := range items {
-			size += int64(len(b.data[i]))
-		}
-		if (t.free >= 0 && size > t.free) || !sc.roomLocked(t, size) {
+		size, ok := sc.claimLocked(t, b, items)
+		if !ok {
 			continue
-		}
-		if t.free >= 0 {
-			t.free -= size
 		}
 		sc.launchLocked(t, b, size)
 		sc.endgame.Add(size)

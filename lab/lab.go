@@ -266,6 +266,32 @@ func (n *Node) Kill() error {
 	return nil
 }
 
+// WaitGathered waits until n's gather of vm (as a destination) is done
+// and returns its migration record; a failed gather is an error.
+func (n *Node) WaitGathered(ctx context.Context, vm string) (api.Migration, error) {
+	for {
+		var ms []api.Migration
+		if err := n.SgctlJSON(ctx, &ms, "migrations"); err != nil {
+			return api.Migration{}, err
+		}
+		for _, m := range ms {
+			if m.VM == vm && m.Role == "destination" {
+				switch m.State {
+				case api.StateFailed:
+					return m, fmt.Errorf("gather of %s failed: %s", vm, m.Error)
+				case api.StateDone:
+					return m, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return api.Migration{}, fmt.Errorf("gather of %s not done: %w", vm, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // PID is the sgnode process's ID (0 if not running).
 func (n *Node) PID() int {
 	if n.cmd == nil || n.cmd.Process == nil {

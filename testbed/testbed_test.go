@@ -93,27 +93,11 @@ func addVM(t *testing.T, ctx context.Context, n *lab.Node, name string, seed uin
 
 func waitGathered(t *testing.T, ctx context.Context, dst *lab.Node, vm string) api.Migration {
 	t.Helper()
-	for {
-		var ms []api.Migration
-		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range ms {
-			if m.VM == vm && m.Role == "destination" {
-				switch m.State {
-				case api.StateFailed:
-					t.Fatalf("gather of %s failed: %s", vm, m.Error)
-				case api.StateDone:
-					return m
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("gather of %s not complete: %v", vm, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
+	m, err := dst.WaitGathered(ctx, vm)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return m
 }
 
 func evict(t *testing.T, ctx context.Context, src *lab.Node, vm, dst string, extra ...string) api.EvictResult {
