@@ -218,36 +218,92 @@ func (w *writer) progress() int64 {
 	return w.done
 }
 
-// fetchOne gets a single chunk, locally or from the first holder that has
-// it. It reorders holders for the next call: the one that answered first,
-// those that failed last.
+// fetchOne gets a single chunk, locally or from the holders: the first is
+// asked at once, the next when an answer fails or takes longer than
+// fetchHedgeAfter (a crashed holder keeps its connection for seconds), and
+// the first good answer wins. It reorders holders for the next call: the
+// one that answered first, those that failed last.
 func fetchOne(ctx context.Context, net Network, holders []Holder, local LocalStore, id chunk.ID) ([]byte, error) {
 	if data, err := local.Get(id, nil); err == nil && chunk.Verify(id, data) {
 		return data, nil
 	}
-	var errs []error
-	for i, h := range holders {
-		data, err := fetchFrom(ctx, net, h.Peer, id)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		// The next call asks this holder first, those that failed last.
-		failed := slices.Clone(holders[:i])
-		copy(holders[1:], holders[i+1:])
-		holders[0] = h
-		copy(holders[len(holders)-len(failed):], failed)
-		// Keep what we had to fetch (a manifest node, usually): the next
-		// reader of this manifest here finds it locally.
-		if st, ok := local.(interface{ Put(chunk.ID, []byte) error }); ok {
-			_ = st.Put(id, data) // a full store only costs a refetch
-		}
-		return data, nil
-	}
-	if len(errs) == 0 {
+	if len(holders) == 0 {
 		return nil, fmt.Errorf("%w: no holder to ask", ErrUnavailable)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		i    int
+		data []byte
+		err  error
+	}
+	answers := make(chan answer, len(holders)) // never blocks a sender
+	next, pending := 0, 0
+	ask := func() {
+		i := next
+		next++
+		pending++
+		go func() { // waited for below: every started ask is received
+			data, err := fetchFrom(ctx, net, holders[i].Peer, id)
+			answers <- answer{i, data, err}
+		}()
+	}
+	hedge := time.NewTimer(fetchHedgeAfter)
+	defer hedge.Stop()
+	ask()
+	var errs []error
+	failed := map[int]bool{}
+	for pending > 0 {
+		select {
+		case a := <-answers:
+			pending--
+			if a.err != nil {
+				errs, failed[a.i] = append(errs, a.err), true
+				if next < len(holders) {
+					ask()
+				}
+				continue
+			}
+			cancel()
+			for ; pending > 0; pending-- {
+				<-answers
+			}
+			reorder(holders, a.i, failed)
+			// Keep what we had to fetch (a manifest node, usually): the
+			// next reader of this manifest here finds it locally.
+			if st, ok := local.(interface{ Put(chunk.ID, []byte) error }); ok {
+				_ = st.Put(id, a.data) // a full store only costs a refetch
+			}
+			return a.data, nil
+		case <-hedge.C:
+			if next < len(holders) {
+				ask()
+				hedge.Reset(fetchHedgeAfter)
+			}
+		}
+	}
 	return nil, fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
+}
+
+// fetchHedgeAfter is how long fetchOne waits on a holder before asking the
+// next one as well.
+const fetchHedgeAfter = 500 * time.Millisecond
+
+// reorder puts holders[won] first and the failed ones last, keeping the
+// order of the rest.
+func reorder(holders []Holder, won int, failed map[int]bool) {
+	var good, bad []Holder
+	for i, h := range holders {
+		switch {
+		case i == won:
+		case failed[i]:
+			bad = append(bad, h)
+		default:
+			good = append(good, h)
+		}
+	}
+	w := holders[won]
+	copy(holders, append(append([]Holder{w}, good...), bad...))
 }
 
 // fetchFrom asks one holder for one chunk, for a bounded while: a crashed
