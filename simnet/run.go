@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/sgrelay/sg/eviction"
@@ -104,7 +105,7 @@ func (c *Cluster) run() (*Result, error) {
 	cfg.Direct, cfg.Replicas, cfg.MaxRate = t.Evict.Direct, max(1, t.Evict.Replicas), int64(t.Evict.MaxMBps*1e6)
 	if !cfg.Direct {
 		for _, sn := range c.nodes {
-			if (len(t.Evict.Via) == 0 && sn.spec.Role == Intermediate) || contains(t.Evict.Via, sn.spec.Name) {
+			if (len(t.Evict.Via) == 0 && sn.spec.Role == Intermediate) || slices.Contains(t.Evict.Via, sn.spec.Name) {
 				cfg.Via = append(cfg.Via, sn.node.ID().String())
 			}
 		}
@@ -205,15 +206,6 @@ func (c *Cluster) run() (*Result, error) {
 		res.Verified = true
 	}
 	return res, nil
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // vms builds the eviction's VMs from their specs and counts, by hashing
