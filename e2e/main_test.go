@@ -45,10 +45,7 @@ func startCluster(t *testing.T, names ...string) *lab.Cluster {
 	t.Cleanup(func() {
 		c.Stop()
 		if t.Failed() {
-			for _, n := range c.Nodes {
-				b, _ := os.ReadFile(n.Log)
-				t.Logf("--- log of %s:\n%s", n.Name, b)
-			}
+			t.Log(c.Logs())
 		}
 	})
 	if err := c.WaitConnected(ctx, 30*time.Second); err != nil {

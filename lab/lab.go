@@ -292,6 +292,17 @@ func (n *Node) WaitGathered(ctx context.Context, vm string) (api.Migration, erro
 	}
 }
 
+// Logs returns every node's log, each under a header: what a failed test
+// prints.
+func (c *Cluster) Logs() string {
+	var b strings.Builder
+	for _, n := range c.Nodes {
+		log, _ := os.ReadFile(n.Log)
+		fmt.Fprintf(&b, "--- log of %s:\n%s\n", n.Name, log)
+	}
+	return b.String()
+}
+
 // PID is the sgnode process's ID (0 if not running).
 func (n *Node) PID() int {
 	if n.cmd == nil || n.cmd.Process == nil {

@@ -34,6 +34,9 @@ type Cluster struct {
 	nodes []*simNode
 	byIP  map[string]int
 	dir   string
+	// log receives the nodes' eviction and gather logs: SG_SIMNET_LOG=1
+	// sends them to stderr, else they are dropped.
+	log *slog.Logger
 
 	mu      sync.Mutex
 	latency [][]time.Duration // one-way, by node index
@@ -63,7 +66,10 @@ func Start(t *Topology, dir string) (_ *Cluster, err error) {
 	if err := t.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Cluster{topo: t, byIP: map[string]int{}, silent: map[[2]int]bool{}, dir: dir}
+	c := &Cluster{topo: t, byIP: map[string]int{}, silent: map[[2]int]bool{}, dir: dir, log: slog.New(slog.DiscardHandler)}
+	if os.Getenv("SG_SIMNET_LOG") != "" {
+		c.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	c.net = &simnet.Simnet{LatencyFunc: c.packetLatency}
 	c.latency = t.latencyMatrix()
 
@@ -99,12 +105,8 @@ func Start(t *Topology, dir string) (_ *Cluster, err error) {
 	for _, sn := range c.nodes {
 		ctx, cancel := context.WithCancel(context.Background())
 		sn.cancel, sn.done = cancel, make(chan struct{})
-		var log *slog.Logger
-		if os.Getenv("SG_SIMNET_LOG") != "" {
-			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", sn.spec.Name)
-		}
 		sn.roles = sn.node.ServeRoles(ctx, sn.store, node.RolesConfig{
-			Log: log,
+			Log: c.log.With("node", sn.spec.Name),
 			Dir: filepath.Join(dir, sn.spec.Name),
 			Gather: func(g *fetch.GatherConfig) {
 				g.Prefetch = !t.Gather.NoPrefetch

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"slices"
 	"time"
 
@@ -99,9 +97,7 @@ func (c *Cluster) run() (*Result, error) {
 	}
 	src, dst := c.nodes[t.role(Source)], c.nodes[t.role(Destination)]
 	cfg := eviction.DefaultConfig(dst.node.ID().String())
-	if os.Getenv("SG_SIMNET_LOG") != "" {
-		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
+	cfg.Log = c.log.With("node", src.spec.Name)
 	cfg.Direct, cfg.Replicas, cfg.MaxRate = t.Evict.Direct, max(1, t.Evict.Replicas), int64(t.Evict.MaxMBps*1e6)
 	if !cfg.Direct {
 		for _, sn := range c.nodes {

@@ -36,6 +36,17 @@ func buildBinaries(t *testing.T) string {
 	return dir
 }
 
+// slowDestinationHosts are a source, a slow destination and two
+// intermediates.
+func slowDestinationHosts() []Host {
+	return []Host{
+		{Name: "src", UpMbit: fastMbit, DownMbit: fastMbit},
+		{Name: "dst", UpMbit: fastMbit, DownMbit: slowMbit},
+		{Name: "mid1", UpMbit: fastMbit, DownMbit: fastMbit},
+		{Name: "mid2", UpMbit: fastMbit, DownMbit: fastMbit},
+	}
+}
+
 // startBed builds the hosts and starts one sgnode on each.
 func startBed(t *testing.T, ctx context.Context, hosts []Host) (*Bed, *lab.Cluster) {
 	t.Helper()
@@ -64,10 +75,7 @@ func startBed(t *testing.T, ctx context.Context, hosts []Host) (*Bed, *lab.Clust
 	t.Cleanup(func() {
 		c.Stop()
 		if t.Failed() {
-			for _, n := range c.Nodes {
-				b, _ := os.ReadFile(n.Log)
-				t.Logf("--- log of %s:\n%s", n.Name, b)
-			}
+			t.Log(c.Logs())
 		}
 	})
 	if err := c.WaitConnected(ctx, time.Minute); err != nil {
@@ -117,12 +125,7 @@ func evict(t *testing.T, ctx context.Context, src *lab.Node, vm, dst string, ext
 func TestSlowDestination(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
 	defer cancel()
-	_, c := startBed(t, ctx, []Host{
-		{Name: "src", UpMbit: fastMbit, DownMbit: fastMbit},
-		{Name: "dst", UpMbit: fastMbit, DownMbit: slowMbit},
-		{Name: "mid1", UpMbit: fastMbit, DownMbit: fastMbit},
-		{Name: "mid2", UpMbit: fastMbit, DownMbit: fastMbit},
-	})
+	_, c := startBed(t, ctx, slowDestinationHosts())
 	src, dst := c.Nodes[0], c.Nodes[1]
 	mib := int64(128) // CI; SG_TESTBED_MIB=512 for the bench report's size
 	if v, err := strconv.ParseInt(os.Getenv("SG_TESTBED_MIB"), 10, 64); err == nil && v >= 16 {
@@ -198,12 +201,7 @@ func TestTwoVMsOfOneBase(t *testing.T) {
 func TestIntermediateUnplugged(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	bed, c := startBed(t, ctx, []Host{
-		{Name: "src", UpMbit: fastMbit, DownMbit: fastMbit},
-		{Name: "dst", UpMbit: fastMbit, DownMbit: slowMbit},
-		{Name: "mid1", UpMbit: fastMbit, DownMbit: fastMbit},
-		{Name: "mid2", UpMbit: fastMbit, DownMbit: fastMbit},
-	})
+	bed, c := startBed(t, ctx, slowDestinationHosts())
 	src, dst := c.Nodes[0], c.Nodes[1]
 	image := addVM(t, ctx, src, "vm", 3, 128)
 	done := make(chan api.EvictResult, 1)
