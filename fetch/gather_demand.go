@@ -225,7 +225,7 @@ func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool, room fun
 		}
 		if hs.demoted {
 			score += time.Hour
-		} else if time.Now().Before(hs.suspectUntil) {
+		} else if !hs.suspectUntil.IsZero() && time.Now().Before(hs.suspectUntil) { // no clock read per candidate otherwise
 			score += time.Minute
 		}
 		if score < bestScore {
