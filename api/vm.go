@@ -21,14 +21,18 @@ type VM struct {
 	Name    string     `json:"name"`
 	Driver  string     `json:"driver"`
 	Regions []VMRegion `json:"regions"`
+	QMP     string     `json:"qmp,omitempty"`  // qemu: the guest's monitor
+	Args    []string   `json:"args,omitempty"` // qemu: its command line
 }
 
-// AddVMRequest registers a VM from images on disk (the files driver).
+// AddVMRequest registers a VM: from images on disk (the files driver), or
+// a running QEMU guest by its QMP socket (the qemu driver).
 type AddVMRequest struct {
-	Name  string   `json:"name"`
-	Mem   []string `json:"mem"`   // absolute paths
-	Disks []string `json:"disks"` // absolute paths
-	State string   `json:"state,omitempty"`
+	Name    string   `json:"name"`
+	Mem     []string `json:"mem,omitempty"`   // absolute paths
+	Disks   []string `json:"disks,omitempty"` // absolute paths
+	State   string   `json:"state,omitempty"`
+	QEMUQMP string   `json:"qemu_qmp,omitempty"` // absolute path of the guest's QMP socket
 }
 
 // EvictRequest asks the node to evict VMs to a destination.
@@ -102,7 +106,30 @@ type Migration struct {
 	Manifest string        `json:"manifest_cid,omitempty"`
 	Result   *EvictResult  `json:"result,omitempty"` // source: the whole eviction's report
 	Gather   *GatherReport `json:"gather,omitempty"` // destination: the gather's report
+	Guest    *GuestReport  `json:"guest,omitempty"`  // destination: the guest resumed here
 }
+
+// GuestReport is a guest resumed at the destination (qemu driver).
+type GuestReport struct {
+	Driver string `json:"driver"`
+	State  string `json:"state"` // starting, running or failed
+	Error  string `json:"error,omitempty"`
+	PID    int    `json:"pid,omitempty"`
+	QMP    string `json:"qmp,omitempty"`
+	Serial string `json:"serial,omitempty"`
+	RunDir string `json:"run_dir,omitempty"`
+	// ResumedAfter is the migration's start here to the guest running.
+	ResumedAfter time.Duration `json:"resumed_after_ns,omitempty"`
+	// Downtime is the pause at the source to the guest running here.
+	Downtime time.Duration `json:"downtime_ns,omitempty"`
+}
+
+// Guest states.
+const (
+	GuestStarting = "starting"
+	GuestRunning  = "running"
+	GuestFailed   = "failed"
+)
 
 // GatherReport is a destination's view of one migration.
 type GatherReport struct {

@@ -17,12 +17,23 @@ type Config struct {
 	MetricsAddr string // HOST:PORT for Prometheus; empty: only on the socket
 	Node        node.Config
 	Store       chunkstore.Config
+	QEMU        QEMUConfig
 	Version     string
+}
+
+// QEMUConfig is how QEMU guests evicted to this node are resumed.
+type QEMUConfig struct {
+	// Resume starts an incoming guest at once on the lazy views of its
+	// memory and disks.
+	Resume bool
+	// Binary is the QEMU to run; empty: the source's binary name from PATH.
+	Binary string
 }
 
 // DefaultConfig returns the defaults for a data directory.
 func DefaultConfig(dataDir string) Config {
-	return Config{DataDir: dataDir, Node: node.DefaultConfig(), Store: chunkstore.DefaultConfig()}
+	return Config{DataDir: dataDir, Node: node.DefaultConfig(), Store: chunkstore.DefaultConfig(),
+		QEMU: QEMUConfig{Resume: true}}
 }
 
 // IdentityPath is where the node's key lives.

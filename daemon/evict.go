@@ -11,6 +11,7 @@ import (
 	"github.com/sgrelay/sg/eviction"
 	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/vm"
+	"github.com/sgrelay/sg/vm/qemu"
 )
 
 func (d *Daemon) serveVMs(w http.ResponseWriter, _ *http.Request) {
@@ -23,6 +24,9 @@ func (d *Daemon) serveVMs(w http.ResponseWriter, _ *http.Request) {
 
 func vmToAPI(s vm.Spec) api.VM {
 	v := api.VM{Name: s.Name, Driver: "files"}
+	if s.QEMU != nil {
+		v.Driver, v.QMP, v.Args = "qemu", s.QEMU.QMP, s.QEMU.Args
+	}
 	for _, r := range s.Regions {
 		v.Regions = append(v.Regions, api.VMRegion{Name: r.Name, Kind: r.Kind.String(), Path: r.Path, Size: r.Size})
 	}
@@ -34,13 +38,23 @@ func (d *Daemon) serveAddVM(w http.ResponseWriter, r *http.Request) {
 	if !decodeRequest(w, r, &req) {
 		return
 	}
-	for _, p := range append(append(append([]string{}, req.Mem...), req.Disks...), req.State) {
+	for _, p := range append(append(append([]string{}, req.Mem...), req.Disks...), req.State, req.QEMUQMP) {
 		if p != "" && !filepath.IsAbs(p) {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("path %q is not absolute", p))
 			return
 		}
 	}
-	spec, err := vm.NewFilesSpec(req.Name, req.Mem, req.Disks, req.State)
+	var spec vm.Spec
+	var err error
+	if req.QEMUQMP != "" {
+		if len(req.Mem)+len(req.Disks) > 0 || req.State != "" {
+			writeError(w, http.StatusBadRequest, errors.New("a QEMU guest (--qemu-qmp) takes its memory and disks from its command line: no --mem, --disk or --state"))
+			return
+		}
+		spec, err = qemu.Inspect(r.Context(), req.Name, req.QEMUQMP)
+	} else {
+		spec, err = vm.NewFilesSpec(req.Name, req.Mem, req.Disks, req.State)
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
@@ -145,7 +159,7 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for _, name := range req.VMs {
-		drv, err := d.vms.Driver(name)
+		drv, err := d.driver(name)
 		if err == nil {
 			var snap *vm.Snapshot
 			if snap, err = drv.Pause(r.Context()); err == nil {
@@ -201,6 +215,18 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 	d.evictBytes.Add(float64(res.Bytes))
 	d.log.Info("eviction done", "vms", req.VMs, "et", res.ET, "bytes", res.Bytes, "unique", res.UniqueBytes)
 	ev.send(api.Event{Evict: out}, true)
+}
+
+// driver returns the driver of a registered VM.
+func (d *Daemon) driver(name string) (vm.Driver, error) {
+	s, err := d.vms.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	if s.QEMU != nil {
+		return qemu.NewDriver(s, filepath.Join(d.cfg.DataDir, "qemu-state"), d.log)
+	}
+	return &vm.Files{Spec: s}, nil
 }
 
 func evictionVM(s *vm.Snapshot, diskChunk int) eviction.VM {

@@ -35,6 +35,7 @@ func (d *Daemon) onGather(in *fetch.Incoming, g *fetch.Gatherer) {
 		d.log.Warn("no lazy FUSE view for this migration", "vm", in.VM, "err", err)
 	}
 	d.views.exportDisks(in, g)
+	d.maybeResumeGuest(in, g)
 }
 
 func (d *Daemon) onGatherDone(_ *fetch.Incoming, rep fetch.Report, err error) {

@@ -72,6 +72,7 @@ func (d *Daemon) migrationsList() []api.Migration {
 			m.Gather = gatherReportToAPI(rep)
 			m.Gather.Lazy = d.lazyDir(in.ID.String())
 			m.Gather.NBD = d.views.nbdSockets(in.ID)
+			m.Guest = d.guests.get(in.ID)
 			switch {
 			case rep.Err != "":
 				m.State, m.Error = api.StateFailed, rep.Err

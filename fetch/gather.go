@@ -453,11 +453,8 @@ func (g *Gatherer) ReadAt(ctx context.Context, region int, p []byte, off int64) 
 		return 0, io.EOF
 	}
 	end := min(off+int64(len(p)), int64(r.Size))
-	cs := int64(r.ChunkSize)
-	for idx := off / cs; idx*cs < end; idx++ {
-		if err := g.ensure(ctx, Position{region, uint64(idx)}); err != nil {
-			return 0, err
-		}
+	if err := g.ensureRange(ctx, region, off, end); err != nil {
+		return 0, err
 	}
 	n, err := g.files[region].ReadAt(p[:end-off], off)
 	if err == nil && int64(n) < int64(len(p)) {
@@ -477,11 +474,8 @@ func (g *Gatherer) WriteAt(ctx context.Context, region int, p []byte, off int64)
 	if off+int64(len(p)) > int64(r.Size) {
 		return 0, fmt.Errorf("write past the end of %s", r.Name)
 	}
-	cs := int64(r.ChunkSize)
-	for idx := off / cs; idx*cs < off+int64(len(p)); idx++ {
-		if err := g.ensure(ctx, Position{region, uint64(idx)}); err != nil {
-			return 0, err
-		}
+	if err := g.ensureRange(ctx, region, off, off+int64(len(p))); err != nil {
+		return 0, err
 	}
 	return g.files[region].WriteAt(p, off)
 }

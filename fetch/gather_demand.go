@@ -14,25 +14,66 @@ import (
 )
 
 // ensure returns once the position is here, demand-fetching it if needed.
+func (g *Gatherer) ensureRange(ctx context.Context, region int, off, end int64) error {
+	cs := int64(g.in.Regions[region].ChunkSize)
+	first, last := off/cs, (end-1)/cs
+	if first == last {
+		return g.ensure(ctx, Position{region, uint64(first)})
+	}
+	// A read spanning several chunks asks for all of them at once (a QEMU
+	// guest's loader reads its kernel in 1 MiB pieces), then waits.
+	g.mu.Lock()
+	var waits []chan error
+	for idx := first; idx <= last; idx++ {
+		if w := g.demandLocked(Position{region, uint64(idx)}); w != nil {
+			waits = append(waits, w)
+		}
+	}
+	g.mu.Unlock()
+	if len(waits) > 0 {
+		g.poke()
+	}
+	var firstErr error
+	for _, w := range waits {
+		if err := g.awaitDemand(ctx, w); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
 func (g *Gatherer) ensure(ctx context.Context, at Position) error {
 	g.mu.Lock()
+	w := g.demandLocked(at)
+	g.mu.Unlock()
+	if w == nil {
+		return nil
+	}
+	g.poke()
+	return g.awaitDemand(ctx, w)
+}
+
+// demandLocked counts a demand read of at and, when at is missing, starts
+// fetching it and returns the channel its arrival (or failure) is sent on.
+func (g *Gatherer) demandLocked(at Position) chan error {
 	g.st.DemandReads++
 	if g.present[at.Region][at.Index] {
 		g.st.DemandHits++
-		g.mu.Unlock()
 		return nil
 	}
-	if g.failed != nil {
-		err := g.failed
-		g.mu.Unlock()
-		return err
-	}
 	w := make(chan error, 1)
+	if g.failed != nil {
+		w <- g.failed
+		return w
+	}
 	g.waiters[at] = append(g.waiters[at], w)
 	g.noteFaultLocked(at)
 	g.startDemandLocked(at)
-	g.mu.Unlock()
-	g.poke()
+	return w
+}
+
+// awaitDemand waits for one demand read started by demandLocked.
+func (g *Gatherer) awaitDemand(ctx context.Context, w chan error) error {
 	select {
 	case err := <-w:
 		g.mu.Lock()

@@ -4,8 +4,8 @@
 //
 //   - driver: how one kind of VM is paused, read and released. `files`
 //     takes a snapshot already on disk (a QEMU memory-backend file, a
-//     Firecracker snapshot, raw disk images); `qemu` (issue #6) will pause a
-//     running guest over QMP.
+//     Firecracker snapshot, raw disk images); `qemu` (package vm/qemu) pauses a
+//     running guest over QMP and resumes it at the destination.
 //   - snapshot: a paused VM's regions, open for reading until released.
 //   - region: memory image, disk image or device-state blob.
 //

@@ -94,15 +94,6 @@ func (r *Registry) List() []Spec {
 	return out
 }
 
-// Driver returns the driver for a registered VM.
-func (r *Registry) Driver(name string) (Driver, error) {
-	s, err := r.Get(name)
-	if err != nil {
-		return nil, err
-	}
-	return &Files{Spec: s}, nil
-}
-
 func (r *Registry) saveLocked() error {
 	list := make([]Spec, 0, len(r.vms))
 	for _, s := range r.vms {

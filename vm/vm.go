@@ -65,11 +65,27 @@ var (
 	ErrBadName  = errors.New("bad VM name")
 )
 
-// Spec is a registered VM of the files driver.
+// Spec is a registered VM.
 type Spec struct {
-	Name    string   `json:"name"`
+	Name string `json:"name"`
+	// Driver is "files" (or empty) for images on disk, "qemu" for a
+	// running QEMU guest.
+	Driver string `json:"driver,omitempty"`
+	// Regions are the images as registered; the qemu driver reads them
+	// afresh from the guest's command line when it pauses it.
 	Regions []Region `json:"regions"`
+	QEMU    *QEMU    `json:"qemu,omitempty"`
 }
+
+// QEMU is how the qemu driver reaches a guest.
+type QEMU struct {
+	QMP  string   `json:"qmp"`  // the guest's QMP unix socket
+	Args []string `json:"args"` // its command line when registered
+}
+
+// CheckName refuses a VM name that is empty, too long or not made of
+// letters, digits, '-', '_' and '.'.
+func CheckName(name string) error { return checkName(name) }
 
 // NewFilesSpec builds and checks a spec from image paths: every file must
 // exist and be readable; a memory image must be a whole number of pages.

@@ -36,6 +36,15 @@ func cmdMigrations(ctx context.Context, e *env, args []string) error {
 		if m.Error != "" {
 			state += ": " + m.Error
 		}
+		if g := m.Guest; g != nil {
+			state += ", guest " + g.State
+			if g.State == "running" {
+				state += fmt.Sprintf(" (pid %d, downtime %v)", g.PID, g.Downtime.Round(time.Millisecond))
+			}
+			if g.Error != "" {
+				state += ": " + g.Error
+			}
+		}
 		man := m.Manifest
 		if man == "" {
 			man = "-"

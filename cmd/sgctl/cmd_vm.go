@@ -26,7 +26,8 @@ func cmdVM(ctx context.Context, e *env, args []string) error {
 }
 
 func cmdVMAdd(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "vm add", "NAME --mem FILE [--mem FILE]... [--disk FILE]... [--state FILE] [--json]")
+	fs := newFlags(e, "vm add", "NAME (--qemu-qmp SOCKET | --mem FILE [--mem FILE]... [--disk FILE]... [--state FILE]) [--json]")
+	qmp := fs.String("qemu-qmp", "", "a running QEMU guest's QMP socket (the qemu driver)")
 	var mem, disks listFlag
 	fs.Var(&mem, "mem", "memory image (repeatable)")
 	fs.Var(&disks, "disk", "disk image (repeatable)")
@@ -59,6 +60,11 @@ func cmdVMAdd(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
+	if *qmp != "" {
+		if req.QEMUQMP, err = filepath.Abs(*qmp); err != nil {
+			return err
+		}
+	}
 	v, err := e.client().AddVM(ctx, req)
 	if err != nil {
 		return err
@@ -66,7 +72,7 @@ func cmdVMAdd(ctx context.Context, e *env, args []string) error {
 	if *asJSON {
 		return printJSON(e.stdout, v)
 	}
-	fmt.Fprintf(e.stdout, "registered %s:", v.Name)
+	fmt.Fprintf(e.stdout, "registered %s (%s):", v.Name, v.Driver)
 	for _, r := range v.Regions {
 		fmt.Fprintf(e.stdout, " %s %s", r.Name, units.FormatSize(r.Size))
 	}

@@ -106,6 +106,10 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 	}
 	cfg.Node.AllowAny = fc.AllowAny
 	cfg.Node.Zone = fc.Zone
+	cfg.QEMU.Binary = fc.QEMUBinary
+	if fc.QEMUResume != nil {
+		cfg.QEMU.Resume = *fc.QEMUResume
+	}
 	for _, a := range fc.Allow {
 		id, err := peer.Decode(a)
 		if err != nil {

@@ -21,6 +21,8 @@ type fileConfig struct {
 	MemBudget  string   `toml:"mem_budget"`
 	DiskBudget string   `toml:"disk_budget"`
 	IngestRate string   `toml:"ingest_rate"`
+	QEMUBinary string   `toml:"qemu_binary"`
+	QEMUResume *bool    `toml:"qemu_resume"`
 	LogLevel   string   `toml:"log_level"`
 	LogFormat  string   `toml:"log_format"`
 }
@@ -59,6 +61,12 @@ disk_budget = "0"
 # "2Gbit" or "200MB" (empty: no cap). Protects foreground traffic on a
 # destination.
 ingest_rate = ""
+
+# QEMU guests evicted to this node: start them here at once, on the lazy
+# views of their memory and disks (false: gather only; start them yourself
+# from the views). qemu_binary: empty runs the source's binary name from PATH.
+qemu_resume = true
+qemu_binary = ""
 
 # debug, info, warn or error; text or json.
 log_level = "info"

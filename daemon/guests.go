@@ -1,0 +1,147 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/fetch"
+	"github.com/sgrelay/sg/internal/wire"
+	"github.com/sgrelay/sg/vm/qemu"
+	"golang.org/x/sync/errgroup"
+)
+
+// resumeTimeout bounds starting a guest: QEMU start, device state load.
+const resumeTimeout = 3 * time.Minute
+
+// guests are the QEMU guests resumed on this node, by migration.
+type guests struct {
+	mu sync.Mutex
+	m  map[wire.MigrationID]*api.GuestReport
+}
+
+func (gs *guests) set(id wire.MigrationID, update func(*api.GuestReport)) {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if gs.m[id] == nil {
+		gs.m[id] = &api.GuestReport{Driver: "qemu"}
+	}
+	update(gs.m[id])
+}
+
+func (gs *guests) get(id wire.MigrationID) *api.GuestReport {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if r := gs.m[id]; r != nil {
+		c := *r
+		return &c
+	}
+	return nil
+}
+
+// maybeResumeGuest starts a QEMU guest arriving in `in` (it has a guest
+// config region) on the lazy views, in a goroutine the daemon owns. The
+// views must be up: call after mountLazy and exportDisks.
+func (d *Daemon) maybeResumeGuest(in *fetch.Incoming, g *fetch.Gatherer) {
+	cfgRegion := -1
+	for i, r := range in.Regions {
+		if r.Name == qemu.ConfigRegion {
+			cfgRegion = i
+		}
+	}
+	if cfgRegion < 0 {
+		return
+	}
+	if !d.cfg.QEMU.Resume {
+		d.log.Info("QEMU guest arriving; not starting it (qemu_resume = false)", "vm", in.VM, "lazy", d.lazyDir(in.ID.String()))
+		return
+	}
+	d.guests.set(in.ID, func(r *api.GuestReport) { r.State = api.GuestStarting })
+	d.views.wg.Add(1)
+	go func() {
+		defer d.views.wg.Done()
+		guest, err := d.resumeGuest(in, g, cfgRegion)
+		d.guests.set(in.ID, func(r *api.GuestReport) {
+			if err != nil {
+				r.State, r.Error = api.GuestFailed, err.Error()
+				return
+			}
+			r.State, r.PID, r.QMP, r.Serial, r.RunDir = api.GuestRunning, guest.PID, guest.QMP(), guest.Serial(), guest.RunDir
+			r.ResumedAfter, r.Downtime = guest.ResumedAt.Sub(in.Opened), guest.Downtime()
+		})
+		if err != nil {
+			d.log.Error("QEMU guest not resumed; its state keeps gathering", "vm", in.VM, "err", err)
+			return
+		}
+		d.log.Info("QEMU guest resumed", "vm", in.VM, "pid", guest.PID, "downtime", guest.Downtime(),
+			"after", guest.ResumedAt.Sub(in.Opened), "serial", guest.Serial())
+	}()
+}
+
+// resumeGuest reads the guest config through the gather (a demand read)
+// and starts QEMU on the views: memory, kernel, initrd and device state
+// from the FUSE files, disks from the NBD exports.
+func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion int) (*qemu.Guest, error) {
+	lazy := d.lazyDir(in.ID.String())
+	if lazy == "" {
+		return nil, fmt.Errorf("no lazy FUSE view of its memory (is /dev/fuse available?)")
+	}
+	ctx, cancel := context.WithTimeout(d.runCtx, resumeTimeout)
+	defer cancel()
+	cfg, err := qemu.ReadConfig(regionReader{ctx, g.Region(cfgRegion)}, int64(in.Regions[cfgRegion].Size))
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	if err := warm(ctx, in, g); err != nil {
+		return nil, err
+	}
+	d.log.Info("guest's state, kernel and initrd here", "vm", in.VM, "took", time.Since(t0), "since_open", time.Since(in.Opened))
+	socks := d.views.nbdSockets(in.ID)
+	return qemu.Resume(ctx, cfg, qemu.ResumeConfig{
+		Binary: d.cfg.QEMU.Binary,
+		Log:    d.log,
+		Placement: qemu.Placement{
+			File:   func(region string) string { return filepath.Join(lazy, region) },
+			Disk:   func(region string) string { return "nbd+unix:///" + region + "?socket=" + socks[region] },
+			RunDir: filepath.Join(d.cfg.DataDir, "guests", fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8])),
+		},
+	})
+}
+
+// warm brings the regions QEMU reads whole before the guest can run
+// (device state, kernel, initrd) in large parallel demand reads: many
+// chunks in flight instead of QEMU's one read at a time.
+func warm(ctx context.Context, in *fetch.Incoming, g *fetch.Gatherer) error {
+	const piece = 4 << 20
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.SetLimit(4)
+	for i, r := range in.Regions {
+		if r.Name != qemu.StateRegion && r.Name != qemu.KernelRegion && r.Name != qemu.InitrdRegion {
+			continue
+		}
+		for off := int64(0); off < int64(r.Size); off += piece {
+			eg.Go(func() error {
+				buf := make([]byte, min(piece, int64(r.Size)-off))
+				if _, err := g.Region(i).ReadAt(ctx, buf, off); err != nil && !errors.Is(err, io.EOF) {
+					return fmt.Errorf("read %s: %w", r.Name, err)
+				}
+				return nil
+			})
+		}
+	}
+	return eg.Wait()
+}
+
+// regionReader is a region's demand path as an io.ReaderAt.
+type regionReader struct {
+	ctx context.Context
+	r   fetch.RegionIO
+}
+
+func (r regionReader) ReadAt(p []byte, off int64) (int, error) { return r.r.ReadAt(r.ctx, p, off) }

@@ -1,0 +1,345 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/fetch/fuseview"
+	"github.com/sgrelay/sg/lab"
+)
+
+// guestKernelDir is where .ci/guest-kernel unpacks the Debian cloud
+// kernel; SG_GUEST_KERNEL_DIR overrides it.
+const guestKernelDir = "/var/cache/sg/guest-kernel"
+
+// patternSize is the seeded data the guest keeps in RAM and on its disk.
+const patternSize = 16 << 20
+
+// guestInit is the guest's /init: it loads the virtio modules, writes the
+// pattern (in its RAM: the initramfs) to its disk, then every second
+// prints a counter and the checksums of the pattern in RAM and on disk,
+// the disk read afresh (page cache dropped) so that the reads reach the
+// disk's backend.
+const guestInit = `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for pass in 1 2; do
+  for m in virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
+    insmod /lib/$m.ko 2>/dev/null
+  done
+done
+dd if=/pattern of=/dev/vda bs=1M conv=fsync 2>/dev/null
+n=0
+while true; do
+  echo 3 > /proc/sys/vm/drop_caches
+  m=$(md5sum /pattern | cut -c1-32)
+  d=$(dd if=/dev/vda bs=1M count=16 2>/dev/null | md5sum | cut -c1-32)
+  echo "sg-guest n=$n mem=$m disk=$d"
+  n=$((n+1))
+  sleep 1
+done
+`
+
+// guest is what the QEMU test boots: kernel, initramfs and the checksum
+// of the pattern.
+type guest struct {
+	kernel, initrd string
+	sum            string
+}
+
+// buildGuest makes a busybox initramfs holding the virtio modules of the
+// cloud kernel and a pattern from a fixed seed; it skips the test when
+// QEMU, busybox, cpio, FUSE or the kernel is missing.
+func buildGuest(t *testing.T) guest {
+	t.Helper()
+	for _, tool := range []string{"qemu-system-x86_64", "busybox", "cpio", "gzip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (.ci/run installs qemu-system-x86, busybox-static, cpio)", tool)
+		}
+	}
+	if err := fuseview.Available(); err != nil {
+		t.Skipf("lazy FUSE views unavailable: %v", err)
+	}
+	kdir := os.Getenv("SG_GUEST_KERNEL_DIR")
+	if kdir == "" {
+		kdir = guestKernelDir
+	}
+	kernels, _ := filepath.Glob(filepath.Join(kdir, "boot", "vmlinuz-*"))
+	if len(kernels) == 0 {
+		t.Skipf("no guest kernel in %s (run .ci/guest-kernel)", kdir)
+	}
+	release := filepath.Base(kernels[0])[len("vmlinuz-"):]
+	root := filepath.Join(t.TempDir(), "initramfs")
+	for _, d := range []string{"bin", "lib", "proc", "sys", "dev"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mods := filepath.Join(kdir, "lib", "modules", release, "kernel", "drivers")
+	for _, m := range []string{"virtio/virtio", "virtio/virtio_ring", "virtio/virtio_pci_legacy_dev",
+		"virtio/virtio_pci_modern_dev", "virtio/virtio_pci", "block/virtio_blk"} {
+		copyFile(t, filepath.Join(mods, m+".ko"), filepath.Join(root, "lib", filepath.Base(m)+".ko"))
+	}
+	bb, _ := exec.LookPath("busybox")
+	copyFile(t, bb, filepath.Join(root, "bin", "busybox"))
+	if err := os.Chmod(filepath.Join(root, "bin", "busybox"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "init"), []byte(guestInit), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pattern := make([]byte, patternSize)
+	rng := rand.New(rand.NewPCG(6, 6))
+	for i := 0; i < len(pattern); i += 8 {
+		v := rng.Uint64()
+		for j := range 8 {
+			pattern[i+j] = byte(v >> (8 * j))
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "pattern"), pattern, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := md5.Sum(pattern)
+	initrd := filepath.Join(t.TempDir(), "initrd.gz")
+	pack := exec.Command("sh", "-c", "find . | cpio -o -H newc 2>/dev/null | gzip -1 > "+initrd)
+	pack.Dir = root
+	if out, err := pack.CombinedOutput(); err != nil {
+		t.Fatalf("pack initramfs: %v: %s", err, out)
+	}
+	return guest{kernel: kernels[0], initrd: initrd, sum: hex.EncodeToString(sum[:])}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var guestLine = regexp.MustCompile(`sg-guest n=(\d+) mem=([0-9a-f]{32}) disk=([0-9a-f]{32})`)
+
+// guestLineAt is one line the guest printed.
+type guestLineAt struct {
+	n         int
+	mem, disk string
+}
+
+// guestLines reads the counter lines of a serial log.
+func guestLines(path string) []guestLineAt {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []guestLineAt
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if m := guestLine.FindStringSubmatch(sc.Text()); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			out = append(out, guestLineAt{n, m[2], m[3]})
+		}
+	}
+	return out
+}
+
+// waitGuestLine waits until the serial log at path has a counter line
+// that ok accepts, and returns it.
+func waitGuestLine(ctx context.Context, path string, ok func(guestLineAt) bool) (guestLineAt, error) {
+	for {
+		for _, l := range guestLines(path) {
+			if ok(l) {
+				return l, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			log, _ := os.ReadFile(path)
+			return guestLineAt{}, fmt.Errorf("no such line in %s: %w\n%s", path, ctx.Err(), log)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// TestQEMUGuestEviction evicts a running QEMU guest (TCG) from src to dst
+// through two intermediates, all real sgnode processes. dst takes at most
+// 100 Mbit/s (a busy destination), so its gather outlasts the resume:
+// the guest must run at dst on lazily gathered memory and disk, continue
+// its counter with the same checksums, and the source's QEMU must be gone.
+func TestQEMUGuestEviction(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a guest under TCG")
+	}
+	g := buildGuest(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	c, err := lab.Start(ctx, lab.Config{Bin: binDir, Dir: t.TempDir(), Names: []string{"src", "dst", "r1", "r2"},
+		Flags: map[string][]string{"dst": {"--ingest-rate", "100Mbit"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Stop()
+		if t.Failed() || os.Getenv("SG_E2E_LOGS") != "" {
+			t.Log(c.Logs())
+		}
+	})
+	if err := c.WaitConnected(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	src, dst := c.Nodes[0], c.Nodes[1]
+
+	// The source guest, as an operator would run it.
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "web1.disk")
+	if err := os.Truncate(createFile(t, disk), 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	qmp, serial := filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "serial.log")
+	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-display", "none",
+		"-machine", "q35,memory-backend=mem", "-m", "256M",
+		"-object", "memory-backend-file,id=mem,size=256M,mem-path="+filepath.Join(dir, "web1.mem")+",share=on",
+		"-kernel", g.kernel, "-initrd", g.initrd, "-append", "console=ttyS0 quiet",
+		"-drive", "file="+disk+",format=raw,if=virtio,cache=none",
+		"-serial", "file:"+serial, "-qmp", "unix:"+qmp+",server=on,wait=off")
+	qemuLog, err := os.Create(filepath.Join(dir, "qemu.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qemuLog.Close()
+	qemu.Stdout, qemu.Stderr = qemuLog, qemuLog
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	srcExited := make(chan error, 1)
+	go func() { srcExited <- qemu.Wait() }()
+	t.Cleanup(func() {
+		_ = qemu.Process.Kill()
+		<-srcExited
+	})
+
+	bootCtx, bootCancel := context.WithTimeout(ctx, 2*time.Minute)
+	last, err := waitGuestLine(bootCtx, serial, func(l guestLineAt) bool { return l.n >= 2 })
+	bootCancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.mem != g.sum || last.disk != g.sum {
+		t.Fatalf("source guest checksums %s/%s, want %s", last.mem, last.disk, g.sum)
+	}
+
+	if _, err := src.Sgctl(ctx, "vm", "add", "web1", "--qemu-qmp", qmp); err != nil {
+		t.Fatal(err)
+	}
+	var res api.EvictResult
+	if err := src.SgctlJSON(ctx, &res, "evict", "vm", "web1", "--to", dst.PeerID); err != nil {
+		t.Fatal(err)
+	}
+	// The destination's guest runs on sgnode's views: stop it before the
+	// cluster (cleanups run last-registered first).
+	var destPID int
+	t.Cleanup(func() {
+		if destPID > 0 {
+			_ = syscall.Kill(destPID, syscall.SIGKILL)
+		}
+	})
+	select {
+	case <-srcExited:
+		srcExited <- nil // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("the source's QEMU still runs 30 s after the eviction")
+	}
+	// The source printed its last line before the pause.
+	lines := guestLines(serial)
+	lastAtSource := lines[len(lines)-1]
+
+	guestRec, err := waitGuest(ctx, dst, "web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	destPID = guestRec.Guest.PID
+	m, err := dst.WaitGathered(ctx, "web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gr, gg := m.Guest, m.Gather
+	t.Logf("ET %v; guest running at dst %v after the migration opened there (downtime %v); TMT %v; "+
+		"demand reads %d (network faults %d, first %v); VM %d MiB, %d MiB unique, sent %v",
+		res.ET, gr.ResumedAfter, gr.Downtime, gg.TMT, gg.DemandReads, gg.NetworkFaults, gg.FirstDemand,
+		m.Bytes>>20, res.UniqueBytes>>20, res.SentBytes)
+	if gr.ResumedAfter >= gg.TMT {
+		t.Errorf("guest resumed %v after the start, not before gather completed (TMT %v)", gr.ResumedAfter, gg.TMT)
+	}
+	if gg.NetworkFaults == 0 || gg.FirstDemand >= gg.TMT {
+		t.Errorf("no demand read waited for the network during the gather: %d faults, first demand %v, TMT %v",
+			gg.NetworkFaults, gg.FirstDemand, gg.TMT)
+	}
+
+	// The guest continues its counter at dst with the same checksums, and
+	// keeps running after its gather completed.
+	resumed, err := waitGuestLine(ctx, gr.Serial, func(l guestLineAt) bool { return l.n > lastAtSource.n })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resumed.n != lastAtSource.n+1 || resumed.mem != g.sum || resumed.disk != g.sum {
+		t.Fatalf("at the destination: %+v, want n=%d mem=disk=%s", resumed, lastAtSource.n+1, g.sum)
+	}
+	after, err := waitGuestLine(ctx, gr.Serial, func(l guestLineAt) bool { return l.n >= resumed.n+3 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.mem != g.sum || after.disk != g.sum {
+		t.Fatalf("after the gather: %+v, want %s", after, g.sum)
+	}
+}
+
+func createFile(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return path
+}
+
+// waitGuest waits until n reports vm's guest running (or failed).
+func waitGuest(ctx context.Context, n *lab.Node, vm string) (api.Migration, error) {
+	for {
+		var ms []api.Migration
+		if err := n.SgctlJSON(ctx, &ms, "migrations"); err != nil {
+			return api.Migration{}, err
+		}
+		for _, m := range ms {
+			if m.VM == vm && m.Role == "destination" && m.Guest != nil {
+				switch m.Guest.State {
+				case api.GuestRunning:
+					return m, nil
+				case api.GuestFailed:
+					return m, fmt.Errorf("guest %s not resumed: %s", vm, m.Guest.Error)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return api.Migration{}, fmt.Errorf("guest %s not running: %w", vm, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

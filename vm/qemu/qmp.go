@@ -1,0 +1,194 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxQMPLine bounds one QMP message; replies we use are a few KiB.
+const maxQMPLine = 1 << 20
+
+// QMP is a connection to one QEMU monitor. Commands run one at a time.
+type QMP struct {
+	conn net.Conn
+	rd   *bufio.Scanner
+	mu   sync.Mutex
+	pid  int
+}
+
+// QMPError is an error QEMU answered with.
+type QMPError struct {
+	Command string
+	Class   string
+	Desc    string
+}
+
+func (e *QMPError) Error() string {
+	return fmt.Sprintf("qmp %s: %s: %s", e.Command, e.Class, e.Desc)
+}
+
+// DialQMP connects to a QMP socket, reads the greeting and enters command
+// mode. ctx bounds the handshake.
+func DialQMP(ctx context.Context, path string) (*QMP, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("qmp %s: %w", path, err)
+	}
+	q := &QMP{conn: conn, rd: bufio.NewScanner(conn)}
+	q.rd.Buffer(make([]byte, 0, 64<<10), maxQMPLine)
+	if uc, ok := conn.(*net.UnixConn); ok {
+		q.pid = peerPID(uc)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	var greeting struct {
+		QMP *json.RawMessage `json:"QMP"`
+	}
+	if err := q.readMessage(&greeting); err != nil || greeting.QMP == nil {
+		conn.Close()
+		if err == nil {
+			err = errors.New("no QMP greeting (is this a QMP socket?)")
+		}
+		return nil, fmt.Errorf("qmp %s: %w", path, err)
+	}
+	if err := q.Execute(ctx, "qmp_capabilities", nil, nil); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return q, nil
+}
+
+// peerPID is the process at the other end of a unix socket (0 if unknown).
+func peerPID(c *net.UnixConn) int {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var pid int
+	_ = raw.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid
+}
+
+// PID is the QEMU process's ID, from the socket's peer credentials.
+func (q *QMP) PID() int { return q.pid }
+
+// Close closes the connection.
+func (q *QMP) Close() error { return q.conn.Close() }
+
+// Execute runs one command; out (may be nil) receives its "return" value.
+// Asynchronous events that arrive meanwhile are skipped.
+func (q *QMP) Execute(ctx context.Context, cmd string, args, out any) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { q.conn.SetDeadline(time.Now()) })
+	defer stop()
+	req := map[string]any{"execute": cmd}
+	if args != nil {
+		req["arguments"] = args
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	if _, err := q.conn.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("qmp %s: %w", cmd, ctxErr(ctx, err))
+	}
+	for {
+		var reply struct {
+			Return json.RawMessage `json:"return"`
+			Error  *struct {
+				Class string `json:"class"`
+				Desc  string `json:"desc"`
+			} `json:"error"`
+			Event string `json:"event"`
+		}
+		if err := q.readMessage(&reply); err != nil {
+			return fmt.Errorf("qmp %s: %w", cmd, ctxErr(ctx, err))
+		}
+		switch {
+		case reply.Event != "":
+			continue
+		case reply.Error != nil:
+			return &QMPError{Command: cmd, Class: reply.Error.Class, Desc: reply.Error.Desc}
+		case out != nil:
+			if err := json.Unmarshal(reply.Return, out); err != nil {
+				return fmt.Errorf("qmp %s: reply: %w", cmd, err)
+			}
+		}
+		return nil
+	}
+}
+
+func (q *QMP) readMessage(v any) error {
+	if !q.rd.Scan() {
+		if err := q.rd.Err(); err != nil {
+			return err
+		}
+		return errors.New("connection closed by QEMU")
+	}
+	return json.Unmarshal(q.rd.Bytes(), v)
+}
+
+// ctxErr prefers the context's error to the deadline it caused.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// Status is the guest's run state ("running", "paused", "inmigrate", ...).
+func (q *QMP) Status(ctx context.Context) (string, error) {
+	var st struct {
+		Status string `json:"status"`
+	}
+	err := q.Execute(ctx, "query-status", nil, &st)
+	return st.Status, err
+}
+
+// setIgnoreShared keeps shared memory backends out of the migration
+// stream: guest RAM travels as chunks, not inside the device state.
+func (q *QMP) setIgnoreShared(ctx context.Context) error {
+	return q.Execute(ctx, "migrate-set-capabilities", map[string]any{
+		"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}},
+	}, nil)
+}
+
+// waitMigration polls query-migrate until the migration (out or in) ends.
+func (q *QMP) waitMigration(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var st struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		if err := q.Execute(ctx, "query-migrate", nil, &st); err != nil {
+			return err
+		}
+		switch st.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fmt.Errorf("migration %s: %s", st.Status, st.ErrorDesc)
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

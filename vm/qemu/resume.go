@@ -1,0 +1,169 @@
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ReadConfig reads a guest config region.
+func ReadConfig(r io.ReaderAt, size int64) (Config, error) {
+	var c Config
+	if size <= 0 || size > maxConfigSize {
+		return c, fmt.Errorf("guest config: %d bytes (at most %d)", size, maxConfigSize)
+	}
+	b := make([]byte, size)
+	if _, err := r.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
+		return c, fmt.Errorf("guest config: %w", err)
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("guest config: %w", err)
+	}
+	if len(c.Args) == 0 {
+		return c, errors.New("guest config: no command line")
+	}
+	return c, nil
+}
+
+// ResumeConfig says how to start a guest here.
+type ResumeConfig struct {
+	// Binary is the QEMU to run; empty: the source's binary name, looked
+	// up in PATH.
+	Binary    string
+	Placement Placement
+	Log       *slog.Logger
+}
+
+// Guest is a QEMU guest started here.
+type Guest struct {
+	VM        string
+	PID       int
+	RunDir    string
+	Args      []string
+	PausedAt  time.Time // at the source
+	ResumedAt time.Time // `cont` answered here
+}
+
+// Downtime is pause at the source to `cont` here.
+func (g *Guest) Downtime() time.Duration { return g.ResumedAt.Sub(g.PausedAt) }
+
+// QMP is the guest's monitor socket.
+func (g *Guest) QMP() string { return QMPSocket(g.RunDir) }
+
+// Serial is the file its first serial port writes to.
+func (g *Guest) Serial() string { return SerialLog(g.RunDir) }
+
+// Resume starts the guest of cfg with its regions where rc.Placement says,
+// loads its device state from the state region and continues it. QEMU
+// daemonizes (it outlives this call and sgnode restarts); on error it is
+// stopped, so nothing half-started claims to be the guest.
+func Resume(ctx context.Context, cfg Config, rc ResumeConfig) (*Guest, error) {
+	m, err := ParseArgs(cfg.Args)
+	if err != nil {
+		return nil, fmt.Errorf("VM %s: %w", cfg.VM, err)
+	}
+	bin := rc.Binary
+	if bin == "" {
+		bin = filepath.Base(m.Binary)
+	}
+	if bin, err = exec.LookPath(bin); err != nil {
+		return nil, fmt.Errorf("VM %s: QEMU binary: %w", cfg.VM, err)
+	}
+	run := rc.Placement.RunDir
+	if err := os.MkdirAll(run, 0o700); err != nil {
+		return nil, fmt.Errorf("VM %s: run directory: %w", cfg.VM, err)
+	}
+	_ = os.Remove(QMPSocket(run))
+	pidFile := filepath.Join(run, "qemu.pid")
+	_ = os.Remove(pidFile)
+	args := append(m.DestinationArgs(rc.Placement), "-daemonize", "-pidfile", pidFile)
+	g := &Guest{VM: cfg.VM, RunDir: run, Args: append([]string{bin}, args...), PausedAt: cfg.PausedAt}
+	if err := start(ctx, bin, args, filepath.Join(run, "qemu.log")); err != nil {
+		return nil, fmt.Errorf("VM %s: start QEMU: %w", cfg.VM, err)
+	}
+	if b, err := os.ReadFile(pidFile); err == nil {
+		g.PID, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if err := g.loadAndContinue(ctx, rc.Placement.File(StateRegion)); err != nil {
+		g.kill()
+		return nil, fmt.Errorf("VM %s: %w", cfg.VM, err)
+	}
+	return g, nil
+}
+
+// start runs QEMU until it has daemonized; its output goes to logPath.
+func start(ctx context.Context, bin string, args []string, logPath string) error {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%w: %s", err, tailOf(logPath))
+	}
+	return nil
+}
+
+// loadAndContinue loads the device state from statePath over the guest's
+// monitor and lets the guest run.
+func (g *Guest) loadAndContinue(ctx context.Context, statePath string) error {
+	qctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+	defer cancel()
+	q, err := DialQMP(qctx, g.QMP())
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	if err := q.setIgnoreShared(qctx); err != nil {
+		return err
+	}
+	lctx, lcancel := context.WithTimeout(ctx, saveTimeout)
+	defer lcancel()
+	if err := q.Execute(lctx, "migrate-incoming", map[string]any{"uri": "exec:cat " + shellQuote(statePath)}, nil); err != nil {
+		return fmt.Errorf("load device state: %w", err)
+	}
+	if err := q.waitMigration(lctx); err != nil {
+		return fmt.Errorf("load device state: %w", err)
+	}
+	if err := q.Execute(qctx, "cont", nil, nil); err != nil {
+		return err
+	}
+	g.ResumedAt = time.Now()
+	return nil
+}
+
+// kill stops a guest that failed to start.
+func (g *Guest) kill() {
+	ctx, cancel := context.WithTimeout(context.Background(), qmpTimeout)
+	defer cancel()
+	if q, err := DialQMP(ctx, g.QMP()); err == nil {
+		_ = q.Execute(ctx, "quit", nil, nil)
+		q.Close()
+		return
+	}
+	if g.PID > 0 {
+		if p, err := os.FindProcess(g.PID); err == nil {
+			_ = p.Kill()
+		}
+	}
+}
+
+// tailOf is the end of a log file, for error messages.
+func tailOf(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 1000 {
+		b = b[len(b)-1000:]
+	}
+	return strings.TrimSpace(string(b))
+}
