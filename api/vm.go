@@ -122,6 +122,11 @@ type GuestReport struct {
 	ResumedAfter time.Duration `json:"resumed_after_ns,omitempty"`
 	// Downtime is the pause at the source to the guest running here.
 	Downtime time.Duration `json:"downtime_ns,omitempty"`
+	// Local: the gather completed and the guest was moved onto the
+	// gathered local files (SettleDowntime is that move's pause); it no
+	// longer needs sgnode's views.
+	Local          bool          `json:"local"`
+	SettleDowntime time.Duration `json:"settle_downtime_ns,omitempty"`
 }
 
 // Guest states.

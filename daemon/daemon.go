@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/chunkstore"
 	"github.com/sgrelay/sg/fetch/fuseview"
 	"github.com/sgrelay/sg/internal/wire"
@@ -67,7 +66,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	d := &Daemon{cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now()}
 	d.runCtx, d.cancelRun = context.WithCancel(context.Background())
 	d.lazy.m = map[string]*fuseview.Mount{}
-	d.guests.m = map[wire.MigrationID]*api.GuestReport{}
+	d.guests.m = map[wire.MigrationID]*guestState{}
 	var undo []func()
 	defer func() {
 		if err != nil {

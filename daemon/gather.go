@@ -38,9 +38,10 @@ func (d *Daemon) onGather(in *fetch.Incoming, g *fetch.Gatherer) {
 	d.maybeResumeGuest(in, g)
 }
 
-func (d *Daemon) onGatherDone(_ *fetch.Incoming, rep fetch.Report, err error) {
+func (d *Daemon) onGatherDone(in *fetch.Incoming, g *fetch.Gatherer, rep fetch.Report, err error) {
 	if err == nil {
 		d.gatherTMT.Observe(rep.TMT.Seconds())
+		d.settleGuest(in, g)
 	}
 }
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"os"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/fetch"
+	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/wire"
 	"github.com/sgrelay/sg/vm/qemu"
 	"golang.org/x/sync/errgroup"
@@ -22,14 +24,21 @@ const resumeTimeout = 3 * time.Minute
 // guests are the QEMU guests resumed on this node, by migration.
 type guests struct {
 	mu sync.Mutex
-	m  map[wire.MigrationID]*api.GuestReport
+	m  map[wire.MigrationID]*guestState
 }
 
-func (gs *guests) set(id wire.MigrationID, update func(*api.GuestReport)) {
+type guestState struct {
+	rep   api.GuestReport
+	guest    *qemu.Guest // running, once resumed
+	cfg      qemu.Config
+	settling bool
+}
+
+func (gs *guests) set(id wire.MigrationID, update func(*guestState)) {
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
 	if gs.m[id] == nil {
-		gs.m[id] = &api.GuestReport{Driver: "qemu"}
+		gs.m[id] = &guestState{rep: api.GuestReport{Driver: "qemu"}}
 	}
 	update(gs.m[id])
 }
@@ -37,11 +46,23 @@ func (gs *guests) set(id wire.MigrationID, update func(*api.GuestReport)) {
 func (gs *guests) get(id wire.MigrationID) *api.GuestReport {
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
-	if r := gs.m[id]; r != nil {
-		c := *r
+	if s := gs.m[id]; s != nil {
+		c := s.rep
 		return &c
 	}
 	return nil
+}
+
+// takeToSettle returns a guest running on the views, once: the gather's
+// end and the guest's start race to settle it.
+func (gs *guests) takeToSettle(id wire.MigrationID) (*qemu.Guest, qemu.Config) {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if s := gs.m[id]; s != nil && s.guest != nil && !s.settling {
+		s.settling = true
+		return s.guest, s.cfg
+	}
+	return nil, qemu.Config{}
 }
 
 // maybeResumeGuest starts a QEMU guest arriving in `in` (it has a guest
@@ -61,19 +82,28 @@ func (d *Daemon) maybeResumeGuest(in *fetch.Incoming, g *fetch.Gatherer) {
 		d.log.Info("QEMU guest arriving; not starting it (qemu_resume = false)", "vm", in.VM, "lazy", d.lazyDir(in.ID.String()))
 		return
 	}
-	d.guests.set(in.ID, func(r *api.GuestReport) { r.State = api.GuestStarting })
+	d.guests.set(in.ID, func(s *guestState) { s.rep.State = api.GuestStarting })
 	d.views.wg.Add(1)
 	go func() {
 		defer d.views.wg.Done()
-		guest, err := d.resumeGuest(in, g, cfgRegion)
-		d.guests.set(in.ID, func(r *api.GuestReport) {
+		guest, cfg, err := d.resumeGuest(in, g, cfgRegion)
+		d.guests.set(in.ID, func(s *guestState) {
+			r := &s.rep
 			if err != nil {
 				r.State, r.Error = api.GuestFailed, err.Error()
 				return
 			}
+			s.guest, s.cfg = guest, cfg
 			r.State, r.PID, r.QMP, r.Serial, r.RunDir = api.GuestRunning, guest.PID, guest.QMP(), guest.Serial(), guest.RunDir
 			r.ResumedAfter, r.Downtime = guest.ResumedAt.Sub(in.Opened), guest.Downtime()
 		})
+		if err == nil {
+			select {
+			case <-g.Done(): // the gather completed while QEMU started
+				d.settleGuest(in, g)
+			default:
+			}
+		}
 		if err != nil {
 			d.log.Error("QEMU guest not resumed; its state keeps gathering", "vm", in.VM, "err", err)
 			return
@@ -86,32 +116,101 @@ func (d *Daemon) maybeResumeGuest(in *fetch.Incoming, g *fetch.Gatherer) {
 // resumeGuest reads the guest config through the gather (a demand read)
 // and starts QEMU on the views: memory, kernel, initrd and device state
 // from the FUSE files, disks from the NBD exports.
-func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion int) (*qemu.Guest, error) {
+func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion int) (*qemu.Guest, qemu.Config, error) {
 	lazy := d.lazyDir(in.ID.String())
 	if lazy == "" {
-		return nil, fmt.Errorf("no lazy FUSE view of its memory (is /dev/fuse available?)")
+		return nil, qemu.Config{}, fmt.Errorf("no lazy FUSE view of its memory (is /dev/fuse available?)")
 	}
 	ctx, cancel := context.WithTimeout(d.runCtx, resumeTimeout)
 	defer cancel()
 	cfg, err := qemu.ReadConfig(regionReader{ctx, g.Region(cfgRegion)}, int64(in.Regions[cfgRegion].Size))
 	if err != nil {
-		return nil, err
+		return nil, cfg, err
 	}
 	t0 := time.Now()
 	if err := warm(ctx, in, g); err != nil {
-		return nil, err
+		return nil, cfg, err
 	}
 	d.log.Info("guest's state, kernel and initrd here", "vm", in.VM, "took", time.Since(t0), "since_open", time.Since(in.Opened))
 	socks := d.views.nbdSockets(in.ID)
-	return qemu.Resume(ctx, cfg, qemu.ResumeConfig{
+	guest, err := qemu.Resume(ctx, cfg, qemu.ResumeConfig{
 		Binary: d.cfg.QEMU.Binary,
 		Log:    d.log,
 		Placement: qemu.Placement{
 			File:   func(region string) string { return filepath.Join(lazy, region) },
 			Disk:   func(region string) string { return "nbd+unix:///" + region + "?socket=" + socks[region] },
-			RunDir: filepath.Join(d.cfg.DataDir, "guests", fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8])),
+			RunDir: guestRunDir(d.cfg.DataDir, in),
 		},
 	})
+	return guest, cfg, err
+}
+
+func guestRunDir(dataDir string, in *fetch.Incoming) string {
+	return filepath.Join(dataDir, "guests", fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
+}
+
+// settleGuest moves a guest resumed on the lazy views onto the gathered
+// local files once its gather is complete (qemu.Rehome), so that it no
+// longer depends on sgnode: its memory is <data>/vms/<vm>-<id>/mem.img,
+// its disks disk<N>.img beside it. Called by whichever comes last, the
+// gather's end or the guest's start.
+func (d *Daemon) settleGuest(in *fetch.Incoming, g *fetch.Gatherer) {
+	guest, cfg := d.guests.takeToSettle(in.ID)
+	if guest == nil {
+		return
+	}
+	paths := map[string]string{}
+	for i, r := range in.Regions {
+		paths[r.Name] = g.Paths()[i]
+	}
+	lazy := d.lazyDir(in.ID.String())
+	flush := func() error {
+		// Pages the guest dirtied through its shared mapping of the FUSE
+		// file reach the local file on fsync.
+		for _, r := range in.Regions {
+			if manifest.Kind(r.Kind) != manifest.KindMemory {
+				continue
+			}
+			f, err := os.OpenFile(filepath.Join(lazy, r.Name), os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			err = f.Sync()
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(d.runCtx, resumeTimeout)
+	defer cancel()
+	next, err := qemu.Rehome(ctx, guest, cfg, qemu.ResumeConfig{
+		Binary: d.cfg.QEMU.Binary,
+		Log:    d.log,
+		Placement: qemu.Placement{
+			File:   func(region string) string { return paths[region] },
+			Disk:   func(region string) string { return paths[region] },
+			RunDir: filepath.Join(guestRunDir(d.cfg.DataDir, in), "local"),
+		},
+	}, flush)
+	d.guests.set(in.ID, func(s *guestState) {
+		r := &s.rep
+		if err != nil {
+			s.guest, r.Error = guest, err.Error() // still running on the views
+			return
+		}
+		s.guest = next
+		r.Local, r.PID, r.QMP, r.Serial, r.RunDir = true, next.PID, next.QMP(), next.Serial(), next.RunDir
+		r.SettleDowntime = next.Downtime()
+	})
+	if err != nil {
+		d.log.Error("QEMU guest stays on the lazy views", "vm", in.VM, "err", err)
+		return
+	}
+	d.log.Info("QEMU guest moved onto local files", "vm", in.VM, "pid", next.PID, "downtime", next.Downtime(), "mem", paths["mem"])
 }
 
 // warm brings the regions QEMU reads whole before the guest can run

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sgrelay/sg/internal/ratelimit"
 	"io"
 	"log/slog"
 	"maps"
@@ -70,6 +71,10 @@ type GatherConfig struct {
 	// WorkingSet lists positions (recorded from an earlier run of the VM)
 	// prefetched before anything else.
 	WorkingSet []Position
+
+	// Intake, if set, paces bulk prefetch (the node's intake cap, shared
+	// with pushes); demand reads are counted against it but never wait.
+	Intake *ratelimit.Limiter
 
 	// NoRelease keeps the holders' copies when the gather completes (a
 	// gather of an existing manifest must not free what others may use).

@@ -492,6 +492,9 @@ func (g *Gatherer) getOne(ctx context.Context, p string, f *flight, demand bool)
 	f.done = true // deliver removes the flight once the bytes are written
 	g.recordLatencyLocked(p, time.Since(start))
 	g.st.FetchedBytes[p] += int64(len(a.data))
+	if g.cfg.Intake != nil {
+		g.cfg.Intake.Charge(len(a.data)) // a guest's read never waits for the cap
+	}
 	if demand || f.demand {
 		g.st.DemandChunks++
 	} else {

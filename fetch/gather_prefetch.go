@@ -309,12 +309,31 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 	if err != nil {
 		fail(err)
 	}
+	paced := false
+	if g.cfg.Intake != nil && len(ok) > 0 {
+		// The node's intake cap: this request's slot stays taken until
+		// its bytes are paid for, so bulk prefetch keeps to the cap.
+		var n int
+		for _, o := range ok {
+			n += len(o.data)
+		}
+		paced = true
+		defer func() {
+			_ = g.cfg.Intake.Wait(ctx, n)
+			g.mu.Lock()
+			g.holder(p).inflight--
+			g.mu.Unlock()
+			g.poke()
+		}()
+	}
 	g.mu.Lock()
 	if err != nil {
 		// Try the others first for a while.
 		g.holder(p).suspectUntil = time.Now().Add(suspectFor)
 	}
-	g.holder(p).inflight--
+	if !paced {
+		g.holder(p).inflight--
+	}
 	if err == nil {
 		g.recordLatencyLocked(p, time.Since(start))
 	}

@@ -26,7 +26,7 @@ type RolesConfig struct {
 	// mounts its lazy views here); nil: nothing.
 	OnGather func(*fetch.Incoming, *fetch.Gatherer)
 	// OnGatherDone is called when a gather ends, with its error; nil: nothing.
-	OnGatherDone func(*fetch.Incoming, fetch.Report, error)
+	OnGatherDone func(*fetch.Incoming, *fetch.Gatherer, fetch.Report, error)
 	Log          *slog.Logger
 }
 
@@ -132,7 +132,7 @@ func (r *Roles) Release(from peer.ID, rel wire.Release) (int, error) {
 func (r *Roles) StartGather(in *fetch.Incoming, adjust ...func(*fetch.GatherConfig)) (*fetch.Gatherer, error) {
 	dir := filepath.Join(r.cfg.Dir, fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
 	cfg := fetch.DefaultGatherConfig(dir)
-	cfg.Zone, cfg.Log = r.n.cfg.Zone, r.log
+	cfg.Zone, cfg.Log, cfg.Intake = r.n.cfg.Zone, r.log, r.n.ingest
 	cfg.StillNeeded = func(id chunk.ID) bool { return r.neededByOthers(in.ID, id) }
 	if r.cfg.Gather != nil {
 		r.cfg.Gather(&cfg)
@@ -164,7 +164,7 @@ func (r *Roles) StartGather(in *fetch.Incoming, adjust ...func(*fetch.GatherConf
 				"demand_reads", rep.DemandReads, "network_faults", rep.NetworkFaults, "local_chunks", rep.LocalChunks, "files", rep.Paths)
 		}
 		if r.cfg.OnGatherDone != nil {
-			r.cfg.OnGatherDone(in, rep, err)
+			r.cfg.OnGatherDone(in, g, rep, err)
 		}
 	}()
 	return g, nil

@@ -1,6 +1,6 @@
 // Package ratelimit is a token bucket over bytes, shared by goroutines: it
-// caps an eviction's pushes (--max-rate) and a node's push intake
-// (--ingest-rate).
+// caps an eviction's pushes (--max-rate) and a node's intake
+// (--ingest-rate: pushes and bulk prefetch).
 package ratelimit
 
 import (
@@ -27,6 +27,19 @@ func New(bytesPerSec int64) *Limiter {
 	r.tokens = r.burst
 	r.last = time.Now()
 	return r
+}
+
+// Charge counts n bytes that passed without waiting (traffic that must
+// not be delayed, such as a guest's demand reads): later Waits pay for it.
+func (r *Limiter) Charge(n int) {
+	if r.rate <= 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	r.tokens = min(r.burst, r.tokens+now.Sub(r.last).Seconds()*r.rate) - float64(n)
+	r.last = now
 }
 
 // Wait blocks until n bytes may pass.

@@ -45,3 +45,21 @@ func TestWaitPacesAndCharges(t *testing.T) {
 		t.Fatalf("%.0f tokens left after %v (%.0f accrued) and paying for 1 MiB: the bytes were not charged", l.tokens, waited, accrued)
 	}
 }
+
+// Charge never waits, and a later Wait pays for what it counted: after
+// charging a full bucket plus 1 MiB at 100 MiB/s, 1 byte waits >= 10 ms.
+func TestChargeIsPaidByLaterWaits(t *testing.T) {
+	l := New(100 << 20)
+	l.Charge(int(l.burst) + 1<<20)
+	if l.tokens > -(1<<20)+1 {
+		t.Fatalf("%.0f tokens after charging the whole bucket and 1 MiB more", l.tokens)
+	}
+	start := time.Now()
+	if err := l.Wait(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < 9*time.Millisecond {
+		t.Fatalf("a byte after a 1 MiB overdraft at 100 MiB/s passed after %v", waited)
+	}
+	New(0).Charge(1 << 30) // unlimited: nothing to count
+}

@@ -167,3 +167,66 @@ func tailOf(path string) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// Rehome moves a running guest onto other files on this host: it pauses
+// the guest, saves its device state, calls flush (which must write every
+// page the guest dirtied through to where rc.Placement points), starts a
+// second QEMU on rc.Placement, loads the state there and quits the first.
+// sg uses it once a gather is complete, so the guest runs on plain local
+// files and no longer needs sgnode's lazy views. On error the first QEMU
+// runs on.
+func Rehome(ctx context.Context, g *Guest, cfg Config, rc ResumeConfig, flush func() error) (*Guest, error) {
+	qctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+	defer cancel()
+	q, err := DialQMP(qctx, g.QMP())
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	if err := q.Execute(qctx, "stop", nil, nil); err != nil {
+		return nil, err
+	}
+	pausedAt := time.Now()
+	next, err := func() (*Guest, error) {
+		if err := os.MkdirAll(rc.Placement.RunDir, 0o700); err != nil {
+			return nil, err
+		}
+		statePath := filepath.Join(rc.Placement.RunDir, "rehome.state")
+		defer os.Remove(statePath)
+		if err := q.setIgnoreShared(qctx); err != nil {
+			return nil, err
+		}
+		sctx, scancel := context.WithTimeout(ctx, saveTimeout)
+		defer scancel()
+		if err := q.Execute(sctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(statePath)}, nil); err != nil {
+			return nil, fmt.Errorf("save device state: %w", err)
+		}
+		if err := q.waitMigration(sctx); err != nil {
+			return nil, fmt.Errorf("save device state: %w", err)
+		}
+		if err := flush(); err != nil {
+			return nil, fmt.Errorf("flush guest memory: %w", err)
+		}
+		local := rc
+		file := rc.Placement.File
+		local.Placement.File = func(region string) string {
+			if region == StateRegion {
+				return statePath
+			}
+			return file(region)
+		}
+		cfg.PausedAt = pausedAt
+		return Resume(ctx, cfg, local)
+	}()
+	if err != nil {
+		if cerr := q.Execute(qctx, "cont", nil, nil); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("continue the guest where it was: %w", cerr))
+		}
+		return nil, fmt.Errorf("VM %s: move onto local files: %w", cfg.VM, err)
+	}
+	var qe *QMPError // QEMU may close the socket before it answers quit
+	if err := q.Execute(qctx, "quit", nil, nil); errors.As(err, &qe) && rc.Log != nil {
+		rc.Log.Warn("quit the guest's first QEMU", "vm", cfg.VM, "pid", g.PID, "err", err)
+	}
+	return next, nil
+}
