@@ -2,10 +2,10 @@ package daemon
 
 import (
 	"context"
-	"os"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -28,7 +28,7 @@ type guests struct {
 }
 
 type guestState struct {
-	rep   api.GuestReport
+	rep      api.GuestReport
 	guest    *qemu.Guest // running, once resumed
 	cfg      qemu.Config
 	settling bool
