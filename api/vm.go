@@ -145,6 +145,7 @@ type GatherReport struct {
 	DemandHits      int64                    `json:"demand_hits"`
 	NetworkFaults   int64                    `json:"network_faults"`
 	LocalChunks     int64                    `json:"local_chunks"`
+	KeptChunks      int64                    `json:"kept_chunks"` // resumed after a restart: already in the files
 	PrefetchChunks  int64                    `json:"prefetch_chunks"`
 	DemandChunks    int64                    `json:"demand_chunks"`
 	SourceChunks    int64                    `json:"source_chunks"`

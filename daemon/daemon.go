@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,7 +39,10 @@ type Daemon struct {
 	out     *outgoing
 	views   *views
 	lazy    lazyMounts
-	guests  guests
+	// resuming is the start-up goroutine that resumes interrupted
+	// gathers; waited for before the roles it starts gathers in.
+	resuming sync.WaitGroup
+	guests   guests
 
 	// runCtx ends when the daemon stops; gathers (started by peers, maybe
 	// before Run) live under it.
@@ -92,6 +96,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if d.vms, err = vm.OpenRegistry(filepath.Join(cfg.DataDir, "vms.json")); err != nil {
 		return nil, err
 	}
+	d.unmountStale()
 	d.out = &outgoing{}
 	d.views = &views{d: d, ctx: d.runCtx, nbd: map[wire.MigrationID]map[string]string{}}
 
@@ -214,6 +219,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error { return d.node.Run(gctx) })
+	d.resuming.Add(1)
+	go func() {
+		defer d.resuming.Done()
+		d.resumeGathers()
+	}()
 	g.Go(func() error {
 		<-gctx.Done()
 		d.cancelRun()
@@ -242,6 +252,7 @@ func (d *Daemon) shutdown(servers ...*http.Server) {
 // store, and removes the socket.
 func (d *Daemon) close() error {
 	d.cancelRun()
+	d.resuming.Wait()
 	d.unmountAll()
 	d.roles.Wait()
 	d.views.wait()

@@ -23,8 +23,15 @@ const resumeTimeout = 3 * time.Minute
 
 // guests are the QEMU guests resumed on this node, by migration.
 type guests struct {
-	mu sync.Mutex
-	m  map[wire.MigrationID]*guestState
+	mu      sync.Mutex
+	m       map[wire.MigrationID]*guestState
+	noStart map[wire.MigrationID]bool // gathers resumed after a restart
+}
+
+func (gs *guests) skipStart(id wire.MigrationID) bool {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	return gs.noStart[id]
 }
 
 type guestState struct {
@@ -32,6 +39,15 @@ type guestState struct {
 	guest    *qemu.Guest // running, once resumed
 	cfg      qemu.Config
 	settling bool
+}
+
+func (gs *guests) noStartFor(id wire.MigrationID) {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if gs.noStart == nil {
+		gs.noStart = map[wire.MigrationID]bool{}
+	}
+	gs.noStart[id] = true
 }
 
 func (gs *guests) set(id wire.MigrationID, update func(*guestState)) {
@@ -76,6 +92,11 @@ func (d *Daemon) maybeResumeGuest(in *fetch.Incoming, g *fetch.Gatherer) {
 		}
 	}
 	if cfgRegion < 0 {
+		return
+	}
+	if d.guests.skipStart(in.ID) {
+		d.log.Warn("QEMU guest of a gather resumed after a restart: not starting it (it ran here before; restart it from the views if you will)",
+			"vm", in.VM, "lazy", d.lazyDir(in.ID.String()))
 		return
 	}
 	if !d.cfg.QEMU.Resume {

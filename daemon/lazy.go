@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/fetch/fuseview"
@@ -53,5 +56,21 @@ func (d *Daemon) unmountAll() {
 			d.log.Warn("unmount lazy view", "dir", m.Dir, "err", err)
 		}
 		delete(d.lazy.m, id)
+	}
+}
+
+// unmountStale detaches FUSE views a killed sgnode left mounted under
+// <data>/lazy: their server is gone ("transport endpoint is not
+// connected") and they would stand in the way of new views and cleanup.
+func (d *Daemon) unmountStale() {
+	dirs, _ := filepath.Glob(filepath.Join(d.cfg.DataDir, "lazy", "*"))
+	for _, dir := range dirs {
+		if _, err := os.Stat(dir); errors.Is(err, syscall.ENOTCONN) {
+			if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+				d.log.Warn("stale lazy view left mounted", "dir", dir, "err", err)
+				continue
+			}
+			d.log.Info("unmounted a lazy view left by a previous run", "dir", dir)
+		}
 	}
 }

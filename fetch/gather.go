@@ -76,6 +76,11 @@ type GatherConfig struct {
 	// with pushes); demand reads are counted against it but never wait.
 	Intake *ratelimit.Limiter
 
+	// Resume continues a gather interrupted by a restart in the same Dir:
+	// the region files are kept, and a position whose bytes there already
+	// hash to its chunk is present without a fetch (Report.KeptChunks).
+	Resume bool
+
 	// NoRelease keeps the holders' copies when the gather completes (a
 	// gather of an existing manifest must not free what others may use).
 	NoRelease bool
@@ -116,6 +121,8 @@ type Gatherer struct {
 	paths []string
 
 	mu         sync.Mutex
+	root       chunk.ID // the manifest, once resolved
+	keepBuf    []byte   // keptLocked's read buffer
 	present    [][]bool
 	nPresent   int64
 	nTotal     int64
@@ -178,6 +185,7 @@ type Report struct {
 	DemandHits      int64                    // of them, already here
 	NetworkFaults   int64                    // of them, that waited for the network
 	LocalChunks     int64                    // chunks copied from the local store (this VM or another)
+	KeptChunks      int64                    // resumed gather: chunks already in the files, not fetched
 	PrefetchChunks  int64                    // chunks brought by prefetch
 	DemandChunks    int64                    // chunks brought by demand
 	Hedged          int64                    // demand reads also asked of a second holder
@@ -210,7 +218,11 @@ func NewGatherer(in *Incoming, net GatherNet, store GatherStore, cfg GatherConfi
 		st: Report{VM: in.VM, FetchedBytes: map[string]int64{}}}
 	for _, r := range in.Regions {
 		p := filepath.Join(cfg.Dir, r.Name+".img")
-		f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600)
+		flags := os.O_CREATE | os.O_RDWR | os.O_TRUNC
+		if cfg.Resume {
+			flags &^= os.O_TRUNC
+		}
+		f, err := os.OpenFile(p, flags, 0o600)
 		if err == nil {
 			err = f.Truncate(int64(r.Size)) // zero chunks stay holes
 		}
@@ -311,6 +323,11 @@ func (g *Gatherer) learnLocked(at Position, id chunk.ID) {
 		return
 	}
 	g.positions[id] = append(g.positions[id], at)
+	if g.cfg.Resume && !g.present[at.Region][at.Index] && g.keptLocked(at, id) {
+		g.st.KeptChunks++
+		g.markPresentLocked(at, nil)
+		return
+	}
 	if !g.present[at.Region][at.Index] && g.store.Has(id) {
 		g.local = append(g.local, at) // copied by the run loop, never fetched
 	}
@@ -360,6 +377,10 @@ func (g *Gatherer) resolve(root chunk.ID) {
 		}
 	}
 	g.finished = true
+	if err := g.saveState(root, false); err != nil {
+		g.log.Warn("gather record not saved: this gather cannot resume after a restart", "vm", g.in.VM, "err", err)
+	}
+	g.root = root
 	for _, at := range g.afterMap {
 		if !g.present[at.Region][at.Index] {
 			g.startDemandLocked(at)
@@ -515,6 +536,12 @@ func (g *Gatherer) Run(ctx context.Context) error {
 				if err := f.Sync(); err != nil {
 					return fmt.Errorf("sync %s: %w", f.Name(), err)
 				}
+			}
+			g.mu.Lock()
+			root := g.root
+			g.mu.Unlock()
+			if err := g.saveState(root, true); err != nil {
+				g.log.Warn("gather record not marked complete", "vm", g.in.VM, "err", err)
 			}
 			g.stopAll() // nothing is in flight while holders free their copies
 			if !g.cfg.NoRelease {

@@ -303,6 +303,15 @@ func (c *Cluster) Logs() string {
 	return b.String()
 }
 
+// Restart starts n again after Kill or Stop, with the same data directory
+// and flags.
+func (n *Node) Restart(ctx context.Context) error {
+	if n.cmd != nil && n.cmd.ProcessState == nil {
+		return fmt.Errorf("sgnode %s is still running", n.Name)
+	}
+	return n.start(ctx)
+}
+
 // PID is the sgnode process's ID (0 if not running).
 func (n *Node) PID() int {
 	if n.cmd == nil || n.cmd.Process == nil {

@@ -1,0 +1,90 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/lab"
+)
+
+// TestDestinationKilledMidGatherResumes kills the destination's sgnode
+// with SIGKILL a quarter of the way through its gather (--replicas 2, so
+// what it held only in memory has a second holder) and starts it again:
+// the gather resumes from its files, fetches nothing they already hold,
+// and ends byte-identical to the source.
+func TestDestinationKilledMidGatherResumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real processes")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	c, err := lab.Start(ctx, lab.Config{Bin: binDir, Dir: t.TempDir(), Names: []string{"src", "dst", "r1", "r2"},
+		Flags: map[string][]string{"dst": {"--ingest-rate", "200Mbit"}}}) // a gather of several seconds
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Stop()
+		if t.Failed() {
+			t.Log(c.Logs())
+		}
+	})
+	if err := c.WaitConnected(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	src, dst := c.Nodes[0], c.Nodes[1]
+	images := addVM(t, ctx, src, "web1", vmSpec(7))
+	var res api.EvictResult
+	if err := src.SgctlJSON(ctx, &res, "evict", "vm", "web1", "--to", dst.PeerID, "--replicas", "2"); err != nil {
+		t.Fatal(err)
+	}
+	nonZero := res.Chunks - res.ZeroChunks
+
+	// Kill once the manifest is resolved (zero positions are present) and
+	// a quarter of the rest is in the files.
+	var before api.Migration
+	for {
+		var ms []api.Migration
+		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.Role == "destination" && m.Gather != nil {
+				before = m
+			}
+		}
+		if g := before.Gather; g != nil {
+			if g.Complete {
+				t.Fatal("the gather completed before the kill; slow the destination further")
+			}
+			if g.ChunksPresent >= res.ZeroChunks+nonZero/4 {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("gather never reached a quarter: %+v", before.Gather)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := dst.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := waitGathered(t, ctx, dst, "web1")
+	g := m.Gather
+	fetched := g.PrefetchChunks + g.DemandChunks + g.SourceChunks
+	t.Logf("killed with %d of %d positions present (%d zero); after the restart: %d kept from the files, %d fetched, %d copied locally, TMT %v",
+		before.Gather.ChunksPresent, res.Chunks, res.ZeroChunks, g.KeptChunks, fetched, g.LocalChunks, g.TMT)
+	if held := before.Gather.ChunksPresent - res.ZeroChunks; g.KeptChunks < held {
+		t.Errorf("kept %d chunks from the files, but %d non-zero positions were written before the kill", g.KeptChunks, held)
+	}
+	if fetched+g.KeptChunks > nonZero {
+		t.Errorf("%d fetched + %d kept > %d non-zero positions: something already held was fetched again", fetched, g.KeptChunks, nonZero)
+	}
+	sameFiles(t, g.Files[:len(images)], images)
+}
