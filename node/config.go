@@ -35,6 +35,10 @@ type Config struct {
 	// peers together (0: no cap). It protects a host's foreground traffic;
 	// the lab also uses it to model a slow destination.
 	IngestRate int64
+	// PushQuota caps the bytes any one peer's pushes may occupy in this
+	// node's store (0: no cap); pushes beyond it are answered "full", and
+	// the pusher places the chunks elsewhere.
+	PushQuota int64
 	// PushWindow is how many push batches one stream keeps in flight.
 	PushWindow int
 

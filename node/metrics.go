@@ -11,6 +11,7 @@ type metrics struct {
 	servedBytes    prometheus.Counter
 	fetchedBytes   prometheus.Counter
 	badChunks      prometheus.Counter // chunks a peer sent that failed re-hashing
+	quotaRefused   prometheus.Counter // pushed chunks refused: over the peer's quota
 	refused        prometheus.Counter // connections refused by the gater
 	protoErrors    *prometheus.CounterVec
 	releasedChunks prometheus.Counter // chunks freed because their migration completed
@@ -37,6 +38,9 @@ func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
 		badChunks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sg_node_bad_chunks_total", Help: "Chunks from peers whose bytes did not match their ID.",
 		}),
+		quotaRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sg_node_push_quota_refused_chunks_total", Help: "Pushed chunks refused because their peer was over its quota.",
+		}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sg_node_refused_connections_total", Help: "Connections refused because the peer is not admitted.",
 		}),
@@ -51,6 +55,6 @@ func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
 		}, connected),
 	}
 	reg.MustRegister(m.pushChunks, m.pushBytes, m.servedChunks, m.servedBytes, m.fetchedBytes,
-		m.badChunks, m.refused, m.protoErrors, m.releasedChunks, m.peers)
+		m.badChunks, m.quotaRefused, m.refused, m.protoErrors, m.releasedChunks, m.peers)
 	return m
 }

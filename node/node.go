@@ -60,6 +60,8 @@ type Node struct {
 	// ingest paces pushes when IngestRate is set; the sender feels it
 	// through QUIC flow control.
 	ingest *ratelimit.Limiter
+	// quota caps what each peer's pushes may occupy here.
+	quota *pushQuota
 
 	mu    sync.Mutex
 	peers map[peer.ID]*peerState
@@ -95,7 +97,7 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 		opt(&o)
 	}
 	n := &Node{cfg: cfg, store: store, log: o.log, peers: make(map[peer.ID]*peerState), kick: make(chan struct{}, 1),
-		ingest: ratelimit.New(cfg.IngestRate)}
+		ingest: ratelimit.New(cfg.IngestRate), quota: newPushQuota(cfg.PushQuota)}
 	n.life, n.stopLife = context.WithCancel(context.Background())
 	n.gater = &gater{allowed: make(map[peer.ID]bool), allowAny: cfg.AllowAny}
 	for _, p := range cfg.Peers {

@@ -280,3 +280,74 @@ func TestRTTMeasured(t *testing.T) {
 		t.Fatalf("Peers() = %+v", ps)
 	}
 }
+
+// pushOnce pushes chunks from a to b in one batch and returns b's statuses.
+func pushOnce(t *testing.T, a, b testNode, chunks []wire.Chunk) []wire.Status {
+	t.Helper()
+	s, err := a.Host().NewStream(t.Context(), b.ID(), ProtoPush)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Write(wire.AppendPush(nil, chunks)); err != nil {
+		t.Fatal(err)
+	}
+	p, err := wire.NewReader(s, 0).Expect(wire.TypePushAck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := wire.DecodeStatuses(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// One peer cannot fill a relay beyond its quota: its excess is answered
+// "full" (and not stored), another peer still gets its own share, chunks
+// already held cost nothing, and a release gives the share back.
+func TestPushQuotaPerPeer(t *testing.T) {
+	nodes := newTestNodes(t, 3, func(i int, c *Config) {
+		if i == 1 {
+			c.PushQuota = 8 * 4096
+		}
+	})
+	a, relay, c := nodes[0], nodes[1], nodes[2]
+	connect(t, a, relay)
+	connect(t, c, relay)
+	roles := relay.ServeRoles(t.Context(), relay.store, RolesConfig{Dir: t.TempDir()})
+	t.Cleanup(roles.Wait)
+
+	fromA := randomChunks(12, 4096)
+	st := pushOnce(t, a, relay, fromA)
+	for i, s := range st {
+		if want := wire.StatusOK; i >= 8 {
+			want = wire.StatusFull
+			if s != want || relay.store.Has(fromA[i].ID) {
+				t.Fatalf("chunk %d over a's quota: %v, stored %v", i, s, relay.store.Has(fromA[i].ID))
+			}
+		} else if s != want {
+			t.Fatalf("chunk %d within a's quota: %v", i, s)
+		}
+	}
+	// c has its own share, and a chunk a already stored costs it nothing.
+	fromC := append(randomChunks(8, 4096), fromA[0])
+	for i, s := range pushOnce(t, c, relay, fromC) {
+		if s != wire.StatusOK {
+			t.Fatalf("c's chunk %d: %v", i, s)
+		}
+	}
+	// Releasing a's chunks gives a its share back.
+	ids := make([]chunk.ID, 8)
+	for i := range ids {
+		ids[i] = fromA[i].ID
+	}
+	if _, err := roles.Release(a.ID(), wire.Release{Chunks: ids}); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range pushOnce(t, a, relay, fromA[8:]) {
+		if s != wire.StatusOK {
+			t.Fatalf("after the release, a's chunk %d: %v", 8+i, s)
+		}
+	}
+}

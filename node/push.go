@@ -41,11 +41,16 @@ func (n *Node) storePushed(from peer.ID, chunks []wire.Chunk, st []wire.Status) 
 			s = wire.StatusBadHash
 			n.m.badChunks.Inc()
 			n.log.Warn("peer pushed a chunk whose bytes do not match its ID; refused", "peer", from, "chunk", c.ID.Short())
+		case !n.store.Has(c.ID) && !n.quota.admit(from, len(c.Data)):
+			// Over this peer's share: it routes the chunk elsewhere.
+			s = wire.StatusFull
+			n.m.quotaRefused.Inc()
 		default:
 			if err := n.store.Put(c.ID, c.Data); err != nil {
 				s = putStatus(err)
 			} else {
 				stored = true
+				n.quota.charge(from, c.ID, len(c.Data))
 			}
 		}
 		st = append(st, s)

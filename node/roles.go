@@ -119,6 +119,7 @@ func (r *Roles) Release(from peer.ID, rel wire.Release) (int, error) {
 		if err := r.store.Delete(id); err != nil {
 			return freed, err
 		}
+		r.n.quota.forget(id)
 		freed++
 	}
 	if len(rel.Chunks) > 0 {

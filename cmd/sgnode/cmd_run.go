@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -39,6 +40,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	diskBudget := fl.String("disk-budget", "", "disk tier budget, e.g. 100GiB")
 	zone := fl.String("zone", "", "locality label")
 	ingestRate := fl.String("ingest-rate", "", "cap on bytes/s accepted by push, e.g. 400Mbit")
+	pushQuota := fl.String("push-quota", "", `cap on one peer's pushes in the store: a size or a share, e.g. "50%"`)
 	logLevel := fl.String("log-level", "", "debug, info, warn or error")
 	if err := fl.Parse(args); err != nil {
 		return usageErr(err)
@@ -70,6 +72,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	override("disk-budget", &fc.DiskBudget, *diskBudget)
 	override("zone", &fc.Zone, *zone)
 	override("ingest-rate", &fc.IngestRate, *ingestRate)
+	override("push-quota", &fc.PushQuota, *pushQuota)
 	override("log-level", &fc.LogLevel, *logLevel)
 	if set["listen"] {
 		fc.Listen = listen
@@ -146,6 +149,17 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 	if fc.DiskBudget != "" {
 		if cfg.Store.DiskBudget, err = units.ParseSize(fc.DiskBudget); err != nil {
 			return cfg, fmt.Errorf("disk_budget: %w", err)
+		}
+	}
+	if q := fc.PushQuota; q != "" {
+		if pct, ok := strings.CutSuffix(q, "%"); ok {
+			f, perr := strconv.ParseFloat(pct, 64)
+			if perr != nil || f <= 0 || f > 100 {
+				return cfg, fmt.Errorf("push_quota: %q: want a size or a share in (0, 100]%%", q)
+			}
+			cfg.Node.PushQuota = int64(f / 100 * float64(cfg.Store.MemoryBudget+cfg.Store.DiskBudget))
+		} else if cfg.Node.PushQuota, err = units.ParseSize(q); err != nil {
+			return cfg, fmt.Errorf("push_quota: %w", err)
 		}
 	}
 	return cfg, nil

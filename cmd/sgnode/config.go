@@ -21,6 +21,7 @@ type fileConfig struct {
 	MemBudget  string   `toml:"mem_budget"`
 	DiskBudget string   `toml:"disk_budget"`
 	IngestRate string   `toml:"ingest_rate"`
+	PushQuota  string   `toml:"push_quota"`
 	QEMUBinary string   `toml:"qemu_binary"`
 	QEMUResume *bool    `toml:"qemu_resume"`
 	LogLevel   string   `toml:"log_level"`
@@ -61,6 +62,11 @@ disk_budget = "0"
 # "2Gbit" or "200MB" (empty: no cap). Protects foreground traffic on a
 # destination.
 ingest_rate = ""
+
+# Cap on what any one peer's pushes may occupy in this node's chunk store:
+# a size ("8GiB") or a share of the budgets ("50%"); empty: no cap. Pushes
+# beyond it are answered "full" and the pusher places them elsewhere.
+push_quota = ""
 
 # QEMU guests evicted to this node: start them here at once, on the lazy
 # views of their memory and disks (false: gather only; start them yourself

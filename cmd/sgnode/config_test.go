@@ -33,6 +33,23 @@ func TestDefaultConfigFileBuilds(t *testing.T) {
 	}
 }
 
+func TestPushQuotaAsShareOrSize(t *testing.T) {
+	for text, want := range map[string]int64{
+		"mem_budget = \"1GiB\"\ndisk_budget = \"3GiB\"\npush_quota = \"25%\"\n": 1 << 30,
+		"push_quota = \"64MiB\"\n": 64 << 20,
+		"":                         0,
+	} {
+		fc, err := readFileConfig(writeConfig(t, text), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := buildConfig(t.TempDir(), fc)
+		if err != nil || cfg.Node.PushQuota != want {
+			t.Errorf("%q: quota %d, %v; want %d", text, cfg.Node.PushQuota, err, want)
+		}
+	}
+}
+
 func TestBadConfigNamesTheKey(t *testing.T) {
 	cases := map[string]string{
 		"mem_bugdet = \"1GiB\"\n":               "mem_bugdet",
@@ -41,6 +58,9 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		"allow = [\"not-a-peer\"]\n":            "allow",
 		"peers_file = \"/nonexistent/peers\"\n": "peers_file",
 		"log_level = \"chatty\"\n":              "log_level",
+		"push_quota = \"150%\"\n":               "push_quota",
+		"push_quota = \"some\"\n":               "push_quota",
+		"qemu_resume = \"yes\"\n":               "qemu_resume",
 	}
 	for text, key := range cases {
 		t.Run(key, func(t *testing.T) {
