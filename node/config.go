@@ -39,6 +39,10 @@ type Config struct {
 	// node's store (0: no cap); pushes beyond it are answered "full", and
 	// the pusher places the chunks elsewhere.
 	PushQuota int64
+	// BanAfter offences (wrong chunk bytes, malformed or oversized
+	// frames) a peer is disconnected and refused for BanFor (0: never).
+	BanAfter int
+	BanFor   time.Duration
 	// PushWindow is how many push batches one stream keeps in flight.
 	PushWindow int
 
@@ -55,6 +59,8 @@ func DefaultConfig() Config {
 		RequestTimeout:  30 * time.Second,
 		PingTimeout:     3 * time.Second,
 		PushWindow:      8,
+		BanAfter:        3,
+		BanFor:          10 * time.Minute,
 	}
 }
 

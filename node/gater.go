@@ -2,6 +2,7 @@ package node
 
 import (
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -15,6 +16,7 @@ import (
 type gater struct {
 	mu       sync.RWMutex
 	allowed  map[peer.ID]bool
+	banned   map[peer.ID]time.Time // until when; see Node.offence
 	allowAny bool
 	refused  func(peer.ID)
 }
@@ -22,7 +24,20 @@ type gater struct {
 func (g *gater) admits(p peer.ID) bool {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	if until, ok := g.banned[p]; ok && time.Now().Before(until) {
+		return false
+	}
 	return g.allowAny || g.allowed[p]
+}
+
+// ban refuses p until the given time, whatever the allow-list says.
+func (g *gater) ban(p peer.ID, until time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.banned == nil {
+		g.banned = map[peer.ID]time.Time{}
+	}
+	g.banned[p] = until
 }
 
 func (g *gater) admit(p peer.ID) {

@@ -133,8 +133,8 @@ func (n *Node) verifyFetched(from peer.ID, ids []chunk.ID, res []wire.GetResult)
 		}
 		if !chunk.Verify(ids[i], res[i].Data) {
 			n.m.badChunks.Inc()
-			n.log.Warn("peer served a chunk whose bytes do not match its ID; dropped", "peer", from, "chunk", ids[i].Short())
 			res[i] = wire.GetResult{Status: wire.StatusBadHash}
+			n.offence(from, "served chunk "+ids[i].Short()+" with bytes that do not match its ID; dropped")
 			continue
 		}
 		n.m.fetchedBytes.Add(float64(len(res[i].Data)))

@@ -12,6 +12,7 @@ type metrics struct {
 	fetchedBytes   prometheus.Counter
 	badChunks      prometheus.Counter // chunks a peer sent that failed re-hashing
 	quotaRefused   prometheus.Counter // pushed chunks refused: over the peer's quota
+	banned         prometheus.Counter // peers banned for misbehaving
 	refused        prometheus.Counter // connections refused by the gater
 	protoErrors    *prometheus.CounterVec
 	releasedChunks prometheus.Counter // chunks freed because their migration completed
@@ -38,6 +39,9 @@ func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
 		badChunks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sg_node_bad_chunks_total", Help: "Chunks from peers whose bytes did not match their ID.",
 		}),
+		banned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sg_node_banned_peers_total", Help: "Peers cut off and refused for sending wrong chunks or malformed frames.",
+		}),
 		quotaRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sg_node_push_quota_refused_chunks_total", Help: "Pushed chunks refused because their peer was over its quota.",
 		}),
@@ -55,6 +59,6 @@ func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
 		}, connected),
 	}
 	reg.MustRegister(m.pushChunks, m.pushBytes, m.servedChunks, m.servedBytes, m.fetchedBytes,
-		m.badChunks, m.quotaRefused, m.refused, m.protoErrors, m.releasedChunks, m.peers)
+		m.badChunks, m.quotaRefused, m.banned, m.refused, m.protoErrors, m.releasedChunks, m.peers)
 	return m
 }

@@ -62,6 +62,7 @@ type Node struct {
 	ingest *ratelimit.Limiter
 	// quota caps what each peer's pushes may occupy here.
 	quota *pushQuota
+	offs  offences
 
 	mu    sync.Mutex
 	peers map[peer.ID]*peerState

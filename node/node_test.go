@@ -284,23 +284,27 @@ func TestRTTMeasured(t *testing.T) {
 // pushOnce pushes chunks from a to b in one batch and returns b's statuses.
 func pushOnce(t *testing.T, a, b testNode, chunks []wire.Chunk) []wire.Status {
 	t.Helper()
-	s, err := a.Host().NewStream(t.Context(), b.ID(), ProtoPush)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Write(wire.AppendPush(nil, chunks)); err != nil {
-		t.Fatal(err)
-	}
-	p, err := wire.NewReader(s, 0).Expect(wire.TypePushAck)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := wire.DecodeStatuses(p, nil)
+	st, err := tryPush(t, a, b, chunks)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return st
+}
+
+func tryPush(t *testing.T, a, b testNode, chunks []wire.Chunk) ([]wire.Status, error) {
+	s, err := a.Host().NewStream(t.Context(), b.ID(), ProtoPush)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	if _, err := s.Write(wire.AppendPush(nil, chunks)); err != nil {
+		return nil, err
+	}
+	p, err := wire.NewReader(s, 0).Expect(wire.TypePushAck)
+	if err != nil {
+		return nil, err
+	}
+	return wire.DecodeStatuses(p, nil)
 }
 
 // One peer cannot fill a relay beyond its quota: its excess is answered
@@ -349,5 +353,62 @@ func TestPushQuotaPerPeer(t *testing.T) {
 		if s != wire.StatusOK {
 			t.Fatalf("after the release, a's chunk %d: %v", 8+i, s)
 		}
+	}
+}
+
+// A peer that keeps pushing wrong bytes is cut off and refused, however
+// admitted: nothing it sent is stored, and the victim goes on serving
+// others.
+func TestLyingPeerBanned(t *testing.T) {
+	nodes := newTestNodes(t, 3, nil)
+	liar, victim, honest := nodes[0], nodes[1], nodes[2]
+	connect(t, liar, victim)
+	connect(t, honest, victim)
+	for i := range victim.cfg.BanAfter {
+		good := randomChunks(1, 4096)[0]
+		lie := wire.Chunk{ID: good.ID, Data: bytes.Repeat([]byte{byte(i)}, 4096)}
+		st, err := tryPush(t, liar, victim, []wire.Chunk{lie})
+		last := i == victim.cfg.BanAfter-1 // cut off before its answer, maybe
+		if (err != nil || st[0] != wire.StatusBadHash) && !(last && err != nil) {
+			t.Fatalf("lie %d: %v, %v", i, st, err)
+		}
+		if victim.store.Has(good.ID) {
+			t.Fatal("a lying chunk was stored")
+		}
+	}
+	if victim.Admitted(liar.ID()) {
+		t.Fatal("the liar is still admitted after its offences")
+	}
+	if err := liar.Connect(t.Context(), peer.AddrInfo{ID: victim.ID(), Addrs: victim.Host().Addrs()}); err == nil {
+		if _, err := liar.Host().NewStream(t.Context(), victim.ID(), ProtoPush); err == nil {
+			t.Fatal("the banned liar opened a stream to its victim")
+		}
+	}
+	c := randomChunks(2, 4096)
+	if st := pushOnce(t, honest, victim, c); st[0] != wire.StatusOK || st[1] != wire.StatusOK {
+		t.Fatalf("an honest peer's push after the ban: %v", st)
+	}
+}
+
+// Malformed frames count as offences too.
+func TestMalformedFramesBanPeer(t *testing.T) {
+	nodes := newTestNodes(t, 2, func(_ int, c *Config) { c.BanAfter = 2 })
+	bad, victim := nodes[0], nodes[1]
+	connect(t, bad, victim)
+	for range 2 {
+		s, err := bad.Host().NewStream(t.Context(), victim.ID(), ProtoHave)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Write([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) // a length no frame has
+		wire.NewReader(s, 0).Next()                                       // the victim's error frame, or the reset
+		s.Reset()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for victim.Admitted(bad.ID()) {
+		if time.Now().After(deadline) {
+			t.Fatal("a peer sending malformed frames stays admitted")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -40,7 +40,7 @@ func (n *Node) storePushed(from peer.ID, chunks []wire.Chunk, st []wire.Status) 
 		case !chunk.Verify(c.ID, c.Data):
 			s = wire.StatusBadHash
 			n.m.badChunks.Inc()
-			n.log.Warn("peer pushed a chunk whose bytes do not match its ID; refused", "peer", from, "chunk", c.ID.Short())
+			n.offence(from, "pushed chunk "+c.ID.Short()+" whose bytes do not match its ID")
 		case !n.store.Has(c.ID) && !n.quota.admit(from, len(c.Data)):
 			// Over this peer's share: it routes the chunk elsewhere.
 			s = wire.StatusFull

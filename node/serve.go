@@ -31,6 +31,9 @@ func (n *Node) handler(proto protocol.ID, want wire.Type, answer answerer) netwo
 		}
 		if err := n.serveRequests(s, want, answer); err != nil {
 			n.m.protoErrors.WithLabelValues(string(proto)).Inc()
+			if isOffence(err) {
+				n.offence(s.Conn().RemotePeer(), err.Error())
+			}
 			n.log.Debug("stream ended with error", "protocol", proto, "peer", s.Conn().RemotePeer(), "err", err)
 			s.Reset()
 			return
