@@ -401,7 +401,7 @@ func TestMalformedFramesBanPeer(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.Write([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) // a length no frame has
-		wire.NewReader(s, 0).Next()                                       // the victim's error frame, or the reset
+		wire.NewReader(s, 0).Next()                                     // the victim's error frame, or the reset
 		s.Reset()
 	}
 	deadline := time.Now().Add(5 * time.Second)
