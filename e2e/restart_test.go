@@ -44,31 +44,7 @@ func TestDestinationKilledMidGatherResumes(t *testing.T) {
 
 	// Kill once the manifest is resolved (zero positions are present) and
 	// a quarter of the rest is in the files.
-	var before api.Migration
-	for {
-		var ms []api.Migration
-		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range ms {
-			if m.Role == "destination" && m.Gather != nil {
-				before = m
-			}
-		}
-		if g := before.Gather; g != nil {
-			if g.Complete {
-				t.Fatal("the gather completed before the kill; slow the destination further")
-			}
-			if g.ChunksPresent >= res.ZeroChunks+nonZero/4 {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("gather never reached a quarter: %+v", before.Gather)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	before := waitPresent(t, ctx, dst, res, 0.25)
 	if err := dst.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -87,4 +63,78 @@ func TestDestinationKilledMidGatherResumes(t *testing.T) {
 		t.Errorf("%d fetched + %d kept > %d non-zero positions: something already held was fetched again", fetched, g.KeptChunks, nonZero)
 	}
 	sameFiles(t, g.Files[:len(images)], images)
+}
+
+// waitPresent waits until dst's gather has the manifest resolved (zero
+// positions present) and frac of the other positions in its files.
+func waitPresent(t *testing.T, ctx context.Context, dst *lab.Node, res api.EvictResult, frac float64) api.Migration {
+	t.Helper()
+	nonZero := res.Chunks - res.ZeroChunks
+	var m api.Migration
+	for {
+		var ms []api.Migration
+		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range ms {
+			if x.Role == "destination" && x.Gather != nil {
+				m = x
+			}
+		}
+		if g := m.Gather; g != nil {
+			if g.Complete {
+				t.Fatal("the gather completed too soon; slow the destination further")
+			}
+			if g.ChunksPresent >= res.ZeroChunks+int64(frac*float64(nonZero)) {
+				return m
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("gather never reached %.0f%%: %+v", 100*frac, m.Gather)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestSourceAndRelayKilledDuringGather kills the source with SIGKILL at the
+// eviction time and an intermediate a third of the way through the gather
+// (--replicas 2): the destination still ends with a byte-identical VM.
+func TestSourceAndRelayKilledDuringGather(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real processes")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	c, err := lab.Start(ctx, lab.Config{Bin: binDir, Dir: t.TempDir(), Names: []string{"src", "dst", "r1", "r2", "r3"},
+		Flags: map[string][]string{"dst": {"--ingest-rate", "200Mbit"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Stop()
+		if t.Failed() {
+			t.Log(c.Logs())
+		}
+	})
+	if err := c.WaitConnected(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	src, dst, r1 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	images := addVM(t, ctx, src, "web1", vmSpec(8))
+	var res api.EvictResult
+	if err := src.SgctlJSON(ctx, &res, "evict", "vm", "web1", "--to", dst.PeerID, "--replicas", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitPresent(t, ctx, dst, res, 0.33)
+	if err := r1.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	m := waitGathered(t, ctx, dst, "web1")
+	t.Logf("source killed at ET (%v), r1 (%d MiB pushed to it) a third into the gather: TMT %v, fetched %v",
+		res.ET, res.SentBytes[r1.PeerID]>>20, m.Gather.TMT, m.Gather.FetchedBytes)
+	sameFiles(t, m.Gather.Files, images)
 }
