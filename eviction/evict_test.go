@@ -368,8 +368,8 @@ func TestEvictReplicas(t *testing.T) {
 
 func TestEvictSurvivesRelayKilledMidScatter(t *testing.T) {
 	c := newFakeCluster("dest", "r1", "r2")
-	c.delay["dest"] = 5 * time.Millisecond // a slow destination: relays get work
-	c.failAfter["r1"] = 2
+	c.delay["dest"] = 20 * time.Millisecond // a slow destination: relays get work
+	c.failAfter["r1"] = 1
 	vm, _ := genVM(t, "web1", 4, 8<<20, 0)
 	res := evict(t, c, testConfig("dest", "r1", "r2"), vm)
 	checkComplete(t, c, res, 1, vm)
