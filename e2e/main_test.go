@@ -36,15 +36,23 @@ func TestMain(m *testing.M) {
 // startCluster starts named nodes and waits until they are all connected.
 func startCluster(t *testing.T, names ...string) *lab.Cluster {
 	t.Helper()
+	return startClusterWith(t, nil, names...)
+}
+
+// startClusterWith starts named nodes with extra sgnode flags per name
+// (lab.Config.Flags) and waits until they are all connected; the logs are
+// printed if the test fails (or SG_E2E_LOGS is set).
+func startClusterWith(t *testing.T, flags map[string][]string, names ...string) *lab.Cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	c, err := lab.Start(ctx, lab.Config{Bin: binDir, Dir: t.TempDir(), Names: names})
+	c, err := lab.Start(ctx, lab.Config{Bin: binDir, Dir: t.TempDir(), Names: names, Flags: flags})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		c.Stop()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("SG_E2E_LOGS") != "" {
 			t.Log(c.Logs())
 		}
 	})

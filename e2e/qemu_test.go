@@ -190,20 +190,7 @@ func TestQEMUGuestEviction(t *testing.T) {
 	g := buildGuest(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	c, err := lab.Start(ctx, lab.Config{Bin: binDir, Dir: t.TempDir(), Names: []string{"src", "dst", "r1", "r2"},
-		Flags: map[string][]string{"dst": {"--ingest-rate", "100Mbit"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() || os.Getenv("SG_E2E_LOGS") != "" {
-			t.Log(c.Logs())
-		}
-	})
-	if err := c.WaitConnected(ctx, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	c := startClusterWith(t, map[string][]string{"dst": {"--ingest-rate", "100Mbit"}}, "src", "dst", "r1", "r2")
 	src, dst := c.Nodes[0], c.Nodes[1]
 
 	// The source guest, as an operator would run it.

@@ -20,20 +20,8 @@ func TestDestinationKilledMidGatherResumes(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	c, err := lab.Start(ctx, lab.Config{Bin: binDir, Dir: t.TempDir(), Names: []string{"src", "dst", "r1", "r2"},
-		Flags: map[string][]string{"dst": {"--ingest-rate", "200Mbit"}}}) // a gather of several seconds
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			t.Log(c.Logs())
-		}
-	})
-	if err := c.WaitConnected(ctx, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	c := startClusterWith(t, map[string][]string{"dst": {"--ingest-rate", "200Mbit"}}, // a gather of several seconds
+		"src", "dst", "r1", "r2")
 	src, dst := c.Nodes[0], c.Nodes[1]
 	images := addVM(t, ctx, src, "web1", vmSpec(7))
 	var res api.EvictResult
@@ -106,20 +94,7 @@ func TestSourceAndRelayKilledDuringGather(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	c, err := lab.Start(ctx, lab.Config{Bin: binDir, Dir: t.TempDir(), Names: []string{"src", "dst", "r1", "r2", "r3"},
-		Flags: map[string][]string{"dst": {"--ingest-rate", "200Mbit"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			t.Log(c.Logs())
-		}
-	})
-	if err := c.WaitConnected(ctx, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	c := startClusterWith(t, map[string][]string{"dst": {"--ingest-rate", "200Mbit"}}, "src", "dst", "r1", "r2", "r3")
 	src, dst, r1 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	images := addVM(t, ctx, src, "web1", vmSpec(8))
 	var res api.EvictResult
