@@ -455,7 +455,9 @@ func fetchAll(ctx context.Context, net Network, holders []Holder, todo []chunk.I
 	q.cond = sync.NewCond(&q.mu)
 	var fmu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
-	stop := context.AfterFunc(gctx, func() { q.fail(context.Cause(gctx)) })
+	// The caller's context, not gctx: Wait cancels gctx when the workers
+	// are done, and a failure from that would race with the result.
+	stop := context.AfterFunc(ctx, func() { q.fail(context.Cause(ctx)) })
 	defer stop()
 	for _, h := range holders {
 		g.Go(func() error {
