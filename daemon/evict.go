@@ -177,6 +177,14 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	cfg.Unchanged = func() error { // no VM image written while it was read
+		for _, s := range snaps {
+			if err := s.Unchanged(); err != nil {
+				return fmt.Errorf("VM %s: %w", s.VM, err)
+			}
+		}
+		return nil
+	}
 	e, err := eviction.New(d.node.Cluster(), vms, cfg)
 	if err != nil {
 		resumeAll()

@@ -76,6 +76,11 @@ type Config struct {
 	// NoEndgame keeps idle targets from taking spare copies of batches
 	// still in flight at the end (exact per-target accounting, slower end).
 	NoEndgame bool
+	// Unchanged, if set, is asked once everything is read and placed,
+	// before any manifest is handed over: an error (an image that changed
+	// while it was read) fails the eviction, and no destination is told
+	// the VM is complete.
+	Unchanged func() error
 
 	Log *slog.Logger
 }
@@ -229,6 +234,10 @@ func (e *Eviction) MigrationIDs() []wire.MigrationID {
 	return out
 }
 
+// ErrImageChanged fails an eviction whose images changed while they were
+// read: what was sent is no consistent VM.
+var ErrImageChanged = errors.New("VM image changed during the eviction")
+
 // ErrUnknownPosition is returned by ReadChunk for a position outside the VM.
 var ErrUnknownPosition = errors.New("no such migration, region or chunk")
 
@@ -352,6 +361,12 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 		return nil, fmt.Errorf("evict: %w", err)
 	}
 
+	if e.cfg.Unchanged != nil {
+		if err := e.cfg.Unchanged(); err != nil {
+			e.abortSessions()
+			return nil, fmt.Errorf("evict: %w: %w", ErrImageChanged, err)
+		}
+	}
 	e.log.Debug("every chunk has its holders; storing manifests", "elapsed", time.Since(start))
 	// 3. Manifests: built from the positions, pushed to the destination
 	//    (and replicated like data), then handed over with Done.

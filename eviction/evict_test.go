@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/bits"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -524,5 +525,51 @@ func TestEvictRoutesAroundSilentRelay(t *testing.T) {
 	t.Logf("completed in %v with %d chunks repaired", took.Round(time.Millisecond), res.Repaired)
 	if took > 20*time.Second {
 		t.Fatalf("took %v: the silent relay was not given up after its stall limit", took)
+	}
+}
+
+// An image that ends early (truncated while it is read) fails the
+// eviction with ErrImageChanged: the stale tail of a reused read buffer
+// is never hashed and sent as VM data, and no manifest is handed over.
+func TestEvictTruncatedImageFails(t *testing.T) {
+	c := newFakeCluster("dest", "r1")
+	vm, _ := genVM(t, "web1", 9, 4<<20, 0)
+	full := vm.Regions[0].Data.(*bytes.Reader)
+	b := make([]byte, full.Size())
+	full.ReadAt(b, 0)
+	vm.Regions[0].Data = bytes.NewReader(b[:3<<20]) // the file now ends at 3 MiB
+	e, err := New(c, []VM{vm}, testConfig("dest", "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Run(t.Context(), nil)
+	if !errors.Is(err, ErrImageChanged) || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("got %v, want ErrImageChanged saying it was truncated", err)
+	}
+	for _, s := range c.sessions {
+		if s.done {
+			t.Fatal("a manifest was handed over for a truncated image")
+		}
+	}
+}
+
+// A snapshot that reports a change once everything is read fails the
+// eviction before any manifest is handed over.
+func TestEvictChangedImageFailsBeforeHandover(t *testing.T) {
+	c := newFakeCluster("dest", "r1")
+	vm, _ := genVM(t, "web1", 10, 2<<20, 0)
+	cfg := testConfig("dest", "r1")
+	cfg.Unchanged = func() error { return errors.New("mem.img was written meanwhile") }
+	e, err := New(c, []VM{vm}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Run(t.Context(), nil); !errors.Is(err, ErrImageChanged) || !strings.Contains(err.Error(), "written meanwhile") {
+		t.Fatalf("got %v, want ErrImageChanged with the reason", err)
+	}
+	for _, s := range c.sessions {
+		if s.done {
+			t.Fatal("a manifest was handed over for a changed image")
+		}
 	}
 }

@@ -123,7 +123,14 @@ func (p *producer) readAll(ctx context.Context, out chan<- *span) error {
 				n := int(min(int64(per), r.Size-off))
 				s.vm, s.region, s.first, s.chunkSize = vi, ri, uint64(off/int64(r.ChunkSize)), r.ChunkSize
 				s.buf = slices.Grow(s.buf[:0], n)[:n] // pooled: no allocation per span
-				if _, err := r.Data.ReadAt(s.buf, off); err != nil && !errors.Is(err, io.EOF) {
+				got, err := r.Data.ReadAt(s.buf, off)
+				if err != nil && !(errors.Is(err, io.EOF) && got == n) {
+					if got < n && (err == nil || errors.Is(err, io.EOF)) {
+						// The pooled buffer's tail would be stale bytes:
+						// never hash and send them.
+						return fmt.Errorf("%s %s: %w: %d bytes at %d, the image ends after %d (truncated during the eviction?)",
+							v.Name, r.Name, ErrImageChanged, n, off, off+int64(got))
+					}
 					return fmt.Errorf("read %s %s at %d: %w", v.Name, r.Name, off, err)
 				}
 				p.read.Add(int64(n))

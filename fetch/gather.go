@@ -333,6 +333,17 @@ func (g *Gatherer) learnLocked(at Position, id chunk.ID) {
 	}
 }
 
+// Abandoned fails the gather: its source gave the migration up, so the
+// VM will never be complete here (and must not be run from it).
+func (g *Gatherer) Abandoned(reason error) {
+	g.mu.Lock()
+	if !g.finished {
+		g.failLocked(fmt.Errorf("%w: the source abandoned the migration: %w", ErrGatherFailed, reason))
+	}
+	g.mu.Unlock()
+	g.poke()
+}
+
 // Finished learns the manifest: every position's ID, zero chunks included.
 func (g *Gatherer) Finished(root chunk.ID) {
 	g.spawn(func() { g.resolve(root) })

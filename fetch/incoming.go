@@ -42,6 +42,9 @@ type Incoming struct {
 type IncomingListener interface {
 	Placed(ps []wire.Placement)
 	Finished(root chunk.ID)
+	// Abandoned: the source gave the migration up before handing over
+	// its manifest (it failed, or died); it will never be complete.
+	Abandoned(reason error)
 }
 
 // SetListener installs l; set it right after Open, before any placement.
@@ -271,6 +274,23 @@ func (s *Incomings) Finish(source string, id wire.MigrationID, root chunk.ID) er
 		l.Finished(root)
 	}
 	return nil
+}
+
+// Abandon records that the source gave up an unfinished migration and
+// tells its listener. A finished migration is not affected: the source
+// may go once it has handed over the manifest.
+func (s *Incomings) Abandon(source string, id wire.MigrationID, reason error) {
+	in, err := s.from(source, id)
+	if err != nil {
+		return
+	}
+	in.mu.Lock()
+	finished := !in.finished.IsZero()
+	l := in.listener
+	in.mu.Unlock()
+	if !finished && l != nil {
+		l.Abandoned(reason)
+	}
 }
 
 // List returns every migration's status, oldest first.

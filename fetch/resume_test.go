@@ -1,8 +1,10 @@
 package fetch_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,5 +87,35 @@ func TestResumedGatherKeepsWhatItsFilesHold(t *testing.T) {
 	states, err := fetch.ReadGatherStates(filepath.Dir(dir))
 	if err != nil || len(states) != 1 || !states[0].Complete || states[0].Root != f.root.String() {
 		t.Fatalf("gather record: %+v, %v", states, err)
+	}
+}
+
+// A source that gives a migration up before handing over its manifest
+// fails the gather (the VM will never be complete here); once the
+// manifest is handed over, the source may go.
+func TestAbandonedMigrationFailsGather(t *testing.T) {
+	for _, finishFirst := range []bool{false, true} {
+		net := newGnet("src")
+		net.peer("r1", time.Millisecond)
+		local, _ := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 30})
+		f := newFixture(t, net, local, smallSpec(4), func(chunk.ID) []uint8 { return []uint8{0} }, []string{"r1"})
+		_, g := f.start(t, []string{"r1"}, fetch.DefaultGatherConfig(t.TempDir()))
+		done := make(chan error, 1)
+		go func() { done <- g.Run(t.Context()) }()
+		if finishFirst {
+			f.placeAll(t, 1, 0)
+		} else if err := f.incomings.AddPlacements(f.net.source, f.open.ID, f.placements[:10]); err != nil {
+			t.Fatal(err)
+		}
+		f.incomings.Abandon(f.net.source, f.open.ID, errors.New("eviction failed"))
+		err := <-done
+		switch {
+		case finishFirst && err != nil:
+			t.Fatalf("abandoned after the handover: %v", err)
+		case !finishFirst && (!errors.Is(err, fetch.ErrGatherFailed) || !strings.Contains(err.Error(), "abandoned")):
+			t.Fatalf("abandoned before the handover: %v, want a failed gather saying so", err)
+		case !finishFirst && g.Report().Complete:
+			t.Fatal("an abandoned gather claims to be complete")
+		}
 	}
 }

@@ -27,6 +27,9 @@ type MigrationSink interface {
 	AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error
 	AddPlacements(from peer.ID, id wire.MigrationID, ps []wire.Placement) error
 	FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID) error
+	// AbandonMigration: the source's control stream ended before it
+	// handed over the manifest (the eviction failed, or the source died).
+	AbandonMigration(from peer.ID, id wire.MigrationID, reason error)
 }
 
 // DemandServer answers positional demand reads (the source). It appends
@@ -153,6 +156,12 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 	if err := n.ack(s, err); err != nil {
 		return err
 	}
+	done := false
+	defer func() {
+		if !done {
+			sink.AbandonMigration(from, o.ID, errAbandoned)
+		}
+	}()
 	var ps []wire.Placement
 	for {
 		_ = s.SetReadDeadline(time.Now().Add(serveIdleFactor * n.cfg.RequestTimeout))
@@ -178,6 +187,7 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 			if root, err = wire.DecodeDone(p); err == nil {
 				err = sink.FinishMigration(from, o.ID, root)
 			}
+			done = err == nil
 		default:
 			err = fmt.Errorf("migration control: got %s: %w", t, wire.ErrUnexpected)
 		}
@@ -186,6 +196,9 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 		}
 	}
 }
+
+// errAbandoned is why a migration whose control stream ended early fails.
+var errAbandoned = errors.New("its control stream ended before the manifest was handed over")
 
 // ack answers one control frame; a refusal ends the session.
 func (n *Node) ack(s network.Stream, err error) error {

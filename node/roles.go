@@ -205,3 +205,6 @@ func (s roleSink) AddPlacements(from peer.ID, id wire.MigrationID, ps []wire.Pla
 func (s roleSink) FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID) error {
 	return s.r.in.Finish(from.String(), id, root)
 }
+func (s roleSink) AbandonMigration(from peer.ID, id wire.MigrationID, reason error) {
+	s.r.in.Abandon(from.String(), id, reason)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/sgrelay/sg/internal/manifest"
 )
@@ -36,6 +37,47 @@ type RegionReader struct {
 type Snapshot struct {
 	VM      string
 	Regions []RegionReader
+	stamps  []stamp // per region, when it was opened
+}
+
+// stamp is what tells a file changed: its size and modification time.
+type stamp struct {
+	size  int64
+	mtime time.Time
+}
+
+// AddFile adds an open file as region r (its size taken from the file);
+// the snapshot closes it.
+func (s *Snapshot) AddFile(r Region, f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	r.Size = fi.Size()
+	s.Regions = append(s.Regions, RegionReader{Region: r, ReaderAt: f, Closer: f})
+	s.stamps = append(s.stamps, stamp{fi.Size(), fi.ModTime()})
+	return nil
+}
+
+// Unchanged reports an error if a region's file changed size or was
+// written since it was added: the bytes read from it may not belong
+// together.
+func (s *Snapshot) Unchanged() error {
+	for i, r := range s.Regions {
+		f, ok := r.ReaderAt.(*os.File)
+		if !ok || i >= len(s.stamps) {
+			continue
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Path, err)
+		}
+		if was := s.stamps[i]; fi.Size() != was.size || !fi.ModTime().Equal(was.mtime) {
+			return fmt.Errorf("%s (%s) changed while it was read: %d bytes modified %s, was %d bytes modified %s",
+				r.Name, r.Path, fi.Size(), fi.ModTime().Format(time.RFC3339Nano), was.size, was.mtime.Format(time.RFC3339Nano))
+		}
+	}
+	return nil
 }
 
 // Close closes every region.
@@ -188,12 +230,14 @@ func (f *Files) Pause(ctx context.Context) (*Snapshot, error) {
 		if err == nil && fi.Size() != r.Size {
 			err = fmt.Errorf("image %s is %d bytes, was %d when registered (truncated or changed)", r.Path, fi.Size(), r.Size)
 		}
+		if err == nil {
+			err = snap.AddFile(r, file)
+		}
 		if err != nil {
 			file.Close()
 			snap.Close()
 			return nil, fmt.Errorf("VM %s: %s: %w: %w", f.Spec.Name, r.Name, ErrBadImage, err)
 		}
-		snap.Regions = append(snap.Regions, RegionReader{Region: r, ReaderAt: file, Closer: file})
 	}
 	return snap, nil
 }

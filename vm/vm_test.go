@@ -4,7 +4,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func writeFile(t *testing.T, dir, name string, size int) string {
@@ -110,5 +112,41 @@ func TestRegistryPersists(t *testing.T) {
 	}
 	if err := r2.Remove("web1"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("double remove: %v", err)
+	}
+}
+
+// A snapshot notices an image written (same size, new mtime) or truncated
+// while it was open.
+func TestSnapshotUnchanged(t *testing.T) {
+	dir := t.TempDir()
+	mem := writeFile(t, dir, "mem", 8192)
+	disk := writeFile(t, dir, "disk", 65536)
+	spec, err := NewFilesSpec("web1", []string{mem}, []string{disk}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := (&Files{Spec: spec}).Pause(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	if err := snap.Unchanged(); err != nil {
+		t.Fatalf("untouched images: %v", err)
+	}
+	later := time.Now().Add(time.Second)
+	if err := os.Chtimes(disk, later, later); err != nil { // a write of the same size
+		t.Fatal(err)
+	}
+	if err := snap.Unchanged(); err == nil || !strings.Contains(err.Error(), "disk0") {
+		t.Fatalf("rewritten disk: %v", err)
+	}
+	if err := os.Chtimes(disk, later, snap.stamps[1].mtime); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(mem, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Unchanged(); err == nil || !strings.Contains(err.Error(), "mem") {
+		t.Fatalf("truncated memory: %v", err)
 	}
 }

@@ -236,22 +236,16 @@ func (d *Driver) Pause(ctx context.Context) (_ *vm.Snapshot, err error) {
 	for _, r := range regions {
 		f, err := os.Open(r.Path)
 		if err == nil {
-			var fi os.FileInfo
-			if fi, err = f.Stat(); err == nil {
-				r.Size = fi.Size()
-				if r.Size == 0 {
-					err = errors.New("empty")
-				}
-			}
-			if err != nil {
+			if err = snap.AddFile(r, f); err != nil {
 				f.Close()
+			} else if snap.Regions[len(snap.Regions)-1].Size == 0 {
+				err = errors.New("empty") // the snapshot closes f
 			}
 		}
 		if err != nil {
 			snap.Close()
 			return nil, fmt.Errorf("VM %s: %s: %w: %w", name, r.Name, vm.ErrBadImage, err)
 		}
-		snap.Regions = append(snap.Regions, vm.RegionReader{Region: r, ReaderAt: f, Closer: f})
 	}
 	d.Log.Info("QEMU guest paused and its device state saved", "vm", name, "pid", d.pid,
 		"state_bytes", snap.Regions[1].Size, "took", time.Since(pausedAt))
