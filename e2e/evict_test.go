@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -291,4 +292,32 @@ func TestEvictSurvivesKilledIntermediate(t *testing.T) {
 	}
 	verify(t, ctx, src, o.res.VMs[0].Manifest, 1)
 	t.Logf("ET %v; repaired %d chunks; sent %v", o.res.ET, o.res.Repaired, o.res.SentBytes)
+}
+
+// TestEvictImageTruncatedMidway truncates the memory image while it is
+// being evicted: the eviction fails with a clear error, and the
+// destination's migration fails too: nothing there claims to be complete.
+func TestEvictImageTruncatedMidway(t *testing.T) {
+	c := startCluster(t, "src", "dst", "r1")
+	src, dst := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	images := addVM(t, ctx, src, "web1", vmSpec(11))
+	go func() { // owned by the test: ends after one truncate
+		time.Sleep(time.Second)
+		if err := os.Truncate(images[0], 64<<20); err != nil {
+			t.Error(err)
+		}
+	}()
+	out, err := src.Sgctl(ctx, "evict", "vm", "web1", "--to", dst.PeerID, "--max-rate", "100Mbit")
+	if err == nil || !strings.Contains(err.Error()+string(out), "changed during the eviction") {
+		t.Fatalf("evict of a truncated image: %v\n%s", err, out)
+	}
+	m, err := dst.WaitGathered(ctx, "web1")
+	if err == nil || m.State != api.StateFailed || !strings.Contains(m.Error, "abandoned") {
+		t.Fatalf("destination after an abandoned migration: %v, %+v", err, m)
+	}
+	if m.Gather != nil && m.Gather.Complete {
+		t.Fatal("the destination claims the VM is complete")
+	}
 }
