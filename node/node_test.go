@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/sgrelay/sg/chunkstore"
@@ -390,7 +391,8 @@ func TestLyingPeerBanned(t *testing.T) {
 	}
 }
 
-// Malformed frames count as offences too.
+// Malformed or oversized frames count as offences too (this header claims
+// a frame far beyond the cap).
 func TestMalformedFramesBanPeer(t *testing.T) {
 	nodes := newTestNodes(t, 2, func(_ int, c *Config) { c.BanAfter = 2 })
 	bad, victim := nodes[0], nodes[1]
@@ -410,5 +412,55 @@ func TestMalformedFramesBanPeer(t *testing.T) {
 			t.Fatal("a peer sending malformed frames stays admitted")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A peer that opens stream after stream and leaves them idle (or floods
+// requests on many streams) is bounded per peer by the resource manager:
+// its first 16 have streams are served, the rest refused, and the node goes
+// on answering others.
+func TestIdleStreamFloodBoundedPerPeer(t *testing.T) {
+	nodes := newTestNodes(t, 3, nil)
+	flooder, victim, honest := nodes[0], nodes[1], nodes[2]
+	connect(t, flooder, victim)
+	connect(t, honest, victim)
+	var open []network.Stream
+	defer func() {
+		for _, s := range open {
+			s.Reset()
+		}
+	}()
+	refused := 0
+	for range 40 {
+		s, err := flooder.Host().NewStream(t.Context(), victim.ID(), ProtoHave)
+		if err != nil {
+			refused++
+			continue
+		}
+		open = append(open, s) // and idle: no request yet
+	}
+	// Streams over the limit are reset by the victim: a request on one
+	// gets no answer.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, s := range open {
+		s.SetReadDeadline(deadline)
+	}
+	answered := 0
+	for _, s := range open {
+		s.Write(wire.AppendHave(nil, []chunk.ID{chunk.Sum([]byte("x"))}))
+	}
+	for _, s := range open {
+		if _, err := wire.NewReader(s, 0).Expect(wire.TypeHaveAck); err == nil {
+			answered++
+		}
+	}
+	t.Logf("of 40 have streams: %d refused at open, %d opened, %d answered", refused, len(open), answered)
+	if answered == 0 || answered > 16 || refused+len(open)-answered < 40-16 {
+		t.Fatalf("of 40 streams, %d refused at open and %d answered: the per-peer limit (16) did not hold", refused, answered)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := honest.Have(ctx, victim.ID(), []chunk.ID{chunk.Sum([]byte("y"))}); err != nil {
+		t.Fatalf("an honest peer's have during the flood: %v", err)
 	}
 }
