@@ -41,8 +41,8 @@ func (d *Daemon) onGather(in *fetch.Incoming, g *fetch.Gatherer) {
 func (d *Daemon) onGatherDone(in *fetch.Incoming, g *fetch.Gatherer, rep fetch.Report, err error) {
 	if err == nil {
 		d.gatherTMT.Observe(rep.TMT.Seconds())
-		d.settleGuest(in, g)
 	}
+	d.afterGather(in, g)
 }
 
 // wait waits for every view goroutine (after the context is cancelled).

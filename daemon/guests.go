@@ -120,8 +120,8 @@ func (d *Daemon) maybeResumeGuest(in *fetch.Incoming, g *fetch.Gatherer) {
 		})
 		if err == nil {
 			select {
-			case <-g.Done(): // the gather completed while QEMU started
-				d.settleGuest(in, g)
+			case <-g.Done(): // the gather ended while QEMU started
+				d.afterGather(in, g)
 			default:
 			}
 		}
@@ -148,11 +148,17 @@ func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion in
 	if err != nil {
 		return nil, cfg, err
 	}
-	t0 := time.Now()
-	if err := warm(ctx, in, g); err != nil {
-		return nil, cfg, err
-	}
-	d.log.Info("guest's state, kernel and initrd here", "vm", in.VM, "took", time.Since(t0), "since_open", time.Since(in.Opened))
+	// QEMU starts while the regions it reads whole arrive: its own start
+	// overlaps their transfer, and its reads find them here or in flight.
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	warmed := make(chan error, 1)
+	go func() { // waited for below
+		t0 := time.Now()
+		err := warm(wctx, in, g)
+		d.log.Debug("guest's state, kernel and initrd here", "vm", in.VM, "took", time.Since(t0), "err", err)
+		warmed <- err
+	}()
 	socks := d.views.nbdSockets(in.ID)
 	guest, err := qemu.Resume(ctx, cfg, qemu.ResumeConfig{
 		Binary: d.cfg.QEMU.Binary,
@@ -163,11 +169,41 @@ func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion in
 			RunDir: guestRunDir(d.cfg.DataDir, in),
 		},
 	})
+	if err != nil {
+		wcancel()
+	}
+	if werr := <-warmed; err == nil && werr != nil {
+		d.log.Warn("reading the guest's small regions ahead failed (QEMU read them itself)", "vm", in.VM, "err", werr)
+	}
 	return guest, cfg, err
 }
 
 func guestRunDir(dataDir string, in *fetch.Incoming) string {
 	return filepath.Join(dataDir, "guests", fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
+}
+
+// afterGather deals with a guest once its gather has ended: complete, it
+// moves onto the local files; abandoned by the source (whose eviction
+// failed, so the guest continues there), it is stopped here, so that one
+// guest does not run in two places. Any other end (our own shutdown)
+// leaves it alone.
+func (d *Daemon) afterGather(in *fetch.Incoming, g *fetch.Gatherer) {
+	err := g.Err()
+	switch {
+	case err == nil:
+		d.settleGuest(in, g)
+	case errors.Is(err, fetch.ErrAbandoned):
+		guest, _ := d.guests.takeToSettle(in.ID)
+		if guest == nil {
+			return
+		}
+		guest.Stop()
+		d.guests.set(in.ID, func(s *guestState) {
+			s.guest = nil
+			s.rep.State, s.rep.Error = api.GuestFailed, "stopped here: "+err.Error()
+		})
+		d.log.Warn("QEMU guest stopped: its source abandoned the migration (the guest stays at the source)", "vm", in.VM, "pid", guest.PID)
+	}
 }
 
 // settleGuest moves a guest resumed on the lazy views onto the gathered

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -193,45 +194,7 @@ func TestQEMUGuestEviction(t *testing.T) {
 	c := startClusterWith(t, map[string][]string{"dst": {"--ingest-rate", "100Mbit"}}, "src", "dst", "r1", "r2")
 	src, dst := c.Nodes[0], c.Nodes[1]
 
-	// The source guest, as an operator would run it.
-	dir := t.TempDir()
-	disk := filepath.Join(dir, "web1.disk")
-	if err := os.Truncate(createFile(t, disk), 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	qmp, serial := filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "serial.log")
-	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-display", "none",
-		"-machine", "q35,memory-backend=mem", "-m", "256M",
-		"-object", "memory-backend-file,id=mem,size=256M,mem-path="+filepath.Join(dir, "web1.mem")+",share=on",
-		"-kernel", g.kernel, "-initrd", g.initrd, "-append", "console=ttyS0 quiet",
-		"-drive", "file="+disk+",format=raw,if=virtio,cache=none",
-		"-serial", "file:"+serial, "-qmp", "unix:"+qmp+",server=on,wait=off")
-	qemuLog, err := os.Create(filepath.Join(dir, "qemu.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer qemuLog.Close()
-	qemu.Stdout, qemu.Stderr = qemuLog, qemuLog
-	if err := qemu.Start(); err != nil {
-		t.Fatal(err)
-	}
-	srcExited := make(chan error, 1)
-	go func() { srcExited <- qemu.Wait() }()
-	t.Cleanup(func() {
-		_ = qemu.Process.Kill()
-		<-srcExited
-	})
-
-	bootCtx, bootCancel := context.WithTimeout(ctx, 2*time.Minute)
-	last, err := waitGuestLine(bootCtx, serial, func(l guestLineAt) bool { return l.n >= 2 })
-	bootCancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if last.mem != g.sum || last.disk != g.sum {
-		t.Fatalf("source guest checksums %s/%s, want %s", last.mem, last.disk, g.sum)
-	}
-
+	qmp, serial, srcExited := startSourceGuest(t, ctx, g)
 	if _, err := src.Sgctl(ctx, "vm", "add", "web1", "--qemu-qmp", qmp); err != nil {
 		t.Fatal(err)
 	}
@@ -323,6 +286,50 @@ func TestQEMUGuestEviction(t *testing.T) {
 	}
 }
 
+// sourceGuest boots the test guest as an operator would run it, waits
+// until it has printed its checksums twice (checked), and returns its QMP
+// socket, its serial log and a channel that receives its exit.
+func startSourceGuest(t *testing.T, ctx context.Context, g guest) (qmp, serial string, exited chan error) {
+	t.Helper()
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "web1.disk")
+	if err := os.Truncate(createFile(t, disk), 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	qmp, serial = filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "serial.log")
+	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-display", "none",
+		"-machine", "q35,memory-backend=mem", "-m", "256M",
+		"-object", "memory-backend-file,id=mem,size=256M,mem-path="+filepath.Join(dir, "web1.mem")+",share=on",
+		"-kernel", g.kernel, "-initrd", g.initrd, "-append", "console=ttyS0 quiet",
+		"-drive", "file="+disk+",format=raw,if=virtio,cache=none",
+		"-serial", "file:"+serial, "-qmp", "unix:"+qmp+",server=on,wait=off")
+	qemuLog, err := os.Create(filepath.Join(dir, "qemu.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qemu.Stdout, qemu.Stderr = qemuLog, qemuLog
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan error, 1)
+	go func() { exited <- qemu.Wait(); qemuLog.Close() }()
+	t.Cleanup(func() {
+		_ = qemu.Process.Kill()
+		err := <-exited
+		exited <- err
+	})
+	bootCtx, bootCancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer bootCancel()
+	last, err := waitGuestLine(bootCtx, serial, func(l guestLineAt) bool { return l.n >= 2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.mem != g.sum || last.disk != g.sum {
+		t.Fatalf("source guest checksums %s/%s, want %s", last.mem, last.disk, g.sum)
+	}
+	return qmp, serial, exited
+}
+
 func createFile(t *testing.T, path string) string {
 	t.Helper()
 	f, err := os.Create(path)
@@ -374,4 +381,85 @@ func waitGuest(ctx context.Context, n *lab.Node, vm string) (api.Migration, erro
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// TestQEMUEvictionAbortedGuestStaysAtSource aborts an eviction (the
+// operator's Ctrl-C on sgctl) after the destination has started the guest:
+// the source continues its guest, the destination stops its copy, so the
+// guest never runs in two places, and it goes on counting at the source
+// with the same checksums.
+func TestQEMUEvictionAbortedGuestStaysAtSource(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a guest under TCG")
+	}
+	g := buildGuest(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	c := startClusterWith(t, nil, "src", "dst", "r1")
+	src, dst := c.Nodes[0], c.Nodes[1]
+	qmp, serial, srcExited := startSourceGuest(t, ctx, g)
+	if _, err := src.Sgctl(ctx, "vm", "add", "web1", "--qemu-qmp", qmp); err != nil {
+		t.Fatal(err)
+	}
+	evictCtx, abort := context.WithCancel(ctx)
+	evicted := make(chan error, 1)
+	go func() { // waited for below
+		_, err := src.Sgctl(evictCtx, "evict", "vm", "web1", "--to", dst.PeerID, "--max-rate", "30Mbit")
+		evicted <- err
+	}()
+	rec, err := waitGuest(ctx, dst, "web1")
+	if err != nil {
+		abort()
+		<-evicted
+		t.Fatal(err)
+	}
+	destPID := rec.Guest.PID
+	t.Cleanup(func() { _ = syscall.Kill(destPID, syscall.SIGKILL) })
+	abort()
+	if err := <-evicted; err == nil {
+		t.Fatal("the aborted eviction succeeded")
+	}
+
+	// The destination stops its copy.
+	for {
+		var ms []api.Migration
+		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
+			t.Fatal(err)
+		}
+		if m := ms[len(ms)-1]; m.Guest != nil && m.Guest.State == api.GuestFailed {
+			if !strings.Contains(m.Guest.Error, "abandoned") {
+				t.Fatalf("destination guest failed for another reason: %s", m.Guest.Error)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the destination's guest was not stopped")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	for syscall.Kill(destPID, 0) == nil {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the destination's QEMU (pid %d) still runs", destPID)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+
+	// The source's guest runs on, from where it was paused.
+	select {
+	case err := <-srcExited:
+		t.Fatalf("the source's QEMU exited: %v", err)
+	default:
+	}
+	lines := guestLines(serial)
+	last := lines[len(lines)-1]
+	next, err := waitGuestLine(ctx, serial, func(l guestLineAt) bool { return l.n >= last.n+2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.mem != g.sum || next.disk != g.sum {
+		t.Fatalf("at the source after the abort: %+v, want %s", next, g.sum)
+	}
+	t.Logf("eviction aborted with the guest running at dst (pid %d, stopped there); the source guest went on from n=%d to n=%d", destPID, last.n, next.n)
 }

@@ -106,6 +106,10 @@ func DefaultGatherConfig(dir string) GatherConfig {
 // ErrGatherFailed means a chunk could not be had from anyone.
 var ErrGatherFailed = errors.New("gather failed")
 
+// ErrAbandoned fails a gather whose source gave the migration up before
+// handing over its manifest: the VM stays (or runs on) at the source.
+var ErrAbandoned = errors.New("the source abandoned the migration")
+
 // Gatherer brings one incoming migration's VM here: it serves reads of any
 // byte at once (ReadAt blocks only for chunks not yet here, and fetches
 // them ahead of everything else), prefetches the rest, and writes every
@@ -338,7 +342,7 @@ func (g *Gatherer) learnLocked(at Position, id chunk.ID) {
 func (g *Gatherer) Abandoned(reason error) {
 	g.mu.Lock()
 	if !g.finished {
-		g.failLocked(fmt.Errorf("%w: the source abandoned the migration: %w", ErrGatherFailed, reason))
+		g.failLocked(fmt.Errorf("%w: %w: %w", ErrGatherFailed, ErrAbandoned, reason))
 	}
 	g.mu.Unlock()
 	g.poke()
@@ -608,6 +612,13 @@ func (g *Gatherer) release(ctx context.Context) {
 	g.mu.Lock()
 	g.st.ReleasedHolders = released
 	g.mu.Unlock()
+}
+
+// Err is why the gather failed (nil while it runs or once complete).
+func (g *Gatherer) Err() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.failed
 }
 
 // Report returns what the gather measured so far.

@@ -143,6 +143,9 @@ func (g *Guest) loadAndContinue(ctx context.Context, statePath string) error {
 	return nil
 }
 
+// Stop quits the guest's QEMU (killing it if its monitor does not answer).
+func (g *Guest) Stop() { g.kill() }
+
 // kill stops a guest that failed to start.
 func (g *Guest) kill() {
 	ctx, cancel := context.WithTimeout(context.Background(), qmpTimeout)
