@@ -1,11 +1,13 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/eviction"
@@ -152,10 +154,19 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 	var drivers []vm.Driver
 	var vms []eviction.VM
 	var snaps []*vm.Snapshot
+	// Resuming or releasing a VM must not depend on the client still
+	// listening: an aborted sgctl (Ctrl-C) cancels the request's context.
+	after := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(r.Context()), time.Minute)
+	}
 	resumeAll := func() {
+		ctx, cancel := after()
+		defer cancel()
 		for i, s := range snaps {
 			s.Close()
-			_ = drivers[i].Resume(r.Context())
+			if err := drivers[i].Resume(ctx); err != nil {
+				d.log.Error("VM not resumed at the source after a failed eviction", "vm", s.VM, "err", err)
+			}
 		}
 	}
 	for _, name := range req.VMs {
@@ -214,7 +225,10 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 	}
 	for i, s := range snaps {
 		s.Close()
-		if err := drivers[i].Release(r.Context()); err != nil {
+		ctx, cancel := after()
+		err := drivers[i].Release(ctx)
+		cancel()
+		if err != nil {
 			d.log.Warn("release evicted VM", "vm", req.VMs[i], "err", err)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/fetch/fuseview"
 	"github.com/sgrelay/sg/lab"
+	"github.com/sgrelay/sg/vm/qemu"
 )
 
 // guestKernelDir is where .ci/guest-kernel unpacks the Debian cloud
@@ -193,6 +194,7 @@ func TestQEMUGuestEviction(t *testing.T) {
 	defer cancel()
 	c := startClusterWith(t, map[string][]string{"dst": {"--ingest-rate", "100Mbit"}}, "src", "dst", "r1", "r2")
 	src, dst := c.Nodes[0], c.Nodes[1]
+	killGuestsAtCleanup(t, dst)
 
 	qmp, serial, srcExited := startSourceGuest(t, ctx, g)
 	if _, err := src.Sgctl(ctx, "vm", "add", "web1", "--qemu-qmp", qmp); err != nil {
@@ -202,14 +204,7 @@ func TestQEMUGuestEviction(t *testing.T) {
 	if err := src.SgctlJSON(ctx, &res, "evict", "vm", "web1", "--to", dst.PeerID); err != nil {
 		t.Fatal(err)
 	}
-	// The destination's guest runs on sgnode's views: stop it before the
-	// cluster (cleanups run last-registered first).
 	var destPID int
-	t.Cleanup(func() {
-		if destPID > 0 {
-			_ = syscall.Kill(destPID, syscall.SIGKILL)
-		}
-	})
 	select {
 	case <-srcExited:
 		srcExited <- nil // for the cleanup
@@ -297,7 +292,7 @@ func startSourceGuest(t *testing.T, ctx context.Context, g guest) (qmp, serial s
 		t.Fatal(err)
 	}
 	qmp, serial = filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "serial.log")
-	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-display", "none",
+	cmd := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-display", "none",
 		"-machine", "q35,memory-backend=mem", "-m", "256M",
 		"-object", "memory-backend-file,id=mem,size=256M,mem-path="+filepath.Join(dir, "web1.mem")+",share=on",
 		"-kernel", g.kernel, "-initrd", g.initrd, "-append", "console=ttyS0 quiet",
@@ -307,14 +302,14 @@ func startSourceGuest(t *testing.T, ctx context.Context, g guest) (qmp, serial s
 	if err != nil {
 		t.Fatal(err)
 	}
-	qemu.Stdout, qemu.Stderr = qemuLog, qemuLog
-	if err := qemu.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = qemuLog, qemuLog
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited = make(chan error, 1)
-	go func() { exited <- qemu.Wait(); qemuLog.Close() }()
+	go func() { exited <- cmd.Wait(); qemuLog.Close() }()
 	t.Cleanup(func() {
-		_ = qemu.Process.Kill()
+		_ = cmd.Process.Kill()
 		err := <-exited
 		exited <- err
 	})
@@ -328,6 +323,22 @@ func startSourceGuest(t *testing.T, ctx context.Context, g guest) (qmp, serial s
 		t.Fatalf("source guest checksums %s/%s, want %s", last.mem, last.disk, g.sum)
 	}
 	return qmp, serial, exited
+}
+
+// killGuestsAtCleanup kills, when the test ends (before the cluster
+// stops), every QEMU that n started for a guest: they are daemonized and
+// would outlive a failed test.
+func killGuestsAtCleanup(t *testing.T, n *lab.Node) {
+	t.Cleanup(func() {
+		pids, _ := filepath.Glob(filepath.Join(n.Dir, "guests", "*", "qemu.pid"))
+		local, _ := filepath.Glob(filepath.Join(n.Dir, "guests", "*", "local", "qemu.pid"))
+		for _, f := range append(pids, local...) {
+			b, err := os.ReadFile(f)
+			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
 }
 
 func createFile(t *testing.T, path string) string {
@@ -385,9 +396,9 @@ func waitGuest(ctx context.Context, n *lab.Node, vm string) (api.Migration, erro
 
 // TestQEMUEvictionAbortedGuestStaysAtSource aborts an eviction (the
 // operator's Ctrl-C on sgctl) after the destination has started the guest:
-// the source continues its guest, the destination stops its copy, so the
-// guest never runs in two places, and it goes on counting at the source
-// with the same checksums.
+// the destination stops its copy before the source continues its guest,
+// so the guest never runs in two places, and it goes on counting at the
+// source with the same checksums.
 func TestQEMUEvictionAbortedGuestStaysAtSource(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a guest under TCG")
@@ -397,6 +408,7 @@ func TestQEMUEvictionAbortedGuestStaysAtSource(t *testing.T) {
 	defer cancel()
 	c := startClusterWith(t, nil, "src", "dst", "r1")
 	src, dst := c.Nodes[0], c.Nodes[1]
+	killGuestsAtCleanup(t, dst)
 	qmp, serial, srcExited := startSourceGuest(t, ctx, g)
 	if _, err := src.Sgctl(ctx, "vm", "add", "web1", "--qemu-qmp", qmp); err != nil {
 		t.Fatal(err)
@@ -414,29 +426,39 @@ func TestQEMUEvictionAbortedGuestStaysAtSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	destPID := rec.Guest.PID
-	t.Cleanup(func() { _ = syscall.Kill(destPID, syscall.SIGKILL) })
 	abort()
 	if err := <-evicted; err == nil {
 		t.Fatal("the aborted eviction succeeded")
 	}
 
-	// The destination stops its copy.
+	// The destination stopped its copy before the source continued its
+	// own (the source waits for the destination's answer to its abort):
+	// once the source guest runs, the destination's must be stopped.
 	for {
-		var ms []api.Migration
-		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
+		q, err := qemu.DialQMP(ctx, qmp)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if m := ms[len(ms)-1]; m.Guest != nil && m.Guest.State == api.GuestFailed {
-			if !strings.Contains(m.Guest.Error, "abandoned") {
-				t.Fatalf("destination guest failed for another reason: %s", m.Guest.Error)
-			}
+		st, err := q.Status(ctx)
+		q.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st == "running" {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatal("the destination's guest was not stopped")
-		case <-time.After(100 * time.Millisecond):
+			t.Fatalf("the source guest is %q, not running again", st)
+		case <-time.After(20 * time.Millisecond):
 		}
+	}
+	var ms []api.Migration
+	if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
+		t.Fatal(err)
+	}
+	if m := ms[len(ms)-1]; m.Guest == nil || m.Guest.State != api.GuestFailed || !strings.Contains(m.Guest.Error, "aborted") {
+		t.Fatalf("when the source resumed its guest, the destination's was not stopped: %+v", m.Guest)
 	}
 	for syscall.Kill(destPID, 0) == nil {
 		select {

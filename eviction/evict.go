@@ -36,6 +36,9 @@ type Session interface {
 	Holders(ctx context.Context, hs []wire.Holder) error
 	Placements(ctx context.Context, ps []wire.Placement) error
 	Done(ctx context.Context, root chunk.ID) error
+	// Cancel gives the migration up and waits for the destination's
+	// acknowledgement (it has stopped what it started from it).
+	Cancel(ctx context.Context, reason string) error
 	Close() error
 	Abort()
 }
@@ -406,9 +409,21 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 	return res, nil
 }
 
+// cancelTimeout bounds the wait for a destination to acknowledge that a
+// failed eviction's migration is given up.
+const cancelTimeout = 3 * time.Second
+
+// abortSessions gives every migration up at its destination, waiting (a
+// bounded while) for each to acknowledge, so that the caller resumes the
+// VM at the source only once no destination runs it.
 func (e *Eviction) abortSessions() {
 	for i := range e.vms {
 		if s := e.vms[i].session; s != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
+			if err := s.Cancel(ctx, "eviction failed"); err != nil {
+				e.log.Warn("destination did not acknowledge the aborted migration", "vm", e.vms[i].Name, "err", err)
+			}
+			cancel()
 			s.Abort()
 		}
 	}

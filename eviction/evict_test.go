@@ -135,12 +135,13 @@ func (c *fakeCluster) FreeCapacity(_ context.Context, p string) (int64, error) {
 }
 
 type fakeSession struct {
-	mu      sync.Mutex
-	open    wire.Open
-	holders map[uint8]string
-	placed  map[[2]uint64]wire.Placement // (region, index) → placement
-	root    chunk.ID
-	done    bool
+	mu        sync.Mutex
+	open      wire.Open
+	holders   map[uint8]string
+	placed    map[[2]uint64]wire.Placement // (region, index) → placement
+	root      chunk.ID
+	done      bool
+	cancelled bool // the eviction gave the migration up
 }
 
 func (c *fakeCluster) OpenMigration(_ context.Context, _ string, o wire.Open) (Session, error) {
@@ -173,6 +174,12 @@ func (s *fakeSession) Done(_ context.Context, root chunk.ID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.root, s.done = root, true
+	return nil
+}
+func (s *fakeSession) Cancel(context.Context, string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cancelled = true
 	return nil
 }
 func (s *fakeSession) Close() error { return nil }
@@ -547,8 +554,8 @@ func TestEvictTruncatedImageFails(t *testing.T) {
 		t.Fatalf("got %v, want ErrImageChanged saying it was truncated", err)
 	}
 	for _, s := range c.sessions {
-		if s.done {
-			t.Fatal("a manifest was handed over for a truncated image")
+		if s.done || !s.cancelled {
+			t.Fatalf("truncated image: manifest handed over %v, migration given up %v", s.done, s.cancelled)
 		}
 	}
 }

@@ -248,6 +248,9 @@ func NewGatherer(in *Incoming, net GatherNet, store GatherStore, cfg GatherConfi
 // Paths are the materialized region files, in region order.
 func (g *Gatherer) Paths() []string { return g.paths }
 
+// Incoming is the migration being gathered.
+func (g *Gatherer) Incoming() *Incoming { return g.in }
+
 // Regions describes the regions.
 func (g *Gatherer) Regions() []wire.RegionInfo { return g.in.Regions }
 

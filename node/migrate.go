@@ -182,6 +182,14 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 			if ps, err = wire.DecodePlacements(p, ps); err == nil {
 				err = sink.AddPlacements(from, o.ID, ps)
 			}
+		case wire.TypeAbort:
+			var reason string
+			if reason, err = wire.DecodeAbort(p); err == nil {
+				// Answered once the destination has given it up (and
+				// stopped a guest it had started from it).
+				sink.AbandonMigration(from, o.ID, fmt.Errorf("%w: %s", errSourceAborted, reason))
+				done = true
+			}
 		case wire.TypeMigrateDone:
 			var root chunk.ID
 			if root, err = wire.DecodeDone(p); err == nil {
@@ -196,6 +204,9 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 		}
 	}
 }
+
+// errSourceAborted is why a migration the source aborted fails.
+var errSourceAborted = errors.New("the source aborted it")
 
 // errAbandoned is why a migration whose control stream ended early fails.
 var errAbandoned = errors.New("its control stream ended before the manifest was handed over")
@@ -335,6 +346,23 @@ func (ms *MigrationSession) Holders(ctx context.Context, hs []wire.Holder) error
 // Placements streams where chunks are (at most wire.MaxPlacements a call).
 func (ms *MigrationSession) Placements(ctx context.Context, ps []wire.Placement) error {
 	return ms.send(ctx, func(b []byte) []byte { return wire.AppendPlacements(b, ps) })
+}
+
+// Cancel tells the destination the migration is given up, for reason, and
+// waits until it has acknowledged: by then it has stopped anything it had
+// started from the migration (a guest), so the source may resume its own.
+func (ms *MigrationSession) Cancel(ctx context.Context, reason string) error {
+	done := make(chan error, 1)
+	if err := ms.rs.send(ctx, func(b []byte) []byte { return wire.AppendAbort(b, reason) },
+		func(t wire.Type, p []byte, err error) { done <- ackErr(t, p, err) }); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Done hands over the manifest root and waits until the destination has

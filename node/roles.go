@@ -27,7 +27,10 @@ type RolesConfig struct {
 	OnGather func(*fetch.Incoming, *fetch.Gatherer)
 	// OnGatherDone is called when a gather ends, with its error; nil: nothing.
 	OnGatherDone func(*fetch.Incoming, *fetch.Gatherer, fetch.Report, error)
-	Log          *slog.Logger
+	// OnAbandon is called when a source gives up a migration we gather,
+	// before the source is answered (it resumes its VM after the answer).
+	OnAbandon func(*fetch.Incoming, *fetch.Gatherer)
+	Log       *slog.Logger
 }
 
 // Roles is a node's part in migrations, wired to its protocols: as a
@@ -207,4 +210,13 @@ func (s roleSink) FinishMigration(from peer.ID, id wire.MigrationID, root chunk.
 }
 func (s roleSink) AbandonMigration(from peer.ID, id wire.MigrationID, reason error) {
 	s.r.in.Abandon(from.String(), id, reason)
+	if s.r.cfg.OnAbandon == nil {
+		return
+	}
+	s.r.mu.Lock()
+	g := s.r.gathers[id]
+	s.r.mu.Unlock()
+	if g != nil {
+		s.r.cfg.OnAbandon(g.Incoming(), g)
+	}
 }

@@ -60,6 +60,8 @@ func (t Type) String() string {
 		return "demand-ack"
 	case TypeRelease:
 		return "release"
+	case TypeAbort:
+		return "abort"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }

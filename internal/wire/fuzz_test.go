@@ -34,6 +34,7 @@ func FuzzFrames(f *testing.F) {
 		AppendDemandAck(nil, StatusMissing, nil),
 		AppendDemandAck(nil, StatusZero, nil),
 		AppendRelease(nil, Release{ID: MigrationID{3}, Chunks: ids}),
+		AppendAbort(nil, "eviction failed"),
 		{0, 0, 0, 0},
 		{0xff, 0xff, 0xff, 0xff, 1},
 	}
@@ -131,6 +132,10 @@ func checkPayload(t *testing.T, typ Type, p []byte) {
 	case TypeRelease:
 		if v, err := DecodeRelease(p); err == nil {
 			re = AppendRelease(nil, v)
+		}
+	case TypeAbort:
+		if v, err := DecodeAbort(p); err == nil {
+			re = AppendAbort(nil, v)
 		}
 	}
 	if re != nil && !bytes.Equal(re[headerSize:], p) {

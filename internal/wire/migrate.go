@@ -33,6 +33,7 @@ const (
 	TypeDemand      Type = 15
 	TypeDemandAck   Type = 16
 	TypeRelease     Type = 17
+	TypeAbort       Type = 18 // the source gives a migration up (reason)
 )
 
 // Limits of migrate frames.
@@ -239,6 +240,23 @@ func DecodeDone(p []byte) (chunk.ID, error) {
 		return chunk.ID{}, fmt.Errorf("done: %d bytes: %w", len(p), ErrMalformed)
 	}
 	return chunk.ID(p), nil
+}
+
+// AppendAbort encodes an Abort frame: the source gives the migration up
+// before handing over a manifest, for reason.
+func AppendAbort(dst []byte, reason string) []byte {
+	if len(reason) > maxErrorMessage {
+		reason = reason[:maxErrorMessage]
+	}
+	return Finish(append(Begin(dst, TypeAbort), reason...))
+}
+
+// DecodeAbort decodes an Abort payload.
+func DecodeAbort(p []byte) (string, error) {
+	if len(p) > maxErrorMessage {
+		return "", fmt.Errorf("abort: %d-byte reason: %w", len(p), ErrMalformed)
+	}
+	return string(p), nil
 }
 
 // AppendAck encodes an Ack frame.
