@@ -182,7 +182,8 @@ func guestRunDir(dataDir string, in *fetch.Incoming) string {
 	return filepath.Join(dataDir, "guests", fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
 }
 
-// afterGather deals with a guest once its gather has ended: complete, it
+// afterGather deals with a guest once its gather has ended (or its source
+// gave it up; a gather still running is left alone): complete, it
 // moves onto the local files; abandoned by the source (whose eviction
 // failed, so the guest continues there), it is stopped here, so that one
 // guest does not run in two places. Any other end (our own shutdown)
@@ -190,7 +191,7 @@ func guestRunDir(dataDir string, in *fetch.Incoming) string {
 func (d *Daemon) afterGather(in *fetch.Incoming, g *fetch.Gatherer) {
 	err := g.Err()
 	switch {
-	case err == nil:
+	case err == nil && g.Report().Complete:
 		d.settleGuest(in, g)
 	case errors.Is(err, fetch.ErrAbandoned):
 		guest, _ := d.guests.takeToSettle(in.ID)
