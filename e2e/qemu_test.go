@@ -64,10 +64,13 @@ type guest struct {
 }
 
 // buildGuest makes a busybox initramfs holding the virtio modules of the
-// cloud kernel and a pattern from a fixed seed; it skips the test when
-// QEMU, busybox, cpio, FUSE or the kernel is missing.
+// cloud kernel and a pattern from a fixed seed; it skips the test with
+// -short, or when QEMU, busybox, cpio, FUSE or the kernel is missing.
 func buildGuest(t *testing.T) guest {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a guest under TCG")
+	}
 	for _, tool := range []string{"qemu-system-x86_64", "busybox", "cpio", "gzip"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed (.ci/run installs qemu-system-x86, busybox-static, cpio)", tool)
@@ -186,9 +189,6 @@ func waitGuestLine(ctx context.Context, path string, ok func(guestLineAt) bool) 
 // the guest must run at dst on lazily gathered memory and disk, continue
 // its counter with the same checksums, and the source's QEMU must be gone.
 func TestQEMUGuestEviction(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a guest under TCG")
-	}
 	g := buildGuest(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
@@ -400,9 +400,6 @@ func waitGuest(ctx context.Context, n *lab.Node, vm string) (api.Migration, erro
 // so the guest never runs in two places, and it goes on counting at the
 // source with the same checksums.
 func TestQEMUEvictionAbortedGuestStaysAtSource(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a guest under TCG")
-	}
 	g := buildGuest(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
