@@ -118,19 +118,17 @@ func (d *Daemon) maybeResumeGuest(in *fetch.Incoming, g *fetch.Gatherer) {
 			r.State, r.PID, r.QMP, r.Serial, r.RunDir = api.GuestRunning, guest.PID, guest.QMP(), guest.Serial(), guest.RunDir
 			r.ResumedAfter, r.Downtime = guest.ResumedAt.Sub(in.Opened), guest.Downtime()
 		})
-		if err == nil {
-			select {
-			case <-g.Done(): // the gather ended while QEMU started
-				d.afterGather(in, g)
-			default:
-			}
-		}
 		if err != nil {
 			d.log.Error("QEMU guest not resumed; its state keeps gathering", "vm", in.VM, "err", err)
 			return
 		}
 		d.log.Info("QEMU guest resumed", "vm", in.VM, "pid", guest.PID, "downtime", guest.Downtime(),
 			"after", guest.ResumedAt.Sub(in.Opened), "serial", guest.Serial())
+		select {
+		case <-g.Done(): // the gather ended while QEMU started
+			d.afterGather(in, g)
+		default:
+		}
 	}()
 }
 
