@@ -41,7 +41,7 @@ func (n *Node) storePushed(from peer.ID, chunks []wire.Chunk, st []wire.Status) 
 			s = wire.StatusBadHash
 			n.m.badChunks.Inc()
 			n.offence(from, "pushed chunk "+c.ID.Short()+" whose bytes do not match its ID")
-		case !n.store.Has(c.ID) && !n.quota.admit(from, len(c.Data)):
+		case n.quota.limit > 0 && !n.store.Has(c.ID) && !n.quota.admit(from, len(c.Data)):
 			// Over this peer's share: it routes the chunk elsewhere.
 			s = wire.StatusFull
 			n.m.quotaRefused.Inc()
