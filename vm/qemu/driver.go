@@ -196,15 +196,7 @@ func (d *Driver) Pause(ctx context.Context) (_ *vm.Snapshot, err error) {
 	configPath := filepath.Join(d.StateDir, name+".qemu.json")
 	d.files = []string{statePath, configPath}
 	_ = os.Remove(statePath)
-	if err := q.setIgnoreShared(qctx); err != nil {
-		return nil, fmt.Errorf("VM %s: %w", name, err)
-	}
-	sctx, scancel := context.WithTimeout(ctx, saveTimeout)
-	defer scancel()
-	if err := q.Execute(sctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(statePath)}, nil); err != nil {
-		return nil, fmt.Errorf("VM %s: save device state: %w", name, err)
-	}
-	if err := q.waitMigration(sctx); err != nil {
+	if err := q.saveState(ctx, statePath); err != nil {
 		return nil, fmt.Errorf("VM %s: save device state: %w", name, err)
 	}
 	cfg, err := json.MarshalIndent(Config{VM: name, Args: argv, PausedAt: pausedAt}, "", "  ")

@@ -159,6 +159,30 @@ func (q *QMP) Status(ctx context.Context) (string, error) {
 	return st.Status, err
 }
 
+// saveState writes a stopped guest's device state to path (guest RAM,
+// shared, stays out of it).
+func (q *QMP) saveState(ctx context.Context, path string) error {
+	return q.migrate(ctx, "migrate", "exec:cat > "+shellQuote(path))
+}
+
+// loadState loads a device state from path into a QEMU started with
+// -incoming defer.
+func (q *QMP) loadState(ctx context.Context, path string) error {
+	return q.migrate(ctx, "migrate-incoming", "exec:cat "+shellQuote(path))
+}
+
+func (q *QMP) migrate(ctx context.Context, cmd, uri string) error {
+	if err := q.setIgnoreShared(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, saveTimeout)
+	defer cancel()
+	if err := q.Execute(ctx, cmd, map[string]any{"uri": uri}, nil); err != nil {
+		return err
+	}
+	return q.waitMigration(ctx)
+}
+
 // setIgnoreShared keeps shared memory backends out of the migration
 // stream: guest RAM travels as chunks, not inside the device state.
 func (q *QMP) setIgnoreShared(ctx context.Context) error {

@@ -94,7 +94,7 @@ func Resume(ctx context.Context, cfg Config, rc ResumeConfig) (*Guest, error) {
 		g.PID, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
 	if err := g.loadAndContinue(ctx, rc.Placement.File(StateRegion)); err != nil {
-		g.kill()
+		g.Stop()
 		return nil, fmt.Errorf("VM %s: %w", cfg.VM, err)
 	}
 	return g, nil
@@ -125,15 +125,7 @@ func (g *Guest) loadAndContinue(ctx context.Context, statePath string) error {
 		return err
 	}
 	defer q.Close()
-	if err := q.setIgnoreShared(qctx); err != nil {
-		return err
-	}
-	lctx, lcancel := context.WithTimeout(ctx, saveTimeout)
-	defer lcancel()
-	if err := q.Execute(lctx, "migrate-incoming", map[string]any{"uri": "exec:cat " + shellQuote(statePath)}, nil); err != nil {
-		return fmt.Errorf("load device state: %w", err)
-	}
-	if err := q.waitMigration(lctx); err != nil {
+	if err := q.loadState(ctx, statePath); err != nil {
 		return fmt.Errorf("load device state: %w", err)
 	}
 	if err := q.Execute(qctx, "cont", nil, nil); err != nil {
@@ -144,10 +136,7 @@ func (g *Guest) loadAndContinue(ctx context.Context, statePath string) error {
 }
 
 // Stop quits the guest's QEMU (killing it if its monitor does not answer).
-func (g *Guest) Stop() { g.kill() }
-
-// kill stops a guest that failed to start.
-func (g *Guest) kill() {
+func (g *Guest) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), qmpTimeout)
 	defer cancel()
 	if q, err := DialQMP(ctx, g.QMP()); err == nil {
@@ -196,15 +185,7 @@ func Rehome(ctx context.Context, g *Guest, cfg Config, rc ResumeConfig, flush fu
 		}
 		statePath := filepath.Join(rc.Placement.RunDir, "rehome.state")
 		defer os.Remove(statePath)
-		if err := q.setIgnoreShared(qctx); err != nil {
-			return nil, err
-		}
-		sctx, scancel := context.WithTimeout(ctx, saveTimeout)
-		defer scancel()
-		if err := q.Execute(sctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(statePath)}, nil); err != nil {
-			return nil, fmt.Errorf("save device state: %w", err)
-		}
-		if err := q.waitMigration(sctx); err != nil {
+		if err := q.saveState(ctx, statePath); err != nil {
 			return nil, fmt.Errorf("save device state: %w", err)
 		}
 		if err := flush(); err != nil {
