@@ -44,6 +44,9 @@ type EvictRequest struct {
 	Direct    bool     `json:"direct,omitempty"`
 	MaxRate   int64    `json:"max_rate,omitempty"` // bytes/s
 	DiskChunk int      `json:"disk_chunk,omitempty"`
+	// Encrypt seals every chunk at rest (convergent encryption): holders
+	// other than the destination store only ciphertext, which still dedups.
+	Encrypt bool `json:"encrypt,omitempty"`
 }
 
 // EvictedVM is one VM's part of an eviction.
@@ -57,6 +60,9 @@ type EvictedVM struct {
 	DupWithin     int64  `json:"dup_within_vm"`
 	DupAcross     int64  `json:"dup_across_vms"`
 	ManifestBytes int64  `json:"manifest_bytes"`
+	// ManifestSecret opens a sealed manifest (hex; encrypted evictions
+	// only): what `sgctl gather --secret` needs to gather it elsewhere.
+	ManifestSecret string `json:"manifest_secret,omitempty"`
 }
 
 // EvictResult reports a finished eviction.
@@ -251,8 +257,9 @@ func (c *Client) Verify(ctx context.Context, req VerifyRequest) (*VerifyResult, 
 // GatherRequest asks the node to gather an existing manifest from peers
 // (default: every connected peer that holds its root).
 type GatherRequest struct {
-	CID  string   `json:"cid"`
-	From []string `json:"from,omitempty"`
+	CID    string   `json:"cid"`
+	From   []string `json:"from,omitempty"`
+	Secret string   `json:"secret,omitempty"` // opens a sealed manifest (hex)
 }
 
 // Gather runs a gather; progress (may be nil) sees chunks present of total.

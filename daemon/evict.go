@@ -121,7 +121,7 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cfg := eviction.DefaultConfig(dest)
-	cfg.Replicas, cfg.Direct, cfg.MaxRate, cfg.Log = max(1, req.Replicas), req.Direct, req.MaxRate, d.log
+	cfg.Replicas, cfg.Direct, cfg.MaxRate, cfg.Seal, cfg.Log = max(1, req.Replicas), req.Direct, req.MaxRate, req.Encrypt, d.log
 	if !req.Direct {
 		if len(req.Via) > 0 {
 			for _, v := range req.Via {
@@ -204,7 +204,7 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 	}
 	recs := d.out.start(e, vms, dest)
 	stopDemand := d.roles.Evicting(e)
-	d.log.Info("eviction started", "vms", req.VMs, "dest", dest, "via", len(cfg.Via), "replicas", cfg.Replicas, "direct", cfg.Direct)
+	d.log.Info("eviction started", "vms", req.VMs, "dest", dest, "via", len(cfg.Via), "replicas", cfg.Replicas, "direct", cfg.Direct, "encrypt", cfg.Seal)
 	ev := newEventStream(w)
 	res, err := e.Run(r.Context(), func(p eviction.Progress) {
 		ev.send(api.Event{EvictProgress: &api.EvictProgress{BytesRead: p.BytesRead, BytesTotal: p.BytesTotal,
@@ -275,9 +275,13 @@ func evictResultToAPI(res *eviction.Result, dest string) *api.EvictResult {
 		EffectiveRate: res.EffectiveRate(), WireRate: res.WireRate(),
 	}
 	for _, v := range res.VMs {
-		out.VMs = append(out.VMs, api.EvictedVM{Name: v.Name, MigrationID: v.MigrationID.String(), Manifest: v.Root.String(),
+		ev := api.EvictedVM{Name: v.Name, MigrationID: v.MigrationID.String(), Manifest: v.Root.String(),
 			Bytes: v.Bytes, Chunks: v.Chunks, ZeroChunks: v.ZeroChunks, DupWithin: v.DupWithin, DupAcross: v.DupAcross,
-			ManifestBytes: v.ManifestBytes})
+			ManifestBytes: v.ManifestBytes}
+		if !v.Secret.IsZero() {
+			ev.ManifestSecret = v.Secret.String()
+		}
+		out.VMs = append(out.VMs, ev)
 	}
 	return out
 }

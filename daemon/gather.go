@@ -14,6 +14,7 @@ import (
 	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/fetch/nbdview"
 	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -119,7 +120,14 @@ func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, err)
 		return
 	}
-	m, ids, err := fetch.ResolveManifest(r.Context(), d.node.Cluster(), holders, d.store, root)
+	var secret seal.Secret
+	if req.Secret != "" {
+		if secret, err = seal.ParseSecret(req.Secret); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("--secret: %w", err))
+			return
+		}
+	}
+	m, err := fetch.ResolveManifest(r.Context(), d.node.Cluster(), holders, d.store, root, secret)
 	if err != nil {
 		writeError(w, http.StatusConflict, err)
 		return
@@ -128,7 +136,7 @@ func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
 	for i, h := range holders {
 		peers[i] = h.Peer
 	}
-	in, err := d.roles.Incomings().OpenFromManifest(root, m, peers)
+	in, err := d.roles.Incomings().OpenFromManifest(root, m, secret, peers)
 	if err != nil {
 		writeError(w, http.StatusConflict, err)
 		return
@@ -138,7 +146,7 @@ func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
-	if err := d.roles.Incomings().PlaceManifest(in, ids, root); err != nil {
+	if err := d.roles.Incomings().PlaceManifest(in, m, root); err != nil {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}

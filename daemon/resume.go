@@ -40,6 +40,10 @@ func (d *Daemon) resumeGather(st fetch.GatherState) error {
 	if err != nil {
 		return err
 	}
+	secret, err := st.ManifestSecret()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(d.runCtx, peersWait)
 	defer cancel()
 	d.log.Info("resuming an interrupted gather", "vm", st.VM, "manifest", st.Root, "dir", st.Dir)
@@ -56,7 +60,7 @@ func (d *Daemon) resumeGather(st fetch.GatherState) error {
 		case <-time.After(time.Second):
 		}
 	}
-	m, ids, err := fetch.ResolveManifest(ctx, d.node.Cluster(), holders, d.store, root)
+	m, err := fetch.ResolveManifest(ctx, d.node.Cluster(), holders, d.store, root, secret)
 	if err != nil {
 		return err
 	}
@@ -71,7 +75,7 @@ func (d *Daemon) resumeGather(st fetch.GatherState) error {
 			peers = append(peers, h.Peer)
 		}
 	}
-	in, err := d.roles.Incomings().OpenFromManifest(root, m, peers)
+	in, err := d.roles.Incomings().OpenFromManifest(root, m, secret, peers)
 	if err != nil {
 		return err
 	}
@@ -82,5 +86,5 @@ func (d *Daemon) resumeGather(st fetch.GatherState) error {
 	if _, err := d.roles.StartGather(in, func(c *fetch.GatherConfig) { c.Dir, c.Resume = st.Dir, true }); err != nil {
 		return err
 	}
-	return d.roles.Incomings().PlaceManifest(in, ids, root)
+	return d.roles.Incomings().PlaceManifest(in, m, root)
 }

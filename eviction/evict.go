@@ -16,6 +16,7 @@ import (
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -65,6 +66,10 @@ type Config struct {
 	Replicas int      // holders each chunk needs before it counts (the destination counts)
 	Direct   bool     // push to the destination only: the pre-/post-copy baseline
 	MaxRate  int64    // bytes/s cap on the source's pushes; 0: none
+	// Seal encrypts every chunk at rest (convergent encryption, see
+	// internal/seal): holders store and serve only ciphertext, which
+	// still dedups; only the destination can read it.
+	Seal bool
 
 	SpanBytes       int // bytes read and hashed as one unit
 	BatchBytes      int // chunk bytes per push frame
@@ -144,6 +149,7 @@ type VMResult struct {
 	DupWithin     int64 // chunks equal to an earlier chunk of the same VM
 	DupAcross     int64 // chunks first seen in another VM of this eviction
 	ManifestBytes int64
+	Secret        seal.Secret // sealed evictions: opens the manifest
 }
 
 // Result describes a finished eviction.
@@ -191,7 +197,9 @@ type Eviction struct {
 type vmState struct {
 	VM
 	id      wire.MigrationID
+	secret  seal.Secret  // sealed evictions: opens the manifest's key blocks
 	ids     [][]chunk.ID // per region, per chunk: the manifest entries
+	plains  [][]chunk.ID // sealed evictions: the plain IDs at the same positions
 	res     VMResult
 	session Session
 }
@@ -214,6 +222,10 @@ func New(cl Cluster, vms []VM, cfg Config) (*Eviction, error) {
 		}
 		st := vmState{VM: v, res: VMResult{Name: v.Name}}
 		rand.Read(st.id[:])
+		if cfg.Seal {
+			rand.Read(st.secret[:])
+			st.res.Secret = st.secret
+		}
 		st.res.MigrationID = st.id
 		for _, r := range v.Regions {
 			if r.ChunkSize <= 0 || r.ChunkSize > wire.MaxChunkSize || r.Size <= 0 {
@@ -221,6 +233,9 @@ func New(cl Cluster, vms []VM, cfg Config) (*Eviction, error) {
 			}
 			mr := manifest.Region{Size: r.Size, ChunkSize: r.ChunkSize}
 			st.ids = append(st.ids, make([]chunk.ID, mr.Chunks()))
+			if cfg.Seal {
+				st.plains = append(st.plains, make([]chunk.ID, mr.Chunks()))
+			}
 			st.res.Bytes += r.Size
 		}
 		e.vms = append(e.vms, st)
@@ -298,7 +313,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 	}
 	for i := range e.vms {
 		v := &e.vms[i]
-		o := wire.Open{ID: v.id, VM: v.Name}
+		o := wire.Open{ID: v.id, VM: v.Name, Secret: v.secret}
 		for _, r := range v.Regions {
 			o.Regions = append(o.Regions, wire.RegionInfo{Name: r.Name, Kind: uint8(r.Kind), Size: uint64(r.Size), ChunkSize: uint32(r.ChunkSize)})
 		}
@@ -432,11 +447,17 @@ func (e *Eviction) abortSessions() {
 // storeManifest builds a VM's manifest tree and pushes every node of it to
 // the destination and to Replicas-1 other live targets.
 func (e *Eviction) storeManifest(ctx context.Context, sc *scheduler, v *vmState) (chunk.ID, int64, error) {
-	m := manifest.Manifest{Name: v.Name}
+	m := manifest.Manifest{Name: v.Name, Sealed: e.cfg.Seal}
 	var nodes []manifest.Node
 	for i, r := range v.Regions {
 		mr := manifest.Region{Name: r.Name, Kind: r.Kind, Size: r.Size, ChunkSize: r.ChunkSize}
-		ns, err := manifest.Build(&mr, v.ids[i])
+		var ns []manifest.Node
+		var err error
+		if e.cfg.Seal {
+			ns, err = manifest.BuildSealed(&mr, i, v.ids[i], v.plains[i], v.secret)
+		} else {
+			ns, err = manifest.Build(&mr, v.ids[i])
+		}
 		if err != nil {
 			return chunk.ID{}, 0, err
 		}

@@ -37,9 +37,11 @@ func (p *placer) add(ps []placement) {
 	p.mu.Lock()
 	n := 0
 	for _, pl := range ps {
-		p.pending[pl.at.vm] = append(p.pending[pl.at.vm], wire.Placement{
-			Region: pl.at.region, Index: pl.at.index, ID: pl.id, Holders: pl.holders,
-		})
+		wp := wire.Placement{Region: pl.at.region, Index: pl.at.index, ID: pl.id, Holders: pl.holders}
+		if v := &p.e.vms[pl.at.vm]; v.plains != nil {
+			wp.Plain = v.plains[pl.at.region][pl.at.index]
+		}
+		p.pending[pl.at.vm] = append(p.pending[pl.at.vm], wp)
 		n = max(n, len(p.pending[pl.at.vm]))
 	}
 	p.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/seal"
 )
 
 // pos is one chunk position: VM, region, chunk index.
@@ -44,6 +45,7 @@ type span struct {
 	chunkSize  int
 	buf        []byte
 	ids        []chunk.ID
+	plains     []chunk.ID // sealed: the plain IDs (buf then holds ciphertext)
 }
 
 // producer reads every region, hashes in parallel, drops zeros and
@@ -84,7 +86,7 @@ func (p *producer) run(ctx context.Context) error {
 		g.Go(func() error {
 			defer hw.Done()
 			for s := range toHash {
-				hashSpan(s)
+				hashSpan(s, p.e.cfg.Seal)
 				select {
 				case toSeq <- s:
 				case <-ctx.Done():
@@ -146,14 +148,20 @@ func (p *producer) readAll(ctx context.Context, out chan<- *span) error {
 }
 
 // hashSpan fills s.ids: chunk.Zero for zero chunks, else the hash. Zero
-// detection runs first: it costs a few percent of hashing.
-func hashSpan(s *span) {
-	s.ids = s.ids[:0]
+// detection runs first: it costs a few percent of hashing. With sealed,
+// each non-zero chunk is sealed in place and named by its ciphertext, and
+// s.plains gets the plaintexts' IDs.
+func hashSpan(s *span, sealed bool) {
+	s.ids, s.plains = s.ids[:0], s.plains[:0]
 	for o := 0; o < len(s.buf); o += s.chunkSize {
 		c := s.buf[o:min(len(s.buf), o+s.chunkSize)]
-		if chunk.IsZeroData(c) {
-			s.ids = append(s.ids, chunk.Zero)
-		} else {
+		switch {
+		case chunk.IsZeroData(c):
+			s.ids, s.plains = append(s.ids, chunk.Zero), append(s.plains, chunk.Zero)
+		case sealed:
+			id, plain := seal.Sum(c)
+			s.ids, s.plains = append(s.ids, id), append(s.plains, plain)
+		default:
 			s.ids = append(s.ids, chunk.Sum(c))
 		}
 	}
@@ -183,6 +191,9 @@ func (p *producer) sequence(ctx context.Context, in <-chan *span, out chan<- *ba
 		for i, id := range s.ids {
 			at := pos{vm: uint16(s.vm), region: uint16(s.region), index: s.first + uint64(i)}
 			v.ids[s.region][at.index] = id
+			if v.plains != nil {
+				v.plains[s.region][at.index] = s.plains[i]
+			}
 			v.res.Chunks++
 			if id.IsZero() {
 				v.res.ZeroChunks++

@@ -16,6 +16,7 @@ import (
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/ratelimit"
+	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -721,7 +722,13 @@ func (sc *scheduler) repair(lost []*chunkState) {
 		v := &sc.e.vms[st.first.vm]
 		var err error
 		buf, err = readAt(v.Regions[st.first.region], st.first.index, buf)
-		if err == nil && chunk.Sum(buf) != st.id {
+		id := chunk.ID{}
+		if err == nil && sc.e.cfg.Seal {
+			id, _ = seal.Sum(buf)
+		} else if err == nil {
+			id = chunk.Sum(buf)
+		}
+		if err == nil && id != st.id {
 			err = fmt.Errorf("%s %s chunk %d changed since it was read", v.Name, v.Regions[st.first.region].Name, st.first.index)
 		}
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -131,6 +132,7 @@ type Gatherer struct {
 	nPresent   int64
 	nTotal     int64
 	known      [][]chunk.ID              // ID per position once placed or in the manifest
+	plains     map[chunk.ID]chunk.ID     // sealed migrations: sealed ID → plain ID (its key)
 	positions  map[chunk.ID][]Position   // every known position of each ID
 	waiters    map[Position][]chan error // ReadAt callers waiting for a position
 	flights    map[chunk.ID]*flight
@@ -240,9 +242,28 @@ func NewGatherer(in *Incoming, net GatherNet, store GatherStore, cfg GatherConfi
 		g.known = append(g.known, make([]chunk.ID, n))
 		g.nTotal += int64(n)
 	}
+	if in.Secret != (seal.Secret{}) {
+		g.plains = map[chunk.ID]chunk.ID{}
+	}
 	g.st.Paths = g.paths
 	g.st.ChunksTotal = g.nTotal
 	return g, nil
+}
+
+// openSealed returns a sealed chunk's plaintext in a new buffer.
+func openSealed(data []byte, plain chunk.ID) []byte {
+	out := make([]byte, len(data))
+	seal.Chunk(out, data, plain)
+	return out
+}
+
+// fileIDLocked is the ID of the bytes that id's positions hold in the
+// files: its plain ID if sealed.
+func (g *Gatherer) fileIDLocked(id chunk.ID) chunk.ID {
+	if g.plains != nil {
+		return g.plains[id]
+	}
+	return id
 }
 
 // Paths are the materialized region files, in region order.
@@ -313,21 +334,25 @@ func (g *Gatherer) Placed(ps []wire.Placement) {
 		if int(p.Region) >= len(g.known) || p.Index >= uint64(len(g.known[p.Region])) {
 			continue // Incomings has already refused it
 		}
-		g.learnLocked(at, p.ID)
+		g.learnLocked(at, p.ID, p.Plain)
 	}
 	g.mu.Unlock()
 	g.poke()
 }
 
-// learnLocked records the ID at a position; a chunk already here (in the
-// local store, or at another position) is copied without the network.
-func (g *Gatherer) learnLocked(at Position, id chunk.ID) {
+// learnLocked records the ID at a position (and for a sealed migration
+// the plain ID that opens it); a chunk already here (in the local store,
+// or at another position) is copied without the network.
+func (g *Gatherer) learnLocked(at Position, id, plain chunk.ID) {
 	if !g.known[at.Region][at.Index].IsZero() {
 		return
 	}
 	g.known[at.Region][at.Index] = id
 	if id.IsZero() {
 		return
+	}
+	if g.plains != nil {
+		g.plains[id] = plain
 	}
 	g.positions[id] = append(g.positions[id], at)
 	if g.cfg.Resume && !g.present[at.Region][at.Index] && g.keptLocked(at, id) {
@@ -366,9 +391,12 @@ func (g *Gatherer) resolve(root chunk.ID) {
 		rtt, _ := g.net.RTT(p)
 		holders = append(holders, Holder{Peer: p, RTT: rtt})
 	}
-	m, ids, err := ResolveManifest(ctx, g.net, holders, g.store, root)
+	m, err := ResolveManifest(ctx, g.net, holders, g.store, root, g.in.Secret)
 	if err == nil && len(m.Regions) != len(g.in.Regions) {
 		err = fmt.Errorf("manifest has %d regions, migration %d: %w", len(m.Regions), len(g.in.Regions), manifest.ErrMalformed)
+	}
+	if err == nil && (m.Plains != nil) != (g.plains != nil) {
+		err = fmt.Errorf("manifest sealed=%v, migration sealed=%v: %w", m.Sealed, g.plains != nil, manifest.ErrMalformed)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -376,14 +404,18 @@ func (g *Gatherer) resolve(root chunk.ID) {
 		g.failLocked(fmt.Errorf("resolve manifest %s: %w", root, err))
 		return
 	}
-	for r := range ids {
-		if len(ids[r]) != len(g.known[r]) {
-			g.failLocked(fmt.Errorf("manifest region %d has %d chunks, migration %d: %w", r, len(ids[r]), len(g.known[r]), ErrGatherFailed))
+	for r, ids := range m.IDs {
+		if len(ids) != len(g.known[r]) {
+			g.failLocked(fmt.Errorf("manifest region %d has %d chunks, migration %d: %w", r, len(ids), len(g.known[r]), ErrGatherFailed))
 			return
 		}
-		for i, id := range ids[r] {
+		for i, id := range ids {
 			at := Position{r, uint64(i)}
-			if k := g.known[r][i]; !k.IsZero() && k != id {
+			var plain chunk.ID
+			if m.Plains != nil {
+				plain = m.Plains[r][i]
+			}
+			if k := g.known[r][i]; !k.IsZero() && (k != id || g.plains != nil && g.plains[k] != plain) {
 				g.log.Warn("placement disagrees with manifest; using the manifest", "vm", g.in.VM, "region", r, "index", i)
 				g.known[r][i] = chunk.ID{}
 			}
@@ -391,7 +423,7 @@ func (g *Gatherer) resolve(root chunk.ID) {
 				g.markPresentLocked(at, nil) // a hole in the sparse file
 				continue
 			}
-			g.learnLocked(at, id)
+			g.learnLocked(at, id, plain)
 		}
 	}
 	g.finished = true
@@ -423,10 +455,19 @@ func (g *Gatherer) markPresentLocked(at Position, _ []byte) {
 	delete(g.waiters, at)
 }
 
-// deliver writes a chunk to every known position of id (and to at, for a
-// positional read) and marks them present.
+// deliver writes a chunk (verified against id) to every known position
+// of id (and to at, for a positional read) and marks them present. A
+// sealed chunk is opened first; data is not modified.
 func (g *Gatherer) deliver(id chunk.ID, data []byte, at *Position) error {
 	g.mu.Lock()
+	if g.plains != nil {
+		plain, ok := g.plains[id]
+		if !ok {
+			g.mu.Unlock()
+			return fmt.Errorf("sealed chunk %s: no plain ID known to open it: %w", id.Short(), ErrGatherFailed)
+		}
+		data = openSealed(data, plain)
+	}
 	targets := slices.Clone(g.positions[id])
 	if at != nil && !slices.Contains(targets, *at) {
 		targets = append(targets, *at)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -205,15 +206,24 @@ func (g *Gatherer) sourceDemand(ctx context.Context, at Position) error {
 	default:
 		return fmt.Errorf("source answered %s", a.st)
 	}
-	id := chunk.Sum(a.data) // the source is authoritative for its own positions
+	// The source is authoritative for its own positions, and answers them
+	// in plaintext: sealed here, the chunk is stored as a relay stores it
+	// (so it dedups with other sealed VMs) and named by the ciphertext.
+	id := chunk.Sum(a.data)
+	data := a.data
 	g.mu.Lock()
+	if g.plains != nil {
+		plain := id
+		id, _ = seal.Sum(data) // in place: a.data is ours
+		g.plains[id] = plain
+	}
 	g.st.SourceChunks++
 	g.st.DemandChunks++
 	g.st.FetchedBytes[g.in.Source] += int64(len(a.data))
 	g.recordLatencyLocked(g.in.Source, time.Since(start))
 	g.mu.Unlock()
-	g.keep(id, a.data)
-	return g.deliver(id, a.data, &at)
+	g.keep(id, data)
+	return g.deliver(id, data, &at)
 }
 
 // keep stores a fetched chunk locally, pinned for the migration, so other

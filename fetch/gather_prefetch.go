@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -83,12 +84,17 @@ func (g *Gatherer) copyLocal() {
 			continue
 		}
 		var err error
-		if one, err = g.store.Get(id, one); err != nil || !chunk.Verify(id, one) {
-			// Not in the store (it may be full): another position of ours
-			// may hold it already. Else prefetch will fetch it.
-			if one, err = g.readPresent(id, one); err != nil {
-				continue
+		if one, err = g.store.Get(id, one); err == nil && chunk.Verify(id, one) {
+			g.mu.Lock()
+			plain, sealed := g.plains[id]
+			g.mu.Unlock()
+			if sealed {
+				seal.Chunk(one, one, plain) // our copy of the stored bytes
 			}
+		} else if one, err = g.readPresent(id, one); err != nil {
+			// Not in the store (it may be full), nor at another position
+			// of ours yet: prefetch will fetch it.
+			continue
 		}
 		r := g.in.Regions[at.Region]
 		if want := min(int64(r.ChunkSize), int64(r.Size)-int64(at.Index)*int64(r.ChunkSize)); int64(len(one)) != want {
@@ -112,9 +118,11 @@ func (g *Gatherer) copyLocal() {
 // copyRunBytes bounds one write of consecutive local chunks.
 const copyRunBytes = 1 << 20
 
-// readPresent reads id from a position of ours that already has it.
+// readPresent reads id from a position of ours that already has it (the
+// plaintext, for a sealed chunk).
 func (g *Gatherer) readPresent(id chunk.ID, buf []byte) ([]byte, error) {
 	g.mu.Lock()
+	fileID := g.fileIDLocked(id)
 	var from *Position
 	for _, p := range g.positions[id] {
 		if g.present[p.Region][p.Index] {
@@ -133,7 +141,7 @@ func (g *Gatherer) readPresent(id chunk.ID, buf []byte) ([]byte, error) {
 	if _, err := g.files[from.Region].ReadAt(buf, off); err != nil {
 		return buf, err
 	}
-	if !chunk.Verify(id, buf) {
+	if !chunk.Verify(fileID, buf) {
 		return buf, ErrUnavailable
 	}
 	return buf, nil

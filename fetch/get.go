@@ -113,6 +113,9 @@ func Get(ctx context.Context, net Network, holders []Holder, local LocalStore, r
 	if err != nil {
 		return nil, fmt.Errorf("get: %s is not a manifest root: %w", root, err)
 	}
+	if m.Sealed {
+		return nil, fmt.Errorf("get: manifest %s is sealed (an eviction encrypted at rest): gather it with its secret instead", root)
+	}
 	if len(m.Regions) != 1 {
 		return nil, fmt.Errorf("get: manifest %s has %d regions; sgctl get takes a single file", root, len(m.Regions))
 	}

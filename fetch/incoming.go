@@ -9,6 +9,7 @@ import (
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -26,6 +27,9 @@ type Incoming struct {
 	VM      string
 	Regions []wire.RegionInfo
 	Opened  time.Time
+	// Secret is set for a sealed migration: its chunks are ciphertext and
+	// each placement carries the plain ID that opens it.
+	Secret seal.Secret
 
 	mu       sync.Mutex
 	ids      [][]chunk.ID        // per region, per position; zero value: not placed yet
@@ -166,7 +170,7 @@ const maxPositions = 1 << 30
 
 // Open records a new migration from source.
 func (s *Incomings) Open(source string, o wire.Open) (*Incoming, error) {
-	in := &Incoming{ID: o.ID, Source: source, VM: o.VM, Regions: o.Regions, Opened: time.Now(),
+	in := &Incoming{ID: o.ID, Source: source, VM: o.VM, Regions: o.Regions, Opened: time.Now(), Secret: o.Secret,
 		holders: map[chunk.ID]uint32{}, peers: map[uint8]string{}, changed: make(chan struct{})}
 	var total uint64
 	for _, r := range o.Regions {
@@ -312,12 +316,16 @@ func (s *Incomings) List() []IncomingStatus {
 // OpenFromManifest records a gather of an existing manifest (no source
 // streaming placements); PlaceManifest then places every position.
 // The migration ID is derived from the root, so gathering the same
-// manifest twice is refused while the first is open.
-func (s *Incomings) OpenFromManifest(root chunk.ID, m *manifest.Manifest, holders []string) (*Incoming, error) {
+// manifest twice is refused while the first is open. A sealed manifest
+// must have been resolved with its secret.
+func (s *Incomings) OpenFromManifest(root chunk.ID, m *Resolved, secret seal.Secret, holders []string) (*Incoming, error) {
 	if len(holders) == 0 || len(holders) > wire.MaxHolders {
 		return nil, fmt.Errorf("gather %s: %d holders (1..%d)", root, len(holders), wire.MaxHolders)
 	}
-	o := wire.Open{VM: m.Name}
+	if m.Sealed && m.Plains == nil {
+		return nil, fmt.Errorf("gather %s: the manifest is sealed: %w", root, manifest.ErrWrongSecret)
+	}
+	o := wire.Open{VM: m.Name, Secret: secret}
 	copy(o.ID[:], root[:])
 	for _, r := range m.Regions {
 		o.Regions = append(o.Regions, wire.RegionInfo{Name: r.Name, Kind: uint8(r.Kind), Size: uint64(r.Size), ChunkSize: uint32(r.ChunkSize)})
@@ -339,14 +347,14 @@ func (s *Incomings) OpenFromManifest(root chunk.ID, m *manifest.Manifest, holder
 // PlaceManifest places every non-zero position of a migration opened with
 // OpenFromManifest at all its holders, and finishes it. Set the listener
 // (the gatherer) first.
-func (s *Incomings) PlaceManifest(in *Incoming, ids [][]chunk.ID, root chunk.ID) error {
+func (s *Incomings) PlaceManifest(in *Incoming, m *Resolved, root chunk.ID) error {
 	in.mu.Lock()
 	n := len(in.peers)
 	in.mu.Unlock()
-	return s.placeAll(in.Source, in.ID, ids, uint32(1)<<n-1, root)
+	return s.placeAll(in.Source, in.ID, m, uint32(1)<<n-1, root)
 }
 
-func (s *Incomings) placeAll(source string, id wire.MigrationID, ids [][]chunk.ID, mask uint32, root chunk.ID) error {
+func (s *Incomings) placeAll(source string, id wire.MigrationID, m *Resolved, mask uint32, root chunk.ID) error {
 	var ps []wire.Placement
 	flush := func() error {
 		if len(ps) == 0 {
@@ -356,12 +364,16 @@ func (s *Incomings) placeAll(source string, id wire.MigrationID, ids [][]chunk.I
 		ps = ps[:0]
 		return err
 	}
-	for r, rids := range ids {
+	for r, rids := range m.IDs {
 		for i, cid := range rids {
 			if cid.IsZero() {
 				continue
 			}
-			ps = append(ps, wire.Placement{Region: uint16(r), Index: uint64(i), ID: cid, Holders: mask})
+			p := wire.Placement{Region: uint16(r), Index: uint64(i), ID: cid, Holders: mask}
+			if m.Plains != nil {
+				p.Plain = m.Plains[r][i]
+			}
+			ps = append(ps, p)
 			if len(ps) == wire.MaxPlacements {
 				if err := flush(); err != nil {
 					return err

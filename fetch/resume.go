@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/seal"
 )
 
 // stateFile is where a gather records what it needs to resume after a
@@ -20,8 +21,19 @@ type GatherState struct {
 	VM        string `json:"vm"`
 	Migration string `json:"migration"`
 	Root      string `json:"manifest_cid"`
-	Complete  bool   `json:"complete"`
-	Dir       string `json:"-"`
+	// Secret opens a sealed manifest (hex). The record is mode 0600 in
+	// the destination's data directory, which holds the VM in plaintext.
+	Secret   string `json:"secret,omitempty"`
+	Complete bool   `json:"complete"`
+	Dir      string `json:"-"`
+}
+
+// ManifestSecret decodes the record's secret (zero if unsealed).
+func (st GatherState) ManifestSecret() (seal.Secret, error) {
+	if st.Secret == "" {
+		return seal.Secret{}, nil
+	}
+	return seal.ParseSecret(st.Secret)
 }
 
 // ReadGatherStates lists the gathers recorded under dir (one directory
@@ -43,6 +55,9 @@ func ReadGatherStates(dir string) ([]GatherState, error) {
 		if err == nil {
 			_, err = chunk.Parse(st.Root)
 		}
+		if err == nil {
+			_, err = st.ManifestSecret()
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("gather record %s: %w", p, err))
 			continue
@@ -55,7 +70,11 @@ func ReadGatherStates(dir string) ([]GatherState, error) {
 
 // saveState writes the gather's record atomically.
 func (g *Gatherer) saveState(root chunk.ID, complete bool) error {
-	b, err := json.MarshalIndent(GatherState{VM: g.in.VM, Migration: g.in.ID.String(), Root: root.String(), Complete: complete}, "", "  ")
+	st := GatherState{VM: g.in.VM, Migration: g.in.ID.String(), Root: root.String(), Complete: complete}
+	if !g.in.Secret.IsZero() {
+		st.Secret = g.in.Secret.String()
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -79,5 +98,5 @@ func (g *Gatherer) keptLocked(at Position, id chunk.ID) bool {
 	if _, err := g.files[at.Region].ReadAt(buf, off); err != nil {
 		return false
 	}
-	return chunk.Verify(id, buf)
+	return chunk.Verify(g.fileIDLocked(id), buf)
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -35,44 +36,76 @@ type VerifyResult struct {
 	Vanished      int64 // gone between the have query and the fetch (e.g. released)
 }
 
+// Resolved is a manifest with the chunk ID of every position.
+type Resolved struct {
+	*manifest.Manifest
+	IDs [][]chunk.ID // per region, per position; chunk.Zero for zero chunks
+	// Plains are a sealed manifest's plain IDs at the same positions,
+	// resolved only when its secret was given.
+	Plains [][]chunk.ID
+}
+
 // ResolveManifest fetches a manifest root and its blocks (from local or
-// from the first holder that has each) and returns every region's chunk IDs.
-func ResolveManifest(ctx context.Context, net Network, holders []Holder, local LocalStore, root chunk.ID) (*manifest.Manifest, [][]chunk.ID, error) {
+// from the first holder that has each) and returns every region's chunk
+// IDs. For a sealed manifest given its secret, it also opens the key
+// blocks (a wrong secret is manifest.ErrWrongSecret); without one, the
+// plain IDs stay unknown, which is enough to check who holds the chunks.
+func ResolveManifest(ctx context.Context, net Network, holders []Holder, local LocalStore, root chunk.ID, secret seal.Secret) (*Resolved, error) {
 	holders = slices.Clone(holders) // fetchOne reorders it
 	rootData, err := fetchOne(ctx, net, holders, local, root)
 	if err != nil {
-		return nil, nil, fmt.Errorf("manifest root %s: %w", root, err)
+		return nil, fmt.Errorf("manifest root %s: %w", root, err)
 	}
 	m, err := manifest.Decode(rootData)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s is not a manifest root: %w", root, err)
+		return nil, fmt.Errorf("%s is not a manifest root: %w", root, err)
 	}
-	ids := make([][]chunk.ID, len(m.Regions))
+	res := &Resolved{Manifest: m, IDs: make([][]chunk.ID, len(m.Regions))}
+	if m.Sealed && !secret.IsZero() {
+		res.Plains = make([][]chunk.ID, len(m.Regions))
+	}
 	for i, r := range m.Regions {
-		for _, b := range r.Blocks {
+		for n, b := range r.Blocks {
 			data, err := fetchOne(ctx, net, holders, local, b)
 			if err != nil {
-				return nil, nil, fmt.Errorf("manifest block %s: %w", b, err)
+				return nil, fmt.Errorf("manifest block %s: %w", b, err)
 			}
-			if ids[i], err = manifest.DecodeBlock(data, ids[i]); err != nil {
-				return nil, nil, fmt.Errorf("manifest block %s: %w", b, err)
+			if res.IDs[i], err = manifest.DecodeBlock(data, res.IDs[i]); err != nil {
+				return nil, fmt.Errorf("manifest block %s: %w", b, err)
+			}
+			if res.Plains == nil {
+				continue
+			}
+			if data, err = fetchOne(ctx, net, holders, local, r.KeyBlocks[n]); err != nil {
+				return nil, fmt.Errorf("manifest key block %s: %w", r.KeyBlocks[n], err)
+			}
+			if res.Plains[i], err = manifest.OpenKeyBlock(data, secret, i, n, res.Plains[i]); err != nil {
+				return nil, fmt.Errorf("manifest key block %s: %w", r.KeyBlocks[n], err)
 			}
 		}
-		if int64(len(ids[i])) != r.Chunks() {
-			return nil, nil, fmt.Errorf("region %s lists %d chunks for %d bytes: %w", r.Name, len(ids[i]), r.Size, manifest.ErrMalformed)
+		if int64(len(res.IDs[i])) != r.Chunks() || res.Plains != nil && len(res.Plains[i]) != len(res.IDs[i]) {
+			return nil, fmt.Errorf("region %s lists %d chunks for %d bytes: %w", r.Name, len(res.IDs[i]), r.Size, manifest.ErrMalformed)
+		}
+		if res.Plains != nil {
+			for n, id := range res.IDs[i] {
+				if id.IsZero() != res.Plains[i][n].IsZero() {
+					return nil, fmt.Errorf("region %s position %d: zero in one list only: %w", r.Name, n, manifest.ErrMalformed)
+				}
+			}
 		}
 	}
-	return m, ids, nil
+	return res, nil
 }
 
 // Verify resolves the manifest at root and asks every peer which of its
 // chunks it holds. With fetchCopies, it also fetches every copy from every
 // holder (the transport re-hashes each) and counts the bad ones.
 func Verify(ctx context.Context, net Network, have HaveAsker, peers []Holder, local LocalStore, root chunk.ID, fetchCopies bool) (*VerifyResult, error) {
-	m, ids, err := ResolveManifest(ctx, net, peers, local, root)
+	m, err := ResolveManifest(ctx, net, peers, local, root, seal.Secret{})
 	if err != nil {
 		return nil, err
 	}
+	ids := m.IDs
 	res := &VerifyResult{Name: m.Name, Regions: len(m.Regions), Holders: map[int]int64{}, HoldersPerPeer: map[string]int64{}}
 	seen := map[chunk.ID]bool{}
 	var distinct []chunk.ID

@@ -178,8 +178,10 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 			if hs, err = wire.DecodeHolders(p); err == nil {
 				err = sink.AddHolders(from, o.ID, hs)
 			}
-		case wire.TypePlacements:
-			if ps, err = wire.DecodePlacements(p, ps); err == nil {
+		case wire.TypePlacements, wire.TypeSealedPlacements:
+			if sealed := t == wire.TypeSealedPlacements; sealed != o.Sealed() {
+				err = fmt.Errorf("migration control: %s on a migration with sealed=%v: %w", t, o.Sealed(), wire.ErrUnexpected)
+			} else if ps, err = wire.DecodePlacements(p, ps, sealed); err == nil {
 				err = sink.AddPlacements(from, o.ID, ps)
 			}
 		case wire.TypeAbort:
@@ -261,10 +263,11 @@ func (n *Node) serveDemand(s network.Stream, r *wire.Reader, from peer.ID, srv D
 // MigrationSession is the source's control stream to a destination.
 // Holders and Placements are pipelined; a refusal surfaces on a later call.
 type MigrationSession struct {
-	rs   *reqStream
-	peer peer.ID
-	mu   sync.Mutex
-	err  error
+	rs     *reqStream
+	peer   peer.ID
+	sealed bool // placements carry plain IDs
+	mu     sync.Mutex
+	err    error
 }
 
 // OpenMigration opens a migration at p and waits for it to be accepted.
@@ -273,7 +276,7 @@ func (n *Node) OpenMigration(ctx context.Context, p peer.ID, o wire.Open) (*Migr
 	if err != nil {
 		return nil, fmt.Errorf("open migration to %s: %w", p, err)
 	}
-	ms := &MigrationSession{rs: newReqStream(s, 16, n.cfg.RequestTimeout), peer: p}
+	ms := &MigrationSession{rs: newReqStream(s, 16, n.cfg.RequestTimeout), peer: p, sealed: o.Sealed()}
 	if err := ms.call(ctx, func(b []byte) []byte { return wire.AppendOpen(b, o) }); err != nil {
 		ms.rs.abort()
 		return nil, fmt.Errorf("open migration to %s: %w", p, err)
@@ -345,7 +348,7 @@ func (ms *MigrationSession) Holders(ctx context.Context, hs []wire.Holder) error
 
 // Placements streams where chunks are (at most wire.MaxPlacements a call).
 func (ms *MigrationSession) Placements(ctx context.Context, ps []wire.Placement) error {
-	return ms.send(ctx, func(b []byte) []byte { return wire.AppendPlacements(b, ps) })
+	return ms.send(ctx, func(b []byte) []byte { return wire.AppendPlacements(b, ps, ms.sealed) })
 }
 
 // Cancel tells the destination the migration is given up, for reason, and

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/seal"
 )
 
 // GatherManifest gathers an existing manifest at node at from the named
@@ -30,11 +31,11 @@ func (c *Cluster) GatherManifest(ctx context.Context, at string, root chunk.ID, 
 		holders = append(holders, fetch.Holder{Peer: p, RTT: rtt})
 		peers = append(peers, p)
 	}
-	m, ids, err := fetch.ResolveManifest(ctx, sn.node.Cluster(), holders, sn.store, root)
+	m, err := fetch.ResolveManifest(ctx, sn.node.Cluster(), holders, sn.store, root, seal.Secret{})
 	if err != nil {
 		return nil, err
 	}
-	in, err := sn.roles.Incomings().OpenFromManifest(root, m, peers)
+	in, err := sn.roles.Incomings().OpenFromManifest(root, m, seal.Secret{}, peers)
 	if err != nil {
 		return nil, err
 	}
@@ -42,7 +43,7 @@ func (c *Cluster) GatherManifest(ctx context.Context, at string, root chunk.ID, 
 	if err != nil {
 		return nil, err
 	}
-	return g, sn.roles.Incomings().PlaceManifest(in, ids, root)
+	return g, sn.roles.Incomings().PlaceManifest(in, m, root)
 }
 
 // SetLatencyByName is SetLatency with node names.

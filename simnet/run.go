@@ -99,6 +99,7 @@ func (c *Cluster) run() (*Result, error) {
 	cfg := eviction.DefaultConfig(dst.node.ID().String())
 	cfg.Log = c.log.With("node", src.spec.Name)
 	cfg.Direct, cfg.Replicas, cfg.MaxRate = t.Evict.Direct, max(1, t.Evict.Replicas), int64(t.Evict.MaxMBps*1e6)
+	cfg.Seal = t.Evict.Encrypt
 	if !cfg.Direct {
 		for _, sn := range c.nodes {
 			if (len(t.Evict.Via) == 0 && sn.spec.Role == Intermediate) || slices.Contains(t.Evict.Via, sn.spec.Name) {

@@ -85,6 +85,7 @@ type EvictSpec struct {
 	Replicas int      `toml:"replicas"`
 	MaxMBps  float64  `toml:"max_mbps"` // cap on the source's pushes, MB/s
 	Via      []string `toml:"via"`      // intermediates by name (default: every intermediate)
+	Encrypt  bool     `toml:"encrypt"`  // seal every chunk at rest (sgctl evict --encrypt)
 	// None skips the eviction (a scenario that only gathers).
 	None bool `toml:"none"`
 }

@@ -15,7 +15,7 @@ func cmdEvict(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 || args[0] != "vm" {
 		return fmt.Errorf("%w: sgctl evict vm NAME... --to PEER", errUsage)
 	}
-	fs := newFlags(e, "evict vm", "NAME... --to PEER [--via PEER]... [--replicas N] [--direct] [--max-rate RATE] [--disk-chunk SIZE] [--json]")
+	fs := newFlags(e, "evict vm", "NAME... --to PEER [--via PEER]... [--replicas N] [--direct] [--max-rate RATE] [--disk-chunk SIZE] [--encrypt] [--json]")
 	to := fs.String("to", "", "destination peer ID (or a unique part of one)")
 	var via listFlag
 	fs.Var(&via, "via", "intermediate peer (repeatable; default: every connected peer with free capacity)")
@@ -23,7 +23,8 @@ func cmdEvict(ctx context.Context, e *env, args []string) error {
 	direct := fs.Bool("direct", false, "send to the destination only (the pre-/post-copy baseline)")
 	maxRate := fs.String("max-rate", "", "cap the source's migration traffic, e.g. 500Mbit or 60MB (bytes/s)")
 	diskChunk := fs.String("disk-chunk", "64KiB", "disk chunk size")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
+	encrypt := fs.Bool("encrypt", false, "encrypt every chunk at rest (convergent: intermediates store ciphertext, which still dedups)")
+	asJSON := fs.Bool("json", false, "print the report as JSON (with each sealed manifest's secret)")
 	if err := fs.Parse(reorder(fs, args[1:])); err != nil {
 		return usageOr(err)
 	}
@@ -31,7 +32,7 @@ func cmdEvict(ctx context.Context, e *env, args []string) error {
 		fs.Usage()
 		return fmt.Errorf("%w: name at least one VM and --to", errUsage)
 	}
-	req := api.EvictRequest{VMs: fs.Args(), To: *to, Via: via, Replicas: *replicas, Direct: *direct}
+	req := api.EvictRequest{VMs: fs.Args(), To: *to, Via: via, Replicas: *replicas, Direct: *direct, Encrypt: *encrypt}
 	if *maxRate != "" {
 		r, err := units.ParseRate(*maxRate)
 		if err != nil {
@@ -112,5 +113,8 @@ func printEvictReport(e *env, r *api.EvictResult) {
 	}
 	for _, v := range r.VMs {
 		fmt.Fprintf(w, "%s: manifest %s  migration %s\n", v.Name, v.Manifest, v.MigrationID)
+		if v.ManifestSecret != "" {
+			fmt.Fprintf(w, "  encrypted at rest: the manifest's secret is in --json (needed to gather it elsewhere)\n")
+		}
 	}
 }

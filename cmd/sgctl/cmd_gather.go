@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"time"
 
@@ -11,15 +12,19 @@ import (
 )
 
 func cmdGather(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "gather", "MANIFEST-CID [--from PEER]... [--json]")
+	fs := newFlags(e, "gather", "MANIFEST-CID [--from PEER]... [--secret HEX] [--json]")
 	var from listFlag
 	fs.Var(&from, "from", "fetch from this peer (repeatable; default: every connected peer holding the manifest)")
+	secret := fs.String("secret", "", "the manifest's secret, for an eviction encrypted at rest (evict --json prints it; also SG_MANIFEST_SECRET)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := parse(fs, reorder(fs, args), 1); err != nil {
 		return err
 	}
+	if *secret == "" {
+		*secret = os.Getenv("SG_MANIFEST_SECRET") // keeps it off the process list
+	}
 	bar := newProgressBar(e, "gather")
-	rep, err := e.client().Gather(ctx, api.GatherRequest{CID: fs.Arg(0), From: from}, bar.update)
+	rep, err := e.client().Gather(ctx, api.GatherRequest{CID: fs.Arg(0), From: from, Secret: *secret}, bar.update)
 	bar.done()
 	if err != nil {
 		return err

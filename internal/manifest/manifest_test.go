@@ -2,10 +2,13 @@ package manifest
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/seal"
 )
 
 func ids(n int) []chunk.ID {
@@ -55,6 +58,65 @@ func TestBuildDecodeRoundTrip(t *testing.T) {
 	}
 }
 
+func TestSealedRoundTrip(t *testing.T) {
+	var secret seal.Secret
+	rand.Read(secret[:])
+	r := Region{Name: "mem", Kind: KindMemory, Size: 20000 * 4096, ChunkSize: 4096}
+	sealed, plains := ids(20000), ids(20000)
+	slices.Reverse(plains) // any other list of the same shape
+	for i := range plains {
+		if sealed[i].IsZero() != plains[i].IsZero() {
+			plains[i] = sealed[i]
+		}
+	}
+	nodes, err := BuildSealed(&r, 1, sealed, plains, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Blocks) != 2 || len(r.KeyBlocks) != 2 || len(nodes) != 4 {
+		t.Fatalf("%d blocks, %d key blocks, %d nodes", len(r.Blocks), len(r.KeyBlocks), len(nodes))
+	}
+	m := &Manifest{Name: "web1", Sealed: true, Regions: []Region{{Name: "state", Kind: KindState, Size: 1, ChunkSize: 4096, Blocks: []chunk.ID{{1}}, KeyBlocks: []chunk.ID{{2}}}, r}}
+	got, err := Decode(m.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Sealed || !slices.Equal(got.Regions[1].KeyBlocks, r.KeyBlocks) || !slices.Equal(got.Regions[1].Blocks, r.Blocks) {
+		t.Fatalf("decoded %+v", got)
+	}
+	var back []chunk.ID
+	for n, id := range r.KeyBlocks {
+		data := nodes[2+n].Data
+		if chunk.Sum(data) != id {
+			t.Fatal("key block ID mismatch")
+		}
+		if bytes.Contains(data, plains[1][:]) {
+			t.Fatal("a key block shows a plain ID")
+		}
+		if back, err = OpenKeyBlock(data, secret, 1, n, back); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(back, plains) {
+		t.Fatal("key blocks lost plain IDs")
+	}
+	var wrong seal.Secret
+	wrong[0] = 1
+	for name, s := range map[string]seal.Secret{"wrong secret": wrong, "no secret": {}} {
+		if _, err := OpenKeyBlock(nodes[2].Data, s, 1, 0, nil); !errors.Is(err, ErrWrongSecret) {
+			t.Errorf("%s: %v, want ErrWrongSecret", name, err)
+		}
+	}
+	if _, err := OpenKeyBlock(nodes[2].Data, secret, 1, 1, nil); !errors.Is(err, ErrWrongSecret) {
+		t.Errorf("key block opened at another position: %v", err)
+	}
+	// A sealed root cut short of its key blocks is malformed.
+	enc := m.Encode()
+	if _, err := Decode(enc[:len(enc)-chunk.Size]); !errors.Is(err, ErrMalformed) {
+		t.Errorf("truncated sealed root: %v", err)
+	}
+}
+
 func TestManifestSizeUnderOnePercent(t *testing.T) {
 	r := Region{Name: "mem", Kind: KindMemory, Size: 1 << 30, ChunkSize: 4096}
 	nodes, err := Build(&r, make([]chunk.ID, r.Chunks()))
@@ -95,6 +157,10 @@ func FuzzDecode(f *testing.F) {
 	nodes, _ := Build(&r, ids(5))
 	f.Add((&Manifest{Name: "vm", Regions: []Region{r}}).Encode())
 	f.Add(nodes[0].Data)
+	sr := Region{Name: "mem", Kind: KindMemory, Size: 5 * 4096, ChunkSize: 4096}
+	snodes, _ := BuildSealed(&sr, 0, ids(5), ids(5), seal.Secret{1})
+	f.Add((&Manifest{Name: "vm", Sealed: true, Regions: []Region{sr}}).Encode())
+	f.Add(snodes[1].Data)
 	f.Fuzz(func(t *testing.T, p []byte) {
 		if m, err := Decode(p); err == nil {
 			if !bytes.Equal(m.Encode(), p) {
@@ -104,6 +170,13 @@ func FuzzDecode(f *testing.F) {
 		if got, err := DecodeBlock(p, nil); err == nil {
 			if !bytes.Equal(EncodeBlock(got), p) {
 				t.Fatal("block re-encodes differently")
+			}
+		}
+		if got, err := OpenKeyBlock(p, seal.Secret{1}, 0, 0, nil); err == nil {
+			q := EncodeBlock(got)
+			seal.Block(q, q, seal.Secret{1}, 0, 0)
+			if !bytes.Equal(q, p) {
+				t.Fatal("key block re-seals differently")
 			}
 		}
 	})

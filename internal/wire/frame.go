@@ -50,6 +50,8 @@ func (t Type) String() string {
 		return "holders"
 	case TypePlacements:
 		return "placements"
+	case TypeSealedPlacements:
+		return "sealed-placements"
 	case TypeMigrateDone:
 		return "migrate-done"
 	case TypeAck:

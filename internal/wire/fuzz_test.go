@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/seal"
 )
 
 // FuzzFrames feeds arbitrary bytes to the Reader and every decoder. Nothing
@@ -26,7 +27,9 @@ func FuzzFrames(f *testing.F) {
 		AppendError(nil, StatusRefused, "no"),
 		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}}),
 		AppendHolders(nil, []Holder{{0, "12D3KooWdest"}, {1, "12D3KooWrelay"}}),
-		AppendPlacements(nil, []Placement{{Region: 0, Index: 7, ID: c[0].ID, Holders: 3}}),
+		AppendPlacements(nil, []Placement{{Region: 0, Index: 7, ID: c[0].ID, Holders: 3}}, false),
+		AppendPlacements(nil, []Placement{{Region: 0, Index: 7, ID: c[0].ID, Holders: 3, Plain: c[1].ID}}, true),
+		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}, Secret: seal.Secret{7}}),
 		AppendDone(nil, c[1].ID),
 		AppendAck(nil, StatusOK, ""),
 		AppendDemand(nil, DemandReq{ID: MigrationID{2}, Region: 1, Index: 99}),
@@ -109,9 +112,10 @@ func checkPayload(t *testing.T, typ Type, p []byte) {
 		if v, err := DecodeHolders(p); err == nil {
 			re = AppendHolders(nil, v)
 		}
-	case TypePlacements:
-		if v, err := DecodePlacements(p, nil); err == nil {
-			re = AppendPlacements(nil, v)
+	case TypePlacements, TypeSealedPlacements:
+		sealed := typ == TypeSealedPlacements
+		if v, err := DecodePlacements(p, nil, sealed); err == nil {
+			re = AppendPlacements(nil, v, sealed)
 		}
 	case TypeMigrateDone:
 		if v, err := DecodeDone(p); err == nil {

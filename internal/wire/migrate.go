@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/seal"
 )
 
 // Migrate frames travel on /sg/migrate/1. A source opens a control stream
@@ -15,10 +16,13 @@ import (
 // the source with Demand frames, answered by DemandAck, to read chunks by
 // position before (or whether or not) they have been placed.
 //
-//	Open       id [16], vm (len u8, bytes), n u16, n × region
+//	Open       id [16], vm (len u8, bytes), n u16, n × region, [secret [32]]
 //	           region: name (len u8, bytes), kind u8, size u64, chunkSize u32
+//	           secret: present when the migration's chunks are sealed (see
+//	           internal/seal); it opens the manifest's key blocks
 //	Holders    n u8, n × (index u8, peer (len u8, bytes))
 //	Placements n u16, n × (region u16, index u64, id [32], holders u32 bitmask)
+//	SealedPlacements  the same, each entry followed by the plain ID [32]
 //	Done       root [32]
 //	Ack        status u8, message (len u16, bytes)
 //	Demand     id [16], region u16, index u64
@@ -34,6 +38,8 @@ const (
 	TypeDemandAck   Type = 16
 	TypeRelease     Type = 17
 	TypeAbort       Type = 18 // the source gives a migration up (reason)
+
+	TypeSealedPlacements Type = 19
 )
 
 // Limits of migrate frames.
@@ -74,7 +80,14 @@ type Open struct {
 	ID      MigrationID
 	VM      string
 	Regions []RegionInfo
+	// Secret is set when the chunks are sealed (encrypted at rest on
+	// relays): placements then carry plain IDs, and it opens the
+	// manifest's key blocks.
+	Secret seal.Secret
 }
+
+// Sealed reports whether the migration's chunks are sealed.
+func (o Open) Sealed() bool { return !o.Secret.IsZero() }
 
 // AppendOpen encodes an Open frame.
 func AppendOpen(dst []byte, o Open) []byte {
@@ -87,6 +100,9 @@ func AppendOpen(dst []byte, o Open) []byte {
 		b = append(b, r.Kind)
 		b = binary.BigEndian.AppendUint64(b, r.Size)
 		b = binary.BigEndian.AppendUint32(b, r.ChunkSize)
+	}
+	if o.Sealed() {
+		b = append(b, o.Secret[:]...)
 	}
 	return Finish(b)
 }
@@ -127,6 +143,12 @@ func DecodeOpen(p []byte) (Open, error) {
 			return o, fmt.Errorf("open: region %q size %d chunk %d: %w", r.Name, r.Size, r.ChunkSize, ErrMalformed)
 		}
 		o.Regions = append(o.Regions, r)
+	}
+	if len(p) == seal.SecretSize {
+		o.Secret, p = seal.Secret(p), nil
+		if !o.Sealed() {
+			return o, fmt.Errorf("open: all-zero secret: %w", ErrMalformed)
+		}
 	}
 	if len(p) != 0 {
 		return o, fmt.Errorf("open: %d trailing bytes: %w", len(p), ErrMalformed)
@@ -184,45 +206,62 @@ type Placement struct {
 	Region  uint16
 	Index   uint64
 	ID      chunk.ID
-	Holders uint32 // bit i: the holder with index i has it
+	Holders uint32   // bit i: the holder with index i has it
+	Plain   chunk.ID // sealed migrations: the plaintext's ID (its key)
 }
 
 const placementSize = 2 + 8 + chunk.Size + 4
 
-// AppendPlacements encodes a Placements frame.
-func AppendPlacements(dst []byte, ps []Placement) []byte {
-	b := Begin(dst, TypePlacements)
+// AppendPlacements encodes a Placements frame, or with sealed a
+// SealedPlacements frame that also carries each plain ID.
+func AppendPlacements(dst []byte, ps []Placement, sealed bool) []byte {
+	t := TypePlacements
+	if sealed {
+		t = TypeSealedPlacements
+	}
+	b := Begin(dst, t)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(ps)))
 	for _, p := range ps {
 		b = binary.BigEndian.AppendUint16(b, p.Region)
 		b = binary.BigEndian.AppendUint64(b, p.Index)
 		b = append(b, p.ID[:]...)
 		b = binary.BigEndian.AppendUint32(b, p.Holders)
+		if sealed {
+			b = append(b, p.Plain[:]...)
+		}
 	}
 	return Finish(b)
 }
 
-// DecodePlacements decodes a Placements payload, appending to dst[:0].
-func DecodePlacements(p []byte, dst []Placement) ([]Placement, error) {
+// DecodePlacements decodes a Placements (or, with sealed, a
+// SealedPlacements) payload, appending to dst[:0].
+func DecodePlacements(p []byte, dst []Placement, sealed bool) ([]Placement, error) {
 	if len(p) < 2 {
 		return dst[:0], fmt.Errorf("placements: truncated: %w", ErrMalformed)
 	}
+	size := placementSize
+	if sealed {
+		size += chunk.Size
+	}
 	n := int(binary.BigEndian.Uint16(p))
 	p = p[2:]
-	if n > MaxPlacements || len(p) != n*placementSize {
+	if n > MaxPlacements || len(p) != n*size {
 		return dst[:0], fmt.Errorf("placements: %d in %d bytes: %w", n, len(p), ErrMalformed)
 	}
 	dst = dst[:0]
 	for i := range n {
-		q := p[i*placementSize:]
+		q := p[i*size:]
 		pl := Placement{
 			Region:  binary.BigEndian.Uint16(q),
 			Index:   binary.BigEndian.Uint64(q[2:]),
 			ID:      chunk.ID(q[10:]),
 			Holders: binary.BigEndian.Uint32(q[10+chunk.Size:]),
 		}
-		if pl.ID.IsZero() || pl.Holders == 0 {
-			return dst, fmt.Errorf("placements: entry %d has no chunk or no holder: %w", i, ErrMalformed)
+		if sealed {
+			pl.Plain = chunk.ID(q[placementSize:])
+		}
+		if pl.ID.IsZero() || pl.Holders == 0 || sealed && pl.Plain.IsZero() {
+			return dst, fmt.Errorf("placements: entry %d has no chunk, no holder or no plain ID: %w", i, ErrMalformed)
 		}
 		dst = append(dst, pl)
 	}
