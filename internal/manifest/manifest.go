@@ -43,7 +43,7 @@ const (
 var (
 	rootMagic       = [4]byte{'S', 'G', 'M', '1'}
 	sealedRootMagic = [4]byte{'S', 'G', 'M', '2'}
-	blockMagic = [4]byte{'S', 'G', 'B', '1'}
+	blockMagic      = [4]byte{'S', 'G', 'B', '1'}
 )
 
 // ErrMalformed is returned for bytes that are not a valid manifest node.
