@@ -50,12 +50,22 @@ func (c Config) SocketPath() string {
 // ChunkDir is where the disk tier keeps segments unless configured.
 func (c Config) ChunkDir() string { return filepath.Join(c.DataDir, "chunks") }
 
+// storeConfig is the chunk store's configuration: a disk budget without a
+// directory keeps its segments in ChunkDir.
+func (c Config) storeConfig() chunkstore.Config {
+	s := c.Store
+	if s.DiskDir == "" && s.DiskBudget > 0 {
+		s.DiskDir = c.ChunkDir()
+	}
+	return s
+}
+
 // Validate reports the first thing wrong with c, naming the setting.
 func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data directory (--data) is required")
 	}
-	if err := c.Store.Validate(); err != nil {
+	if err := c.storeConfig().Validate(); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	return nil

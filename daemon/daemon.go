@@ -85,10 +85,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	}
 	undo = append(undo, func() { d.api.Close() })
 
-	if cfg.Store.DiskDir == "" && cfg.Store.DiskBudget > 0 {
-		cfg.Store.DiskDir = cfg.ChunkDir()
-	}
-	if d.store, err = chunkstore.Open(cfg.Store); err != nil {
+	if d.store, err = chunkstore.Open(cfg.storeConfig()); err != nil {
 		return nil, fmt.Errorf("open chunk store: %w", err)
 	}
 	undo = append(undo, func() { d.store.Close() })
