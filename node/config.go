@@ -39,6 +39,10 @@ type Config struct {
 	// node's store (0: no cap); pushes beyond it are answered "full", and
 	// the pusher places the chunks elsewhere.
 	PushQuota int64
+	// RequestRate caps the chunk IDs per second one peer may name in have
+	// and get requests (0: no cap). Requests beyond it wait; a request
+	// that would wait over two seconds is refused as an offence.
+	RequestRate int64
 	// BanAfter offences (wrong chunk bytes, malformed or oversized
 	// frames) a peer is disconnected and refused for BanFor (0: never).
 	BanAfter int
@@ -51,6 +55,10 @@ type Config struct {
 	HostOptions []libp2p.Option
 }
 
+// DefaultRequestRate is how many chunk IDs per second a peer may ask
+// about: twice what a 40 Gbit/s migration of 4 KiB pages needs.
+const DefaultRequestRate = 2_500_000
+
 // DefaultConfig listens on all IPv4 addresses on UDP 4100.
 func DefaultConfig() Config {
 	return Config{
@@ -60,6 +68,7 @@ func DefaultConfig() Config {
 		PingTimeout:     3 * time.Second,
 		PushWindow:      8,
 		BanAfter:        3,
+		RequestRate:     DefaultRequestRate,
 		BanFor:          10 * time.Minute,
 	}
 }
@@ -83,6 +92,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.Zone) > wire.MaxZoneLen {
 		return fmt.Errorf("node: zone label longer than %d bytes", wire.MaxZoneLen)
+	}
+	if c.RequestRate < 0 {
+		return errors.New("node: request rate is negative")
 	}
 	if c.RefreshInterval <= 0 || c.RequestTimeout <= 0 || c.PingTimeout <= 0 || c.PushWindow <= 0 {
 		return errors.New("node: refresh interval, request and ping timeouts and push window must be positive")

@@ -21,9 +21,12 @@ func (n *Node) handleGet(s network.Stream) {
 	var ids []chunk.ID
 	var res []wire.GetResult
 	var data []byte // one buffer for the whole answer's chunk bytes
-	n.handler(ProtoGet, wire.TypeGet, func(_ peer.ID, payload, dst []byte) ([]byte, error) {
+	n.handler(ProtoGet, wire.TypeGet, func(from peer.ID, payload, dst []byte) ([]byte, error) {
 		prio, got, err := wire.DecodeGet(payload, ids)
 		if err != nil {
+			return dst, err
+		}
+		if err := n.admitRequest(from, len(got)); err != nil {
 			return dst, err
 		}
 		ids = got

@@ -14,9 +14,12 @@ import (
 func (n *Node) handleHave(s network.Stream) {
 	var ids []chunk.ID
 	var held []bool
-	n.handler(ProtoHave, wire.TypeHave, func(_ peer.ID, payload, dst []byte) ([]byte, error) {
+	n.handler(ProtoHave, wire.TypeHave, func(from peer.ID, payload, dst []byte) ([]byte, error) {
 		var err error
 		if ids, err = wire.DecodeIDs(payload, ids); err != nil {
+			return dst, err
+		}
+		if err := n.admitRequest(from, len(ids)); err != nil {
 			return dst, err
 		}
 		held = held[:0]

@@ -13,6 +13,7 @@ type metrics struct {
 	badChunks      prometheus.Counter // chunks a peer sent that failed re-hashing
 	quotaRefused   prometheus.Counter // pushed chunks refused: over the peer's quota
 	banned         prometheus.Counter // peers banned for misbehaving
+	throttled      prometheus.Counter // requests delayed or refused by the per-peer request rate
 	refused        prometheus.Counter // connections refused by the gater
 	protoErrors    *prometheus.CounterVec
 	releasedChunks prometheus.Counter // chunks freed because their migration completed
@@ -42,6 +43,9 @@ func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
 		banned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sg_node_banned_peers_total", Help: "Peers cut off and refused for sending wrong chunks or malformed frames.",
 		}),
+		throttled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sg_node_throttled_requests_total", Help: "Have and get requests delayed or refused by the per-peer request rate.",
+		}),
 		quotaRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sg_node_push_quota_refused_chunks_total", Help: "Pushed chunks refused because their peer was over its quota.",
 		}),
@@ -59,6 +63,6 @@ func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
 		}, connected),
 	}
 	reg.MustRegister(m.pushChunks, m.pushBytes, m.servedChunks, m.servedBytes, m.fetchedBytes,
-		m.badChunks, m.quotaRefused, m.banned, m.refused, m.protoErrors, m.releasedChunks, m.peers)
+		m.badChunks, m.quotaRefused, m.banned, m.throttled, m.refused, m.protoErrors, m.releasedChunks, m.peers)
 	return m
 }

@@ -63,6 +63,7 @@ type Node struct {
 	// quota caps what each peer's pushes may occupy here.
 	quota *pushQuota
 	offs  offences
+	rates requestRates
 
 	mu    sync.Mutex
 	peers map[peer.ID]*peerState
@@ -98,7 +99,8 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 		opt(&o)
 	}
 	n := &Node{cfg: cfg, store: store, log: o.log, peers: make(map[peer.ID]*peerState), kick: make(chan struct{}, 1),
-		ingest: ratelimit.New(cfg.IngestRate), quota: newPushQuota(cfg.PushQuota)}
+		ingest: ratelimit.New(cfg.IngestRate), quota: newPushQuota(cfg.PushQuota),
+		rates: newRequestRates(cfg.RequestRate)}
 	n.life, n.stopLife = context.WithCancel(context.Background())
 	n.gater = &gater{allowed: make(map[peer.ID]bool), allowAny: cfg.AllowAny}
 	for _, p := range cfg.Peers {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -462,5 +464,70 @@ func TestIdleStreamFloodBoundedPerPeer(t *testing.T) {
 	defer cancel()
 	if _, err := honest.Have(ctx, victim.ID(), []chunk.ID{chunk.Sum([]byte("y"))}); err != nil {
 		t.Fatalf("an honest peer's have during the flood: %v", err)
+	}
+}
+
+// A peer flooding have requests on many streams, far beyond its request
+// rate, is throttled, then refused and banned; an honest peer's requests
+// are answered meanwhile (its rate is its own).
+func TestRequestFloodBanned(t *testing.T) {
+	if testing.Short() {
+		t.Skip("floods for 15 s (three offences of 5 s each) before the ban")
+	}
+	nodes := newTestNodes(t, 3, func(_ int, c *Config) { c.RequestRate = 50_000 })
+	flooder, victim, honest := nodes[0], nodes[1], nodes[2]
+	connect(t, flooder, victim)
+	connect(t, honest, victim)
+	ids := make([]chunk.ID, wire.MaxBatch)
+	for i := range ids {
+		ids[i] = chunk.Sum([]byte{byte(i), byte(i >> 8)})
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var answered, failed atomic.Int64
+	floodStart := time.Now()
+	for range 12 { // 12 streams × 4096 IDs in flight: ~1 s of the rate each round
+		wg.Go(func() {
+			for range 100 {
+				if ctx.Err() != nil || !victim.Admitted(flooder.ID()) {
+					return
+				}
+				if _, err := flooder.Have(ctx, victim.ID(), ids); err != nil {
+					failed.Add(1)
+				} else {
+					answered.Add(1)
+				}
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond) // the flood is on
+	hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+	start := time.Now()
+	_, err := honest.Have(hctx, victim.ID(), ids)
+	hcancel()
+	if err != nil {
+		t.Fatalf("an honest peer's have during the flood: %v", err)
+	}
+	t.Logf("honest have of %d IDs answered in %v during the flood", len(ids), time.Since(start).Round(time.Millisecond))
+	for victim.Admitted(flooder.ID()) && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	elapsed := time.Since(floodStart)
+	cancel()
+	wg.Wait()
+	rate := float64(answered.Load()*int64(len(ids))) / elapsed.Seconds()
+	t.Logf("flooder: %d requests answered (%.0f IDs/s), %d refused or cut; banned after %v",
+		answered.Load(), rate, failed.Load(), elapsed.Round(time.Millisecond))
+	if victim.Admitted(flooder.ID()) {
+		t.Fatal("the flooder is still admitted")
+	}
+	// The burst (a quarter second) and one round of 12 requests in
+	// flight come on top of the rate.
+	if limit := 50_000*elapsed.Seconds() + 12_500 + 12*float64(len(ids)); float64(answered.Load()*int64(len(ids))) > limit {
+		t.Fatalf("%d flood requests of %d IDs answered in %v: the rate of 50,000/s did not hold", answered.Load(), len(ids), elapsed)
+	}
+	if _, err := honest.Have(t.Context(), victim.ID(), ids[:1]); err != nil {
+		t.Fatalf("an honest peer's have after the ban: %v", err)
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 // offences counts what each peer did that no honest sg node does: chunk
 // bytes that do not hash to their ID, malformed or oversized frames,
-// frames of the wrong type. At Config.BanAfter offences the peer is cut
+// frames of the wrong type, requests far beyond its rate. At Config.BanAfter offences the peer is cut
 // off and refused for Config.BanFor, however admitted it was: a lying or
 // broken peer stops costing us (and the peers we serve) at once.
 type offences struct {
@@ -23,7 +23,8 @@ type offences struct {
 // isOffence tells a peer's protocol violation from an ordinary stream
 // end (a reset, a timeout, our own shutdown).
 func isOffence(err error) bool {
-	return errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrUnexpected)
+	return errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrUnexpected) ||
+		errors.Is(err, ErrRequestFlood)
 }
 
 // offence records one offence by p and bans p once it has too many.

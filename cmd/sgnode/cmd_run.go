@@ -41,6 +41,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	zone := fl.String("zone", "", "locality label")
 	ingestRate := fl.String("ingest-rate", "", "cap on bytes/s accepted by push, e.g. 400Mbit")
 	pushQuota := fl.String("push-quota", "", `cap on one peer's pushes in the store: a size or a share, e.g. "50%"`)
+	requestRate := fl.Int64("request-rate", node.DefaultRequestRate, "cap on chunk IDs/s one peer may ask about in have and get requests (0: none)")
 	logLevel := fl.String("log-level", "", "debug, info, warn or error")
 	if err := fl.Parse(args); err != nil {
 		return usageErr(err)
@@ -79,6 +80,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if set["allow-any"] {
 		fc.AllowAny = *allowAny
+	}
+	if set["request-rate"] {
+		fc.RequestRate = requestRate
 	}
 	fc.Allow = append(fc.Allow, allow...)
 
@@ -150,6 +154,12 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 		if cfg.Store.DiskBudget, err = units.ParseSize(fc.DiskBudget); err != nil {
 			return cfg, fmt.Errorf("disk_budget: %w", err)
 		}
+	}
+	if r := fc.RequestRate; r != nil {
+		if *r < 0 {
+			return cfg, fmt.Errorf("request_rate: %d: want chunk IDs per second, 0 for no cap", *r)
+		}
+		cfg.Node.RequestRate = *r
 	}
 	if q := fc.PushQuota; q != "" {
 		if pct, ok := strings.CutSuffix(q, "%"); ok {

@@ -22,6 +22,9 @@ type fileConfig struct {
 	DiskBudget string   `toml:"disk_budget"`
 	IngestRate string   `toml:"ingest_rate"`
 	PushQuota  string   `toml:"push_quota"`
+	// RequestRate is chunk IDs/s per peer in have and get requests; nil:
+	// the default, 0: no cap.
+	RequestRate *int64 `toml:"request_rate"`
 	QEMUBinary string   `toml:"qemu_binary"`
 	QEMUResume *bool    `toml:"qemu_resume"`
 	LogLevel   string   `toml:"log_level"`
@@ -67,6 +70,12 @@ ingest_rate = ""
 # a size ("8GiB") or a share of the budgets ("50%"); empty: no cap. Pushes
 # beyond it are answered "full" and the pusher places them elsewhere.
 push_quota = ""
+
+# Cap on the chunk IDs per second any one peer may ask about in have and
+# get requests (0: no cap). Requests beyond it wait; a peer so far beyond it
+# that a request would wait over 2 s is refused and, after 3 offences,
+# banned. The default is twice what a 40 Gbit/s migration needs.
+request_rate = 2500000
 
 # QEMU guests evicted to this node: start them here at once, on the lazy
 # views of their memory and disks (false: gather only; start them yourself
