@@ -25,10 +25,10 @@ type fileConfig struct {
 	// RequestRate is chunk IDs/s per peer in have and get requests; nil:
 	// the default, 0: no cap.
 	RequestRate *int64 `toml:"request_rate"`
-	QEMUBinary string   `toml:"qemu_binary"`
-	QEMUResume *bool    `toml:"qemu_resume"`
-	LogLevel   string   `toml:"log_level"`
-	LogFormat  string   `toml:"log_format"`
+	QEMUBinary  string `toml:"qemu_binary"`
+	QEMUResume  *bool  `toml:"qemu_resume"`
+	LogLevel    string `toml:"log_level"`
+	LogFormat   string `toml:"log_format"`
 }
 
 const defaultConfigFile = `# sgnode configuration. Every key is optional; command-line flags override.
