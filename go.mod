@@ -14,6 +14,8 @@ require (
 	golang.org/x/sync v0.24.0
 )
 
+require github.com/klauspost/reedsolomon v1.14.2 // indirect
+
 require (
 	codeberg.org/go-fonts/liberation v0.5.0 // indirect
 	codeberg.org/go-latex/latex v0.2.0 // indirect

@@ -70,6 +70,9 @@ type Config struct {
 	// internal/seal): holders store and serve only ciphertext, which
 	// still dedups; only the destination can read it.
 	Seal bool
+	// Redundancy erasure-codes the distinct chunks instead of
+	// replicating them (Replicas must be 1): see Redundancy.
+	Redundancy Redundancy
 
 	SpanBytes       int // bytes read and hashed as one unit
 	BatchBytes      int // chunk bytes per push frame
@@ -121,6 +124,18 @@ func (c Config) Validate() error {
 	case c.MaxRate < 0:
 		return errors.New("max rate is negative")
 	}
+	if c.Redundancy.On() {
+		targets := 1 + len(c.Via)
+		switch err := c.Redundancy.Validate(); {
+		case err != nil:
+			return err
+		case c.Direct || c.Replicas > 1:
+			return fmt.Errorf("redundancy %s spreads stripes over several targets: not with --direct or --replicas", c.Redundancy)
+		case targets < c.Redundancy.Data+c.Redundancy.Parity:
+			return fmt.Errorf("redundancy %s needs %d targets (the destination and %d intermediates), have %d",
+				c.Redundancy, c.Redundancy.Data+c.Redundancy.Parity, c.Redundancy.Data+c.Redundancy.Parity-1, targets)
+		}
+	}
 	for _, v := range c.Via {
 		if v == c.Dest {
 			return errors.New("the destination is listed as an intermediate")
@@ -150,6 +165,8 @@ type VMResult struct {
 	DupAcross     int64 // chunks first seen in another VM of this eviction
 	ManifestBytes int64
 	Secret        seal.Secret // sealed evictions: opens the manifest
+	ParityChunks  int64       // erasure-coded evictions: parity chunks coded
+	ParityBytes   int64
 }
 
 // Result describes a finished eviction.
@@ -165,6 +182,8 @@ type Result struct {
 	UniqueChunks  int64            // distinct non-zero chunks pushed
 	UniqueBytes   int64            // their bytes
 	ManifestBytes int64            // manifest chunks pushed (all replicas)
+	ParityChunks  int64            // erasure-coded evictions: parity chunks coded
+	ParityBytes   int64
 	SentBytes     map[string]int64 // chunk bytes acknowledged per target
 	Repaired      int64            // chunks pushed again after a relay was lost
 	// EndgameBytes were pushed to a second target while the first still
@@ -200,6 +219,7 @@ type vmState struct {
 	secret  seal.Secret  // sealed evictions: opens the manifest's key blocks
 	ids     [][]chunk.ID // per region, per chunk: the manifest entries
 	plains  [][]chunk.ID // sealed evictions: the plain IDs at the same positions
+	stripes []manifest.Stripe
 	res     VMResult
 	session Session
 }
@@ -331,6 +351,9 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 
 	// 2. Scatter.
 	sc, err := newScheduler(ctx, e, targets)
+	if err == nil {
+		err = sc.checkRedundancy()
+	}
 	if err != nil {
 		e.abortSessions()
 		return nil, err
@@ -415,6 +438,8 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 		res.DupWithin += v.res.DupWithin
 		res.DupAcross += v.res.DupAcross
 		res.ManifestBytes += v.res.ManifestBytes
+		res.ParityChunks += v.res.ParityChunks
+		res.ParityBytes += v.res.ParityBytes
 	}
 	res.SentBytes = sc.sentSnapshot()
 	res.AlreadyHeld = sc.alreadyHeld.Load()
@@ -463,6 +488,12 @@ func (e *Eviction) storeManifest(ctx context.Context, sc *scheduler, v *vmState)
 		}
 		nodes = append(nodes, ns...)
 		m.Regions = append(m.Regions, mr)
+	}
+	if len(v.stripes) > 0 {
+		for _, nd := range manifest.BuildStripes(v.stripes) {
+			nodes = append(nodes, nd)
+			m.StripeBlocks = append(m.StripeBlocks, nd.ID)
+		}
 	}
 	rootData := m.Encode()
 	root := chunk.Sum(rootData)

@@ -29,7 +29,11 @@ type chunkState struct {
 	first     pos    // where to read it again (repair after a lost relay)
 	waiting   []pos  // positions not yet reported to the destination
 	holders   uint32 // targets that acknowledged it (bit = target index)
-	satisfied bool   // has had Replicas holders at least once
+	pushing   uint32 // targets pushing it now (erasure-coded evictions only)
+	satisfied bool   // has had its holders at least once
+	need      uint8  // holders it needs; 0: Config.Replicas
+	parity    bool   // a parity chunk: no position, coded from its stripe
+	stripe    *stripe
 }
 
 // ledger is the dedup view shared by every VM of an eviction.
@@ -74,7 +78,7 @@ func (p *producer) run(ctx context.Context) error {
 	hashers := p.e.cfg.Hashers
 	toHash := make(chan *span, 2*hashers)
 	toSeq := make(chan *span, 2*hashers)
-	toHave := make(chan *batch, p.e.cfg.HaveWorkers)
+	toHave := make(chan []*batch, p.e.cfg.HaveWorkers) // a group of lanes, or one batch
 
 	g.Go(func() error {
 		defer close(toHash)
@@ -103,8 +107,8 @@ func (p *producer) run(ctx context.Context) error {
 	})
 	for range p.e.cfg.HaveWorkers {
 		g.Go(func() error {
-			for b := range toHave {
-				if err := p.filterHeld(ctx, b); err != nil {
+			for bs := range toHave {
+				if err := p.filterHeld(ctx, bs); err != nil {
 					return err
 				}
 			}
@@ -169,20 +173,40 @@ func hashSpan(s *span, sealed bool) {
 
 // sequence records every position for the manifests and batches each new
 // distinct chunk once. It is the only writer of the ledger's map.
-func (p *producer) sequence(ctx context.Context, in <-chan *span, out chan<- *batch) error {
+func (p *producer) sequence(ctx context.Context, in <-chan *span, out chan<- []*batch) error {
 	led := p.sc.led
 	cur := p.sc.newBatch()
+	send := func(bs []*batch) error {
+		if len(bs) == 0 {
+			return nil
+		}
+		select {
+		case out <- bs:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	flush := func() error {
 		if len(cur.items) == 0 {
 			return nil
 		}
-		select {
-		case out <- cur:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		err := send([]*batch{cur})
 		cur = p.sc.newBatch()
-		return nil
+		return err
+	}
+	var sp *striper
+	if red := p.e.cfg.Redundancy; red.On() {
+		sp = newStriper(p.sc, red)
+		flush = func() error { // the last group, outside the sequencer's loop
+			led.mu.Lock()
+			bs, err := sp.flush()
+			led.mu.Unlock()
+			if err == nil {
+				err = send(bs)
+			}
+			return err
+		}
 	}
 	var now []placement // positions to report at once (duplicates of placed chunks)
 	for s := range in {
@@ -217,6 +241,19 @@ func (p *producer) sequence(ctx context.Context, in <-chan *span, out chan<- *ba
 			led.chunks[id] = st
 			p.uniqueChunks++
 			p.uniqueBytes += int64(len(data))
+			if sp != nil {
+				bs, err := sp.add(s.vm, s.region, st, data)
+				if err == nil && len(bs) > 0 {
+					led.mu.Unlock()
+					err = send(bs)
+					led.mu.Lock()
+				}
+				if err != nil {
+					led.mu.Unlock()
+					return err
+				}
+				continue
+			}
 			if !cur.fits(len(data), p.e.cfg.BatchBytes) {
 				led.mu.Unlock()
 				if err := flush(); err != nil {
@@ -236,35 +273,45 @@ func (p *producer) sequence(ctx context.Context, in <-chan *span, out chan<- *ba
 	return flush()
 }
 
-// filterHeld asks the destination which chunks of b it already holds (from
-// other VMs, earlier migrations): they count as held there and are not sent.
-func (p *producer) filterHeld(ctx context.Context, b *batch) error {
-	if p.e.cfg.SkipHaveQueries {
-		return p.sc.enqueue(ctx, b)
-	}
-	ids := make([]chunk.ID, len(b.items))
-	for i, st := range b.items {
-		ids[i] = st.id
-	}
-	held, err := p.e.cl.Have(ctx, p.e.cfg.Dest, ids)
-	if err != nil {
-		// Not fatal: the chunks are simply sent.
-		p.e.log.Debug("have query to destination failed", "err", err)
-		return p.sc.enqueue(ctx, b)
-	}
-	var heldItems []int
-	for i, h := range held {
-		if h {
-			heldItems = append(heldItems, i)
+// filterHeld asks the destination which chunks of bs it already holds (from
+// other VMs, earlier migrations): they count as held there and are not
+// sent. The lanes of a group are queued only once all are asked about, so
+// no target takes a shard of a stripe another shard of which turns out to
+// be at the destination already.
+func (p *producer) filterHeld(ctx context.Context, bs []*batch) error {
+	for i, b := range bs {
+		if p.e.cfg.SkipHaveQueries || b.items[0].parity {
+			continue
+		}
+		ids := make([]chunk.ID, len(b.items))
+		for i, st := range b.items {
+			ids[i] = st.id
+		}
+		held, err := p.e.cl.Have(ctx, p.e.cfg.Dest, ids)
+		if err != nil {
+			// Not fatal: the chunks are simply sent.
+			p.e.log.Debug("have query to destination failed", "err", err)
+			continue
+		}
+		var heldItems []int
+		for i, h := range held {
+			if h {
+				heldItems = append(heldItems, i)
+			}
+		}
+		if len(heldItems) > 0 {
+			p.sc.alreadyHeld.Add(int64(len(heldItems)))
+			p.sc.acked(b, heldItems, destIndex)
+			bs[i] = p.sc.withoutSatisfied(b)
 		}
 	}
-	if len(heldItems) > 0 {
-		p.sc.alreadyHeld.Add(int64(len(heldItems)))
-		p.sc.acked(b, heldItems, destIndex)
-		b = p.sc.withoutSatisfied(b)
+	for _, b := range bs {
 		if len(b.items) == 0 {
-			return nil
+			continue
+		}
+		if err := p.sc.enqueue(ctx, b); err != nil {
+			return err
 		}
 	}
-	return p.sc.enqueue(ctx, b)
+	return nil
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/ratelimit"
-	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -176,6 +175,7 @@ type scheduler struct {
 	alreadyHeld atomic.Int64
 	repaired    atomic.Int64
 	unsatisfied int64 // distinct chunks without Replicas holders (under led.mu)
+	parity      []*chunkState // erasure-coded evictions: every parity chunk (under led.mu)
 }
 
 func newScheduler(ctx context.Context, e *Eviction, peers []string) (*scheduler, error) {
@@ -248,17 +248,23 @@ func (sc *scheduler) fail(err error) {
 
 // needs reports whether st still lacks holders.
 func (sc *scheduler) needs(st *chunkState) bool {
-	return bits.OnesCount32(st.holders) < sc.e.cfg.Replicas
+	need := sc.e.cfg.Replicas
+	if st.need > 0 {
+		need = int(st.need)
+	}
+	return bits.OnesCount32(st.holders) < need
 }
 
-// eligible lists the items of b that t should push.
+// eligible lists the items of b that t should push: those that lack
+// holders, that t does not hold, and no other shard of whose stripe t
+// holds or is pushing.
 func (sc *scheduler) eligible(b *batch, t *target) []int {
 	if b.inflight&t.bit != 0 {
 		return nil
 	}
 	var out []int
 	for i, st := range b.items {
-		if sc.needs(st) && st.holders&t.bit == 0 {
+		if sc.needs(st) && st.holders&t.bit == 0 && (st.stripe == nil || st.stripe.takenLocked(st)&t.bit == 0) {
 			out = append(out, i)
 		}
 	}
@@ -292,7 +298,7 @@ func (sc *scheduler) take(t *target) (*batch, []int) {
 				continue
 			}
 			sc.queue = append(sc.queue[:qi], sc.queue[qi+1:]...)
-			sc.launchLocked(t, b, size)
+			sc.launchLocked(t, b, items, size)
 			sc.cond.Broadcast() // the queue shrank: the producer may go on
 			return b, items
 		}
@@ -319,9 +325,12 @@ func (sc *scheduler) claimLocked(t *target, b *batch, items []int) (int64, bool)
 	return size, true
 }
 
-func (sc *scheduler) launchLocked(t *target, b *batch, size int64) {
+func (sc *scheduler) launchLocked(t *target, b *batch, items []int, size int64) {
 	if t.flight == 0 {
 		t.lastProgress = time.Now()
+	}
+	for _, i := range items {
+		b.items[i].pushing |= t.bit
 	}
 	b.inflight |= t.bit
 	sc.inflight++
@@ -329,9 +338,12 @@ func (sc *scheduler) launchLocked(t *target, b *batch, size int64) {
 	t.flight += size
 }
 
-// landedLocked records that t's push of size bytes of b ended, one way or
-// another.
-func (sc *scheduler) landedLocked(t *target, b *batch, size int64) {
+// landedLocked records that t's push of size bytes (items) of b ended, one
+// way or another.
+func (sc *scheduler) landedLocked(t *target, b *batch, items []int, size int64) {
+	for _, i := range items {
+		b.items[i].pushing &^= t.bit
+	}
 	b.inflight &^= t.bit
 	sc.inflight--
 	t.flight -= size
@@ -361,7 +373,7 @@ func (sc *scheduler) endgameLocked(t *target) (*batch, []int) {
 		if !ok {
 			continue
 		}
-		sc.launchLocked(t, b, size)
+		sc.launchLocked(t, b, items, size)
 		sc.endgame.Add(size)
 		return b, items
 	}
@@ -407,7 +419,9 @@ func (sc *scheduler) ackedLocked(b *batch, items []int, idx int) []placement {
 		st.holders |= bit
 		if !st.satisfied && !sc.needs(st) {
 			st.satisfied = true
-			sc.uniqueDone.Add(int64(st.size))
+			if !st.parity {
+				sc.uniqueDone.Add(int64(st.size))
+			}
 			for _, at := range st.waiting {
 				out = append(out, placement{at: at, id: st.id, holders: st.holders})
 			}
@@ -609,7 +623,7 @@ func (sc *scheduler) pushLoop(ctx context.Context, t *target, ps Pusher) error {
 			size += len(b.data[i])
 		}
 		if err := sc.limiter.Wait(ctx, size); err != nil {
-			sc.requeue(t, b, int64(size), err)
+			sc.requeue(t, b, items, int64(size), err)
 			break
 		}
 		// onAck runs exactly once per Push, also when Push fails: it
@@ -631,10 +645,10 @@ func (sc *scheduler) pushLoop(ctx context.Context, t *target, ps Pusher) error {
 }
 
 // requeue returns a batch whose push failed and gives up on the target.
-func (sc *scheduler) requeue(t *target, b *batch, size int64, err error) {
+func (sc *scheduler) requeue(t *target, b *batch, items []int, size int64, err error) {
 	sc.led.mu.Lock()
 	defer sc.led.mu.Unlock()
-	sc.landedLocked(t, b, size)
+	sc.landedLocked(t, b, items, size)
 	if b.inflight == 0 {
 		sc.queue = append([]*batch{b}, sc.queue...)
 	}
@@ -661,20 +675,41 @@ func (sc *scheduler) loseTargetLocked(t *target) {
 	}
 	t.dead = true
 	var lost []*chunkState
-	for _, st := range sc.led.chunks {
+	lose := func(st *chunkState) {
 		if st.holders&t.bit == 0 {
-			continue
+			return
 		}
 		wasOK := !sc.needs(st)
 		st.holders &^= t.bit
 		if wasOK && sc.needs(st) {
+			st.satisfied = false
+			lost = append(lost, st)
+			if st.parity {
+				return
+			}
 			// Placed again once repaired, so the destination learns the
 			// new holder (at the chunk's first position: it keeps holders
 			// per chunk, not per position).
-			st.satisfied = false
 			st.waiting = append(st.waiting, st.first)
 			sc.uniqueDone.Add(-int64(st.size))
-			lost = append(lost, st)
+		}
+	}
+	for _, st := range sc.led.chunks {
+		lose(st)
+	}
+	for _, st := range sc.parity {
+		lose(st)
+	}
+	if red := sc.e.cfg.Redundancy; red.On() {
+		alive := 0
+		for _, t := range sc.targets {
+			if !t.dead {
+				alive++
+			}
+		}
+		if alive < red.Data+red.Parity {
+			sc.fail(fmt.Errorf("redundancy %s needs %d live targets for its stripes, %d left (use more targets than k+m to survive a lost one)",
+				red, red.Data+red.Parity, alive))
 		}
 	}
 	if len(lost) > 0 {
@@ -718,18 +753,16 @@ func (sc *scheduler) repair(lost []*chunkState) {
 		b = sc.newBatch()
 		return true
 	}
+	var pad [][]byte
 	for _, st := range lost {
-		v := &sc.e.vms[st.first.vm]
 		var err error
-		buf, err = readAt(v.Regions[st.first.region], st.first.index, buf)
-		id := chunk.ID{}
-		if err == nil && sc.e.cfg.Seal {
-			id, _ = seal.Sum(buf)
-		} else if err == nil {
-			id = chunk.Sum(buf)
-		}
-		if err == nil && id != st.id {
-			err = fmt.Errorf("%s %s chunk %d changed since it was read", v.Name, v.Regions[st.first.region].Name, st.first.index)
+		if st.parity {
+			var p []byte
+			if p, err = sc.recomputeParity(st, &pad); err == nil {
+				buf = append(buf[:0], p...)
+			}
+		} else {
+			buf, err = sc.reread(st, buf)
 		}
 		if err != nil {
 			sc.led.mu.Lock()
@@ -749,7 +782,7 @@ func (sc *scheduler) repair(lost []*chunkState) {
 // onAck handles a target's answer to one push.
 func (sc *scheduler) onAck(t *target, b *batch, items []int, size int64, start time.Time, st []wire.Status, err error) {
 	sc.led.mu.Lock()
-	sc.landedLocked(t, b, size)
+	sc.landedLocked(t, b, items, size)
 	if err == nil {
 		t.measureLocked(size, start, time.Now())
 		t.lastProgress = time.Now()
@@ -842,10 +875,13 @@ func (sc *scheduler) pushManifest(ctx context.Context, nodes []manifest.Node) er
 	// Stable: the destination (first) wins ties, so a direct eviction or
 	// one whose relays took nothing stores the manifest there.
 	slices.SortStableFunc(live, func(a, b *target) int { return cmp.Compare(b.sent.Load(), a.sent.Load()) })
-	if len(live) < sc.e.cfg.Replicas {
-		return fmt.Errorf("only %d live targets for %d manifest replicas", len(live), sc.e.cfg.Replicas)
+	// As safe as the data: on as many targets as it has holders, or as
+	// any parity of its stripes can lose, plus one.
+	copies := max(sc.e.cfg.Replicas, sc.e.cfg.Redundancy.Parity+1)
+	if len(live) < copies {
+		return fmt.Errorf("only %d live targets for %d manifest copies", len(live), copies)
 	}
-	targets := live[:sc.e.cfg.Replicas]
+	targets := live[:copies]
 	for _, t := range targets {
 		if err := pushNow(ctx, sc.e.cl, t.peer, chunks, sc.e.cfg.BatchBytes); err != nil {
 			return err

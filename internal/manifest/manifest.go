@@ -15,6 +15,12 @@
 // the chunk keys derive, sealed with the eviction's secret. The root itself
 // is not sealed (magic SGM2 instead of SGM1).
 //
+// An erasure-coded manifest (evict --redundancy k+m) also lists its
+// stripes in stripe blocks named at the end of the root: each stripe is
+// up to k distinct chunks and m parity chunks (Reed-Solomon over the
+// chunks padded to the stripe's shard size), so that any m of its shards
+// may be lost.
+//
 // Size: 32 bytes per chunk in blocks (64 when sealed), i.e. 0.8% of a VM of 4 KiB pages and
 // 0.05% with 64 KiB disk blocks, plus 32 bytes per block in the root.
 package manifest
@@ -44,6 +50,8 @@ var (
 	rootMagic       = [4]byte{'S', 'G', 'M', '1'}
 	sealedRootMagic = [4]byte{'S', 'G', 'M', '2'}
 	blockMagic      = [4]byte{'S', 'G', 'B', '1'}
+	stripesTag      = [4]byte{'S', 'G', 'S', '1'} // root trailer: stripe block IDs
+	stripeMagic     = [4]byte{'S', 'G', 'P', '1'}
 )
 
 // ErrMalformed is returned for bytes that are not a valid manifest node.
@@ -106,6 +114,9 @@ type Manifest struct {
 	Name    string // what was captured: a VM or file name
 	Sealed  bool   // chunks are sealed; every region has key blocks
 	Regions []Region
+	// StripeBlocks are the IDs of the stripe blocks (erasure-coded
+	// manifests only).
+	StripeBlocks []chunk.ID
 }
 
 // Encode returns the root chunk's bytes.
@@ -130,6 +141,13 @@ func (m *Manifest) Encode() []byte {
 			for _, id := range r.KeyBlocks {
 				b = append(b, id[:]...)
 			}
+		}
+	}
+	if len(m.StripeBlocks) > 0 {
+		b = append(b, stripesTag[:]...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(m.StripeBlocks)))
+		for _, id := range m.StripeBlocks {
+			b = append(b, id[:]...)
 		}
 	}
 	return b
@@ -194,6 +212,14 @@ func Decode(p []byte) (*Manifest, error) {
 			r.KeyBlocks, p = readIDs(p, nb)
 		}
 		m.Regions = append(m.Regions, r)
+	}
+	if len(p) >= 8 && [4]byte(p[:4]) == stripesTag {
+		n := int(binary.BigEndian.Uint32(p[4:]))
+		p = p[8:]
+		if n == 0 || n > maxRootBlocks || len(p) != n*chunk.Size {
+			return nil, fmt.Errorf("root: %d stripe blocks in %d bytes: %w", n, len(p), ErrMalformed)
+		}
+		m.StripeBlocks, p = readIDs(p, n)
 	}
 	if len(p) != 0 {
 		return nil, fmt.Errorf("root: %d trailing bytes: %w", len(p), ErrMalformed)
@@ -302,4 +328,93 @@ func OpenKeyBlock(data []byte, s seal.Secret, ri, n int, dst []chunk.ID) ([]chun
 		return dst, ErrWrongSecret
 	}
 	return DecodeBlock(p, dst)
+}
+
+// Stripe is one erasure-coded group of chunks: any len(Parity) of its
+// shards (data and parity) may be lost. Data chunks shorter than Size are
+// padded with zeros for the code.
+type Stripe struct {
+	Size   int
+	Data   []chunk.ID
+	Parity []chunk.ID
+}
+
+// Limits of a stripe (reedsolomon's, and the holder mask's).
+const (
+	MaxStripeData   = 32
+	MaxStripeParity = 8
+)
+
+// maxStripeBlock keeps a stripe block under the 1 MiB chunk cap.
+const maxStripeBlock = MaxChunkSize - 64
+
+// BuildStripes encodes stripes into stripe blocks and returns them; their
+// IDs go in Manifest.StripeBlocks.
+func BuildStripes(stripes []Stripe) []Node {
+	var nodes []Node
+	var b []byte
+	n := 0
+	flush := func() {
+		if n == 0 {
+			return
+		}
+		binary.BigEndian.PutUint32(b[4:], uint32(n))
+		nodes = append(nodes, Node{ID: chunk.Sum(b), Data: b})
+		b, n = nil, 0
+	}
+	for _, s := range stripes {
+		size := 4 + 2 + (len(s.Data)+len(s.Parity))*chunk.Size
+		if n > 0 && len(b)+size > maxStripeBlock {
+			flush()
+		}
+		if n == 0 {
+			b = append(append(b, stripeMagic[:]...), 0, 0, 0, 0)
+		}
+		b = binary.BigEndian.AppendUint32(b, uint32(s.Size))
+		b = append(b, byte(len(s.Data)), byte(len(s.Parity)))
+		for _, id := range s.Data {
+			b = append(b, id[:]...)
+		}
+		for _, id := range s.Parity {
+			b = append(b, id[:]...)
+		}
+		n++
+	}
+	flush()
+	return nodes
+}
+
+// DecodeStripeBlock parses a stripe block, appending its stripes to dst.
+func DecodeStripeBlock(p []byte, dst []Stripe) ([]Stripe, error) {
+	if len(p) < 8 || [4]byte(p[:4]) != stripeMagic {
+		return dst, fmt.Errorf("stripe block: bad magic: %w", ErrMalformed)
+	}
+	n := int(binary.BigEndian.Uint32(p[4:]))
+	p = p[8:]
+	if n == 0 || n > maxStripeBlock/6 {
+		return dst, fmt.Errorf("stripe block: %d stripes: %w", n, ErrMalformed)
+	}
+	for range n {
+		if len(p) < 6 {
+			return dst, fmt.Errorf("stripe block: truncated: %w", ErrMalformed)
+		}
+		s := Stripe{Size: int(binary.BigEndian.Uint32(p))}
+		k, m := int(p[4]), int(p[5])
+		p = p[6:]
+		if s.Size <= 0 || s.Size > MaxChunkSize || k < 2 || k > MaxStripeData || m < 1 || m > MaxStripeParity || len(p) < (k+m)*chunk.Size {
+			return dst, fmt.Errorf("stripe block: stripe of %d+%d shards of %d bytes: %w", k, m, s.Size, ErrMalformed)
+		}
+		s.Data, p = readIDs(p, k)
+		s.Parity, p = readIDs(p, m)
+		for _, id := range append(s.Data[:k:k], s.Parity...) {
+			if id.IsZero() {
+				return dst, fmt.Errorf("stripe block: zero chunk in a stripe: %w", ErrMalformed)
+			}
+		}
+		dst = append(dst, s)
+	}
+	if len(p) != 0 {
+		return dst, fmt.Errorf("stripe block: %d trailing bytes: %w", len(p), ErrMalformed)
+	}
+	return dst, nil
 }

@@ -117,6 +117,48 @@ func TestSealedRoundTrip(t *testing.T) {
 	}
 }
 
+func TestStripesRoundTrip(t *testing.T) {
+	var all []chunk.ID
+	for _, id := range ids(40000) {
+		if !id.IsZero() {
+			all = append(all, id)
+		}
+	}
+	var stripes []Stripe
+	for i := 0; i+5 <= len(all); i += 5 {
+		stripes = append(stripes, Stripe{Size: 4096, Data: all[i : i+4], Parity: all[i+4 : i+5]})
+	}
+	nodes := BuildStripes(stripes)
+	if len(nodes) < 2 {
+		t.Fatalf("%d stripes in %d blocks: want several blocks", len(stripes), len(nodes))
+	}
+	m := &Manifest{Name: "web1", Regions: []Region{{Name: "f", Size: 10, ChunkSize: 4, Blocks: []chunk.ID{{1}}}}}
+	for _, n := range nodes {
+		if len(n.Data) > MaxChunkSize || chunk.Sum(n.Data) != n.ID {
+			t.Fatalf("stripe block of %d bytes, ID ok %v", len(n.Data), chunk.Sum(n.Data) == n.ID)
+		}
+		m.StripeBlocks = append(m.StripeBlocks, n.ID)
+	}
+	got, err := Decode(m.Encode())
+	if err != nil || !slices.Equal(got.StripeBlocks, m.StripeBlocks) {
+		t.Fatalf("decoded %v, %v", got, err)
+	}
+	var back []Stripe
+	for _, n := range nodes {
+		if back, err = DecodeStripeBlock(n.Data, back); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(back) != len(stripes) || back[7].Size != 4096 || !slices.Equal(back[7].Data, stripes[7].Data) || !slices.Equal(back[7].Parity, stripes[7].Parity) {
+		t.Fatal("stripe blocks lost stripes")
+	}
+	bad := slices.Clone(nodes[0].Data)
+	bad[8+4] = 1 // a stripe of one data shard is a replica, never a stripe
+	if _, err := DecodeStripeBlock(bad, nil); !errors.Is(err, ErrMalformed) {
+		t.Errorf("1+1 stripe: %v", err)
+	}
+}
+
 func TestManifestSizeUnderOnePercent(t *testing.T) {
 	r := Region{Name: "mem", Kind: KindMemory, Size: 1 << 30, ChunkSize: 4096}
 	nodes, err := Build(&r, make([]chunk.ID, r.Chunks()))
@@ -161,6 +203,9 @@ func FuzzDecode(f *testing.F) {
 	snodes, _ := BuildSealed(&sr, 0, ids(5), ids(5), seal.Secret{1})
 	f.Add((&Manifest{Name: "vm", Sealed: true, Regions: []Region{sr}}).Encode())
 	f.Add(snodes[1].Data)
+	stripes := BuildStripes([]Stripe{{Size: 4096, Data: ids(5)[1:4], Parity: ids(5)[4:]}})
+	f.Add(stripes[0].Data)
+	f.Add((&Manifest{Name: "vm", Regions: []Region{r}, StripeBlocks: []chunk.ID{stripes[0].ID}}).Encode())
 	f.Fuzz(func(t *testing.T, p []byte) {
 		if m, err := Decode(p); err == nil {
 			if !bytes.Equal(m.Encode(), p) {
@@ -170,6 +215,11 @@ func FuzzDecode(f *testing.F) {
 		if got, err := DecodeBlock(p, nil); err == nil {
 			if !bytes.Equal(EncodeBlock(got), p) {
 				t.Fatal("block re-encodes differently")
+			}
+		}
+		if got, err := DecodeStripeBlock(p, nil); err == nil {
+			if q := BuildStripes(got); len(q) != 1 || !bytes.Equal(q[0].Data, p) {
+				t.Fatal("stripe block re-encodes differently")
 			}
 		}
 		if got, err := OpenKeyBlock(p, seal.Secret{1}, 0, 0, nil); err == nil {
