@@ -178,11 +178,11 @@ type Result struct {
 	ZeroChunks    int64
 	DupWithin     int64
 	DupAcross     int64
-	AlreadyHeld   int64            // chunks the destination already had
-	UniqueChunks  int64            // distinct non-zero chunks pushed
-	UniqueBytes   int64            // their bytes
-	ManifestBytes int64            // manifest chunks pushed (all replicas)
-	ParityChunks  int64            // erasure-coded evictions: parity chunks coded
+	AlreadyHeld   int64 // chunks the destination already had
+	UniqueChunks  int64 // distinct non-zero chunks pushed
+	UniqueBytes   int64 // their bytes
+	ManifestBytes int64 // manifest chunks pushed (all replicas)
+	ParityChunks  int64 // erasure-coded evictions: parity chunks coded
 	ParityBytes   int64
 	SentBytes     map[string]int64 // chunk bytes acknowledged per target
 	Repaired      int64            // chunks pushed again after a relay was lost

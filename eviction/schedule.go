@@ -174,7 +174,7 @@ type scheduler struct {
 	endgame     atomic.Int64 // bytes handed to a second target in the endgame
 	alreadyHeld atomic.Int64
 	repaired    atomic.Int64
-	unsatisfied int64 // distinct chunks without Replicas holders (under led.mu)
+	unsatisfied int64         // distinct chunks without Replicas holders (under led.mu)
 	parity      []*chunkState // erasure-coded evictions: every parity chunk (under led.mu)
 }
 
