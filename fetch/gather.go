@@ -133,6 +133,9 @@ type Gatherer struct {
 	nTotal     int64
 	known      [][]chunk.ID              // ID per position once placed or in the manifest
 	plains     map[chunk.ID]chunk.ID     // sealed migrations: sealed ID → plain ID (its key)
+	stripes    []manifest.Stripe         // erasure-coded migrations, once the manifest is known
+	stripeOf   map[chunk.ID]int          // data chunk → its stripe
+	rebuilding map[chunk.ID]bool         // chunks being decoded from their stripes
 	positions  map[chunk.ID][]Position   // every known position of each ID
 	waiters    map[Position][]chan error // ReadAt callers waiting for a position
 	flights    map[chunk.ID]*flight
@@ -149,10 +152,13 @@ type Gatherer struct {
 	done       chan struct{} // closed on completion or failure
 
 	// Every goroutine the gather starts goes through spawn, and Run waits
-	// for them all before it returns.
-	spawnMu sync.Mutex
-	closing bool
-	wg      sync.WaitGroup
+	// for them all before it returns; stopCtx ends with stopAll.
+	spawnMu      sync.Mutex
+	closing      bool
+	wg           sync.WaitGroup
+	stopCtx      context.Context
+	stop         context.CancelFunc
+	rebuildSlots chan struct{}
 
 	demand   map[string]Getter // per holder, demand priority
 	prefetch map[string]Getter
@@ -177,6 +183,10 @@ type holderStats struct {
 	demoted  bool          // served a chunk that did not match its ID
 	// suspectUntil: a prefetch from it failed or stalled; others first.
 	suspectUntil time.Time
+	// failStreak counts its prefetch requests failed in a row; at
+	// holderRounds it is gone: asked only for chunks nobody else holds
+	// and that cannot be decoded from their stripes.
+	failStreak int
 	rtt          time.Duration // from the node, cached for peerInfoTTL
 	zone         string
 	infoAt       time.Time
@@ -192,6 +202,7 @@ type Report struct {
 	NetworkFaults   int64                    // of them, that waited for the network
 	LocalChunks     int64                    // chunks copied from the local store (this VM or another)
 	KeptChunks      int64                    // resumed gather: chunks already in the files, not fetched
+	RebuiltChunks   int64                    // decoded from their stripes: no holder had them
 	PrefetchChunks  int64                    // chunks brought by prefetch
 	DemandChunks    int64                    // chunks brought by demand
 	Hedged          int64                    // demand reads also asked of a second holder
@@ -219,7 +230,7 @@ func NewGatherer(in *Incoming, net GatherNet, store GatherStore, cfg GatherConfi
 	g := &Gatherer{cfg: cfg, in: in, net: net, store: store, log: cfg.Log,
 		positions: map[chunk.ID][]Position{}, waiters: map[Position][]chan error{},
 		flights: map[chunk.ID]*flight{}, posFlights: map[Position]bool{}, avoid: map[chunk.ID]map[string]bool{},
-		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), rebuildSlots: make(chan struct{}, maxRebuilds),
 		demand: map[string]Getter{}, prefetch: map[string]Getter{}, peers: map[string]*holderStats{},
 		st: Report{VM: in.VM, FetchedBytes: map[string]int64{}}}
 	for _, r := range in.Regions {
@@ -247,6 +258,7 @@ func NewGatherer(in *Incoming, net GatherNet, store GatherStore, cfg GatherConfi
 	}
 	g.st.Paths = g.paths
 	g.st.ChunksTotal = g.nTotal
+	g.stopCtx, g.stop = context.WithCancel(context.Background())
 	return g, nil
 }
 
@@ -304,6 +316,7 @@ func (g *Gatherer) stopAll() {
 	g.spawnMu.Lock()
 	g.closing = true
 	g.spawnMu.Unlock()
+	g.stop()
 	g.mu.Lock()
 	for _, m := range []map[string]Getter{g.demand, g.prefetch} {
 		for p, gs := range m {
@@ -426,6 +439,7 @@ func (g *Gatherer) resolve(root chunk.ID) {
 			g.learnLocked(at, id, plain)
 		}
 	}
+	g.learnStripesLocked(m.Stripes)
 	g.finished = true
 	if err := g.saveState(root, false); err != nil {
 		g.log.Warn("gather record not saved: this gather cannot resume after a restart", "vm", g.in.VM, "err", err)
@@ -638,6 +652,12 @@ func (g *Gatherer) release(ctx context.Context) {
 		}
 		for _, p := range g.in.Holders(id) {
 			per[p] = append(per[p], id)
+		}
+	}
+	// Parity chunks are not placed: whoever holds one frees it.
+	for _, s := range g.stripes {
+		for _, p := range g.in.Peers() {
+			per[p] = append(per[p], s.Parity...)
 		}
 	}
 	g.mu.Unlock()

@@ -267,6 +267,11 @@ func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool, room fun
 			continue
 		}
 		hs := g.holder(p)
+		if hs.goneLocked() {
+			if _, rebuildable := g.stripeOf[id]; rebuildable {
+				continue
+			}
+		}
 		g.refreshPeerLocked(p, hs)
 		// Expected time to an answer: behind what is in flight there,
 		// at its measured latency (its RTT until one is measured).
@@ -274,7 +279,9 @@ func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool, room fun
 		if g.cfg.Zone != "" && hs.zone != g.cfg.Zone {
 			score += hs.rtt / 2
 		}
-		if hs.demoted {
+		if hs.goneLocked() {
+			score += 2 * time.Hour
+		} else if hs.demoted {
 			score += time.Hour
 		} else if !hs.suspectUntil.IsZero() && time.Now().Before(hs.suspectUntil) { // no clock read per candidate otherwise
 			score += time.Minute
@@ -285,6 +292,8 @@ func (g *Gatherer) pickHolderLocked(id chunk.ID, tried map[string]bool, room fun
 	}
 	return best
 }
+
+func (hs *holderStats) goneLocked() bool { return hs.failStreak >= holderRounds }
 
 // peerInfoTTL is how long a holder's RTT and zone are reused before being
 // asked of the node again: scoring runs for every prefetch candidate.
@@ -552,6 +561,9 @@ func (g *Gatherer) flightFailedLocked(f *flight) {
 				g.spawn(func() { g.demandFromSource(at) })
 			}
 		}
+		return
+	}
+	if g.rebuildLocked(f.id) {
 		return
 	}
 	g.failLocked(fmt.Errorf("chunk %s: no holder could provide it: %w", f.id, ErrGatherFailed))

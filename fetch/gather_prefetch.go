@@ -192,7 +192,7 @@ func (g *Gatherer) prefetchRound(ctx context.Context) {
 			if g.pickHolderLocked(id, nil, nil) != "" {
 				return holderFull // every holder of it is busy: wait
 			}
-			if len(g.avoid[id]) > 0 {
+			if _, rebuildable := g.stripeOf[id]; rebuildable || len(g.avoid[id]) > 0 {
 				g.unavailableLocked(id)
 			}
 			return skipped
@@ -338,6 +338,9 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 	if err != nil {
 		// Try the others first for a while.
 		g.holder(p).suspectUntil = time.Now().Add(suspectFor)
+		g.holder(p).failStreak++
+	} else {
+		g.holder(p).failStreak = 0
 	}
 	if !paced {
 		g.holder(p).inflight--

@@ -43,6 +43,8 @@ type Resolved struct {
 	// Plains are a sealed manifest's plain IDs at the same positions,
 	// resolved only when its secret was given.
 	Plains [][]chunk.ID
+	// Stripes are an erasure-coded manifest's stripes.
+	Stripes []manifest.Stripe
 }
 
 // ResolveManifest fetches a manifest root and its blocks (from local or
@@ -92,6 +94,15 @@ func ResolveManifest(ctx context.Context, net Network, holders []Holder, local L
 					return nil, fmt.Errorf("region %s position %d: zero in one list only: %w", r.Name, n, manifest.ErrMalformed)
 				}
 			}
+		}
+	}
+	for _, b := range m.StripeBlocks {
+		data, err := fetchOne(ctx, net, holders, local, b)
+		if err != nil {
+			return nil, fmt.Errorf("manifest stripe block %s: %w", b, err)
+		}
+		if res.Stripes, err = manifest.DecodeStripeBlock(data, res.Stripes); err != nil {
+			return nil, fmt.Errorf("manifest stripe block %s: %w", b, err)
 		}
 	}
 	return res, nil

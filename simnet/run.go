@@ -100,6 +100,11 @@ func (c *Cluster) run() (*Result, error) {
 	cfg.Log = c.log.With("node", src.spec.Name)
 	cfg.Direct, cfg.Replicas, cfg.MaxRate = t.Evict.Direct, max(1, t.Evict.Replicas), int64(t.Evict.MaxMBps*1e6)
 	cfg.Seal = t.Evict.Encrypt
+	if t.Evict.Redundancy != "" {
+		if cfg.Redundancy, err = eviction.ParseRedundancy(t.Evict.Redundancy); err != nil {
+			return nil, err
+		}
+	}
 	if !cfg.Direct {
 		for _, sn := range c.nodes {
 			if (len(t.Evict.Via) == 0 && sn.spec.Role == Intermediate) || slices.Contains(t.Evict.Via, sn.spec.Name) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sgrelay/sg/eviction"
 	"github.com/sgrelay/sg/internal/workload"
 )
 
@@ -86,6 +87,9 @@ type EvictSpec struct {
 	MaxMBps  float64  `toml:"max_mbps"` // cap on the source's pushes, MB/s
 	Via      []string `toml:"via"`      // intermediates by name (default: every intermediate)
 	Encrypt  bool     `toml:"encrypt"`  // seal every chunk at rest (sgctl evict --encrypt)
+	// Redundancy erasure-codes the chunks over the targets, e.g. "4+1"
+	// (sgctl evict --redundancy).
+	Redundancy string `toml:"redundancy"`
 	// None skips the eviction (a scenario that only gathers).
 	None bool `toml:"none"`
 }
@@ -167,6 +171,11 @@ func (t *Topology) Validate() error {
 			return fmt.Errorf("%s: no node named %q", what, name)
 		}
 		return nil
+	}
+	if t.Evict.Redundancy != "" {
+		if _, err := eviction.ParseRedundancy(t.Evict.Redundancy); err != nil {
+			return fmt.Errorf("evict: %w", err)
+		}
 	}
 	for _, v := range t.Evict.Via {
 		if err := known("evict.via", v); err != nil {

@@ -1,0 +1,154 @@
+package fetch
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/klauspost/reedsolomon"
+
+	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/manifest"
+)
+
+// Rebuilding: in an erasure-coded migration (evict --redundancy k+m), a
+// chunk that no holder can provide once the source is gone is decoded
+// from any k other shards of its stripe, fetched from whoever holds them
+// (parity chunks are not placed: every peer of the migration is asked),
+// and verified against its ID like any fetched chunk.
+
+// maxRebuilds bounds the stripes decoded at once (each fetches k shards).
+const maxRebuilds = 8
+
+// learnStripesLocked indexes a resolved manifest's stripes.
+func (g *Gatherer) learnStripesLocked(stripes []manifest.Stripe) {
+	if len(stripes) == 0 {
+		return
+	}
+	g.stripes = stripes
+	g.stripeOf = make(map[chunk.ID]int, len(stripes)*len(stripes[0].Data))
+	for i, s := range stripes {
+		for _, id := range s.Data {
+			g.stripeOf[id] = i
+		}
+	}
+}
+
+// rebuildLocked starts decoding id from its stripe; false if it is in
+// none. A chunk is rebuilt once at a time.
+func (g *Gatherer) rebuildLocked(id chunk.ID) bool {
+	si, ok := g.stripeOf[id]
+	if !ok {
+		return false
+	}
+	if g.rebuilding[id] {
+		return true
+	}
+	if g.rebuilding == nil {
+		g.rebuilding = map[chunk.ID]bool{}
+	}
+	g.rebuilding[id] = true
+	g.spawn(func() {
+		err := g.rebuild(id, g.stripes[si])
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		delete(g.rebuilding, id)
+		if err != nil {
+			g.failLocked(fmt.Errorf("chunk %s: no holder could provide it, and its stripe could not be decoded: %w: %w", id, err, ErrGatherFailed))
+		}
+	})
+	return true
+}
+
+// rebuild fetches enough shards of s to decode id, and delivers id (and
+// any other data chunk of s still missing here).
+func (g *Gatherer) rebuild(id chunk.ID, s manifest.Stripe) error {
+	select {
+	case g.rebuildSlots <- struct{}{}:
+		defer func() { <-g.rebuildSlots }()
+	case <-g.done:
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stop := context.AfterFunc(g.stopCtx, cancel)
+	defer stop()
+
+	k := len(s.Data)
+	all := append(slices.Clone(s.Data), s.Parity...)
+	shards := make([][]byte, len(all))
+	var peers []Holder
+	for _, p := range g.in.Peers() {
+		rtt, _ := g.net.RTT(p)
+		peers = append(peers, Holder{Peer: p, RTT: rtt})
+	}
+	got := 0
+	for i, sid := range all {
+		if got == k {
+			break
+		}
+		if sid == id {
+			continue
+		}
+		// Known holders first, then everyone (parity is not placed).
+		hs := slices.Clone(peers)
+		known := g.in.Holders(sid)
+		slices.SortStableFunc(hs, func(a, b Holder) int {
+			return boolRank(!slices.Contains(known, a.Peer)) - boolRank(!slices.Contains(known, b.Peer))
+		})
+		data, err := fetchOne(ctx, g.net, hs, g.store, sid)
+		if err != nil {
+			g.log.Debug("stripe shard unavailable", "chunk", sid.Short(), "err", err)
+			continue
+		}
+		if len(data) > s.Size {
+			return fmt.Errorf("stripe shard %s is %d bytes, the stripe's are %d", sid.Short(), len(data), s.Size)
+		}
+		shards[i] = append(data, make([]byte, s.Size-len(data))...)
+		got++
+	}
+	if got < k {
+		return fmt.Errorf("only %d of the %d shards needed to decode its stripe are held", got, k)
+	}
+	enc, err := reedsolomon.New(k, len(s.Parity))
+	if err != nil {
+		return err
+	}
+	if err := enc.ReconstructData(shards); err != nil {
+		return fmt.Errorf("decode stripe: %w", err)
+	}
+	for j, did := range s.Data {
+		g.mu.Lock()
+		pos := g.positions[did]
+		missing := len(pos) > 0 && !g.present[pos[0].Region][pos[0].Index]
+		g.mu.Unlock()
+		if !missing && did != id {
+			continue
+		}
+		if len(pos) == 0 {
+			return fmt.Errorf("stripe lists chunk %s, which the manifest does not", did.Short())
+		}
+		r := g.in.Regions[pos[0].Region]
+		n := min(int64(r.ChunkSize), int64(r.Size)-int64(pos[0].Index)*int64(r.ChunkSize))
+		data := shards[j][:n]
+		if !chunk.Verify(did, data) {
+			return fmt.Errorf("chunk %s decoded from its stripe does not match its ID", did.Short())
+		}
+		g.mu.Lock()
+		g.st.RebuiltChunks++
+		g.mu.Unlock()
+		g.keep(did, data)
+		if err := g.deliver(did, data, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
