@@ -187,9 +187,9 @@ type holderStats struct {
 	// holderRounds it is gone: asked only for chunks nobody else holds
 	// and that cannot be decoded from their stripes.
 	failStreak int
-	rtt          time.Duration // from the node, cached for peerInfoTTL
-	zone         string
-	infoAt       time.Time
+	rtt        time.Duration // from the node, cached for peerInfoTTL
+	zone       string
+	infoAt     time.Time
 }
 
 // Report is what a gather measured.
