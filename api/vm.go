@@ -47,6 +47,9 @@ type EvictRequest struct {
 	// Encrypt seals every chunk at rest (convergent encryption): holders
 	// other than the destination store only ciphertext, which still dedups.
 	Encrypt bool `json:"encrypt,omitempty"`
+	// Redundancy erasure-codes the chunks, "k+m" (e.g. "4+1"): any m
+	// targets may be lost, for m/k more bytes sent. Not with Replicas.
+	Redundancy string `json:"redundancy,omitempty"`
 }
 
 // EvictedVM is one VM's part of an eviction.
@@ -83,6 +86,9 @@ type EvictResult struct {
 	Repaired      int64            `json:"repaired"`
 	EndgameBytes  int64            `json:"endgame_bytes"` // spare copies taken by idle targets at the end
 	Replicas      int              `json:"replicas"`
+	Redundancy    string           `json:"redundancy,omitempty"` // k+m, if erasure-coded
+	ParityChunks  int64            `json:"parity_chunks,omitempty"`
+	ParityBytes   int64            `json:"parity_bytes,omitempty"`
 	EffectiveRate float64          `json:"effective_rate"` // VM bytes per second of ET
 	WireRate      float64          `json:"wire_rate"`      // pushed bytes per second of ET
 }
@@ -152,6 +158,7 @@ type GatherReport struct {
 	NetworkFaults   int64                    `json:"network_faults"`
 	LocalChunks     int64                    `json:"local_chunks"`
 	KeptChunks      int64                    `json:"kept_chunks"` // resumed after a restart: already in the files
+	RebuiltChunks   int64                    `json:"rebuilt_chunks"` // decoded from their stripes: no holder had them
 	PrefetchChunks  int64                    `json:"prefetch_chunks"`
 	DemandChunks    int64                    `json:"demand_chunks"`
 	SourceChunks    int64                    `json:"source_chunks"`

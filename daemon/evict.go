@@ -122,6 +122,12 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 	}
 	cfg := eviction.DefaultConfig(dest)
 	cfg.Replicas, cfg.Direct, cfg.MaxRate, cfg.Seal, cfg.Log = max(1, req.Replicas), req.Direct, req.MaxRate, req.Encrypt, d.log
+	if req.Redundancy != "" {
+		if cfg.Redundancy, err = eviction.ParseRedundancy(req.Redundancy); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("--redundancy: %w", err))
+			return
+		}
+	}
 	if !req.Direct {
 		if len(req.Via) > 0 {
 			for _, v := range req.Via {
@@ -204,7 +210,7 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 	}
 	recs := d.out.start(e, vms, dest)
 	stopDemand := d.roles.Evicting(e)
-	d.log.Info("eviction started", "vms", req.VMs, "dest", dest, "via", len(cfg.Via), "replicas", cfg.Replicas, "direct", cfg.Direct, "encrypt", cfg.Seal)
+	d.log.Info("eviction started", "vms", req.VMs, "dest", dest, "via", len(cfg.Via), "replicas", cfg.Replicas, "direct", cfg.Direct, "encrypt", cfg.Seal, "redundancy", cfg.Redundancy.String())
 	ev := newEventStream(w)
 	res, err := e.Run(r.Context(), func(p eviction.Progress) {
 		ev.send(api.Event{EvictProgress: &api.EvictProgress{BytesRead: p.BytesRead, BytesTotal: p.BytesTotal,
@@ -272,7 +278,10 @@ func evictResultToAPI(res *eviction.Result, dest string) *api.EvictResult {
 		DupWithin: res.DupWithin, DupAcross: res.DupAcross, AlreadyHeld: res.AlreadyHeld,
 		UniqueChunks: res.UniqueChunks, UniqueBytes: res.UniqueBytes, ManifestBytes: res.ManifestBytes,
 		SentBytes: res.SentBytes, Repaired: res.Repaired, EndgameBytes: res.EndgameBytes, Replicas: res.Replicas,
-		EffectiveRate: res.EffectiveRate(), WireRate: res.WireRate(),
+		EffectiveRate: res.EffectiveRate(), WireRate: res.WireRate(), ParityChunks: res.ParityChunks, ParityBytes: res.ParityBytes,
+	}
+	if res.Redundancy.On() {
+		out.Redundancy = res.Redundancy.String()
 	}
 	for _, v := range res.VMs {
 		ev := api.EvictedVM{Name: v.Name, MigrationID: v.MigrationID.String(), Manifest: v.Root.String(),

@@ -89,7 +89,7 @@ func (d *Daemon) migrationsList() []api.Migration {
 func gatherReportToAPI(r fetch.Report) *api.GatherReport {
 	out := &api.GatherReport{
 		Complete: r.Complete, TMT: r.TMT, FirstDemand: r.FirstDemand, DemandReads: r.DemandReads, DemandHits: r.DemandHits,
-		NetworkFaults: r.NetworkFaults, LocalChunks: r.LocalChunks, KeptChunks: r.KeptChunks, PrefetchChunks: r.PrefetchChunks, DemandChunks: r.DemandChunks,
+		NetworkFaults: r.NetworkFaults, LocalChunks: r.LocalChunks, KeptChunks: r.KeptChunks, RebuiltChunks: r.RebuiltChunks, PrefetchChunks: r.PrefetchChunks, DemandChunks: r.DemandChunks,
 		SourceChunks: r.SourceChunks, Hedged: r.Hedged, FetchedBytes: r.FetchedBytes, Files: r.Paths,
 		ChunksTotal: r.ChunksTotal, ChunksPresent: r.ChunksPresent, ReleasedHolders: r.ReleasedHolders,
 		LatencyP50: map[string]time.Duration{}, LatencyP99: map[string]time.Duration{},

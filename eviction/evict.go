@@ -190,6 +190,7 @@ type Result struct {
 	// had them in flight (spare copies that end the eviction sooner).
 	EndgameBytes int64
 	Replicas     int
+	Redundancy   Redundancy
 }
 
 // EffectiveRate is VM bytes per second of ET.
@@ -411,7 +412,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 	e.log.Debug("every chunk has its holders; storing manifests", "elapsed", time.Since(start))
 	// 3. Manifests: built from the positions, pushed to the destination
 	//    (and replicated like data), then handed over with Done.
-	res := &Result{SentBytes: sc.sentSnapshot(), Replicas: e.cfg.Replicas}
+	res := &Result{SentBytes: sc.sentSnapshot(), Replicas: e.cfg.Replicas, Redundancy: e.cfg.Redundancy}
 	for i := range e.vms {
 		v := &e.vms[i]
 		root, mbytes, err := e.storeManifest(ctx, sc, v)

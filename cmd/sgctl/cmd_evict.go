@@ -15,11 +15,12 @@ func cmdEvict(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 || args[0] != "vm" {
 		return fmt.Errorf("%w: sgctl evict vm NAME... --to PEER", errUsage)
 	}
-	fs := newFlags(e, "evict vm", "NAME... --to PEER [--via PEER]... [--replicas N] [--direct] [--max-rate RATE] [--disk-chunk SIZE] [--encrypt] [--json]")
+	fs := newFlags(e, "evict vm", "NAME... --to PEER [--via PEER]... [--replicas N] [--direct] [--max-rate RATE] [--redundancy K+M] [--disk-chunk SIZE] [--encrypt] [--json]")
 	to := fs.String("to", "", "destination peer ID (or a unique part of one)")
 	var via listFlag
 	fs.Var(&via, "via", "intermediate peer (repeatable; default: every connected peer with free capacity)")
 	replicas := fs.Int("replicas", 1, "holders each chunk needs before the source is free (the destination counts)")
+	redundancy := fs.String("redundancy", "", "erasure-code instead of replicating, e.g. 4+1: stripes of 4 chunks + 1 parity on 5 different targets; any 1 may be lost")
 	direct := fs.Bool("direct", false, "send to the destination only (the pre-/post-copy baseline)")
 	maxRate := fs.String("max-rate", "", "cap the source's migration traffic, e.g. 500Mbit or 60MB (bytes/s)")
 	diskChunk := fs.String("disk-chunk", "64KiB", "disk chunk size")
@@ -32,7 +33,7 @@ func cmdEvict(ctx context.Context, e *env, args []string) error {
 		fs.Usage()
 		return fmt.Errorf("%w: name at least one VM and --to", errUsage)
 	}
-	req := api.EvictRequest{VMs: fs.Args(), To: *to, Via: via, Replicas: *replicas, Direct: *direct, Encrypt: *encrypt}
+	req := api.EvictRequest{VMs: fs.Args(), To: *to, Via: via, Replicas: *replicas, Direct: *direct, Encrypt: *encrypt, Redundancy: *redundancy}
 	if *maxRate != "" {
 		r, err := units.ParseRate(*maxRate)
 		if err != nil {
@@ -92,6 +93,10 @@ func printEvictReport(e *env, r *api.EvictResult) {
 		units.FormatSize(r.Bytes), r.Chunks, r.ZeroChunks, r.DupWithin, r.DupAcross, r.AlreadyHeld)
 	fmt.Fprintf(w, "sent           %s unique in %d chunks + %s manifest, %d replica(s)\n",
 		units.FormatSize(r.UniqueBytes), r.UniqueChunks, units.FormatSize(r.ManifestBytes), r.Replicas)
+	if r.Redundancy != "" {
+		fmt.Fprintf(w, "redundancy     %s: %s of parity in %d chunks (stripes on distinct targets)\n",
+			r.Redundancy, units.FormatSize(r.ParityBytes), r.ParityChunks)
+	}
 	fmt.Fprintf(w, "rates          effective %s (VM bytes / ET), wire %s\n", units.FormatRate(r.EffectiveRate), units.FormatRate(r.WireRate))
 	peers := make([]string, 0, len(r.SentBytes))
 	for p := range r.SentBytes {

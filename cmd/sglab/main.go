@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -43,7 +44,7 @@ func main() {
 }
 
 var errUsage = errors.New(`usage:
-  sglab demo  [--nodes N] [--size SIZE] [--replicas N] [--keep] [--bin DIR]
+  sglab demo  [--nodes N] [--size SIZE] [--replicas N | --redundancy K+M] [--encrypt] [--keep] [--bin DIR]
   sglab bench [--size SIZE] [--json FILE] [--bin DIR]`)
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -84,6 +85,8 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 	nodes := fs.Int("nodes", 5, "cluster size: a source, a destination and intermediates (at least 2)")
 	sizeS := fs.String("size", "384MiB", "size of the generated VM (2/3 memory, 1/3 disk)")
 	replicas := fs.Int("replicas", 1, "holders each chunk needs before the source is free")
+	redundancy := fs.String("redundancy", "", "erasure-code the chunks, e.g. 2+1 (needs K+M ≤ nodes-1)")
+	encrypt := fs.Bool("encrypt", false, "encrypt the chunks at rest on the intermediates")
 	keep := fs.Bool("keep", false, "keep the working directory (data dirs, logs)")
 	bin := fs.String("bin", "", "directory with sgnode and sgctl (default: next to sglab)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -142,11 +145,18 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 		units.FormatSize(spec.MemSize), units.FormatSize(spec.DiskSize))
 
 	evictArgs := []string{"evict", "vm", "web1", "--to", dst.PeerID, "--replicas", fmt.Sprint(*replicas)}
+	if *redundancy != "" {
+		evictArgs = append(evictArgs, "--redundancy", *redundancy)
+	}
+	if *encrypt {
+		evictArgs = append(evictArgs, "--encrypt")
+	}
 	report, err = src.Sgctl(ctx, evictArgs...)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\n$ sgctl evict vm web1 --to %s --replicas %d   (on the %s)\n%s", shortPeer(dst.PeerID), *replicas, src.Name, report)
+	shown := append([]string{"sgctl", "evict", "vm", "web1", "--to", shortPeer(dst.PeerID)}, evictArgs[5:]...)
+	fmt.Fprintf(out, "\n$ %s   (on the %s)\n%s", strings.Join(shown, " "), src.Name, report)
 
 	// The destination gathers on: wait for it, then compare byte for byte.
 	var m api.Migration
