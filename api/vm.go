@@ -157,7 +157,7 @@ type GatherReport struct {
 	DemandHits      int64                    `json:"demand_hits"`
 	NetworkFaults   int64                    `json:"network_faults"`
 	LocalChunks     int64                    `json:"local_chunks"`
-	KeptChunks      int64                    `json:"kept_chunks"` // resumed after a restart: already in the files
+	KeptChunks      int64                    `json:"kept_chunks"`    // resumed after a restart: already in the files
 	RebuiltChunks   int64                    `json:"rebuilt_chunks"` // decoded from their stripes: no holder had them
 	PrefetchChunks  int64                    `json:"prefetch_chunks"`
 	DemandChunks    int64                    `json:"demand_chunks"`

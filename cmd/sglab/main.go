@@ -17,9 +17,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
