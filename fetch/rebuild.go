@@ -18,8 +18,9 @@ import (
 // (parity chunks are not placed: every peer of the migration is asked),
 // and verified against its ID like any fetched chunk.
 
-// maxRebuilds bounds the stripes decoded at once (each fetches k shards).
-const maxRebuilds = 8
+// maxRebuilds bounds the stripes decoded at once (each fetches its other
+// shards at once, and keeps the first k).
+const maxRebuilds = 32
 
 // learnStripesLocked indexes a resolved manifest's stripes.
 func (g *Gatherer) learnStripesLocked(stripes []manifest.Stripe) {
@@ -77,37 +78,56 @@ func (g *Gatherer) rebuild(id chunk.ID, s manifest.Stripe) error {
 
 	k := len(s.Data)
 	all := append(slices.Clone(s.Data), s.Parity...)
-	shards := make([][]byte, len(all))
-	var peers []Holder
+	g.mu.Lock()
+	var peers []Holder // holders given up on are not asked
 	for _, p := range g.in.Peers() {
-		rtt, _ := g.net.RTT(p)
-		peers = append(peers, Holder{Peer: p, RTT: rtt})
-	}
-	got := 0
-	for i, sid := range all {
-		if got == k {
-			break
+		if !g.holder(p).goneLocked() {
+			rtt, _ := g.net.RTT(p)
+			peers = append(peers, Holder{Peer: p, RTT: rtt})
 		}
+	}
+	g.mu.Unlock()
+	// Every other shard is asked for at once; the first k answers decode.
+	type answer struct {
+		i    int
+		data []byte
+		err  error
+	}
+	answers := make(chan answer, len(all))
+	fctx, stopFetches := context.WithCancel(ctx)
+	defer stopFetches()
+	asked := 0
+	for i, sid := range all {
 		if sid == id {
 			continue
 		}
-		// Known holders first, then everyone (parity is not placed).
-		hs := slices.Clone(peers)
-		known := g.in.Holders(sid)
-		slices.SortStableFunc(hs, func(a, b Holder) int {
-			return boolRank(!slices.Contains(known, a.Peer)) - boolRank(!slices.Contains(known, b.Peer))
+		asked++
+		g.spawn(func() {
+			// Known holders first, then everyone (parity is not placed).
+			known := g.in.Holders(sid)
+			hs := slices.Clone(peers)
+			slices.SortStableFunc(hs, func(a, b Holder) int {
+				return boolRank(!slices.Contains(known, a.Peer)) - boolRank(!slices.Contains(known, b.Peer))
+			})
+			data, err := fetchOne(fctx, g.net, hs, g.store, sid)
+			answers <- answer{i, data, err}
 		})
-		data, err := fetchOne(ctx, g.net, hs, g.store, sid)
-		if err != nil {
-			g.log.Debug("stripe shard unavailable", "chunk", sid.Short(), "err", err)
+	}
+	shards := make([][]byte, len(all))
+	got := 0
+	for ; asked > 0 && got < k; asked-- {
+		a := <-answers
+		if a.err != nil {
+			g.log.Debug("stripe shard unavailable", "chunk", all[a.i].Short(), "err", a.err)
 			continue
 		}
-		if len(data) > s.Size {
-			return fmt.Errorf("stripe shard %s is %d bytes, the stripe's are %d", sid.Short(), len(data), s.Size)
+		if len(a.data) > s.Size {
+			return fmt.Errorf("stripe shard %s is %d bytes, the stripe's are %d", all[a.i].Short(), len(a.data), s.Size)
 		}
-		shards[i] = append(data, make([]byte, s.Size-len(data))...)
+		shards[a.i] = append(a.data, make([]byte, s.Size-len(a.data))...)
 		got++
 	}
+	stopFetches() // the rest are not needed
 	if got < k {
 		return fmt.Errorf("only %d of the %d shards needed to decode its stripe are held", got, k)
 	}

@@ -266,22 +266,26 @@ func (n *Node) Kill() error {
 	return nil
 }
 
-// WaitGathered waits until n's gather of vm (as a destination) is done
-// and returns its migration record; a failed gather is an error.
+// WaitGathered waits until n's latest gather of vm (as a destination) is
+// done and returns its migration record; a failed gather is an error.
 func (n *Node) WaitGathered(ctx context.Context, vm string) (api.Migration, error) {
 	for {
 		var ms []api.Migration
 		if err := n.SgctlJSON(ctx, &ms, "migrations"); err != nil {
 			return api.Migration{}, err
 		}
-		for _, m := range ms {
+		var latest *api.Migration // the list is oldest first
+		for i, m := range ms {
 			if m.VM == vm && m.Role == "destination" {
-				switch m.State {
-				case api.StateFailed:
-					return m, fmt.Errorf("gather of %s failed: %s", vm, m.Error)
-				case api.StateDone:
-					return m, nil
-				}
+				latest = &ms[i]
+			}
+		}
+		if m := latest; m != nil {
+			switch m.State {
+			case api.StateFailed:
+				return *m, fmt.Errorf("gather of %s failed: %s", vm, m.Error)
+			case api.StateDone:
+				return *m, nil
 			}
 		}
 		select {
