@@ -89,10 +89,15 @@ type target struct {
 // stallLimitLocked is how long t may leave pushes unanswered before it
 // counts as lost: four times what its in-flight data should take at its
 // measured rate and sixteen times its quickest answer, at least two
-// seconds; thirty before it has answered at all.
-func (t *target) stallLimitLocked() time.Duration {
+// seconds. Before it has answered at all: thirty-two times the quickest
+// answer of any target (quickest), at least three seconds; thirty
+// seconds while no target has answered.
+func (t *target) stallLimitLocked(quickest time.Duration) time.Duration {
 	if t.minLatency == 0 {
-		return 30 * time.Second
+		if quickest == 0 {
+			return 30 * time.Second
+		}
+		return max(3*time.Second, 32*quickest)
 	}
 	limit := max(2*time.Second, 16*t.minLatency)
 	if t.rate > 0 {
@@ -176,6 +181,7 @@ type scheduler struct {
 	repaired    atomic.Int64
 	unsatisfied int64         // distinct chunks without Replicas holders (under led.mu)
 	parity      []*chunkState // erasure-coded evictions: every parity chunk (under led.mu)
+	idleSince   time.Time     // erasure-coded evictions: since when shards wait with nothing in flight
 }
 
 func newScheduler(ctx context.Context, e *Eviction, peers []string) (*scheduler, error) {
@@ -357,8 +363,12 @@ func (sc *scheduler) landedLocked(t *target, b *batch, items []int, size int64) 
 // slow target would otherwise hold the source for as long as they take to
 // drain. The first holders to acknowledge satisfy the chunks; at most one
 // spare copy is in flight per batch.
+//
+// An erasure-coded eviction has no endgame: a spare copy would put a
+// second target in its stripe, and a shard lost later could then find no
+// target left that holds no other shard of it.
 func (sc *scheduler) endgameLocked(t *target) (*batch, []int) {
-	if sc.e.cfg.NoEndgame || !sc.prodDone || len(sc.queue) > 0 {
+	if sc.e.cfg.NoEndgame || sc.e.cfg.Redundancy.On() || !sc.prodDone || len(sc.queue) > 0 {
 		return nil, nil
 	}
 	for b := range sc.flying {
@@ -585,12 +595,23 @@ func (sc *scheduler) watchStalls(ctx context.Context) {
 			sc.led.mu.Unlock()
 			return
 		}
+		if sc.stuckLocked() {
+			sc.fail(fmt.Errorf("redundancy %s: shards cannot be placed: every live target with room holds another shard of their stripe", sc.e.cfg.Redundancy))
+			sc.led.mu.Unlock()
+			return
+		}
+		var quickest time.Duration
+		for _, t := range sc.targets {
+			if t.minLatency > 0 && (quickest == 0 || t.minLatency < quickest) {
+				quickest = t.minLatency
+			}
+		}
 		var reset []Pusher
 		for _, t := range sc.targets {
 			if t.dest || t.dead || t.flight == 0 {
 				continue
 			}
-			if wait := time.Since(t.lastProgress); wait > t.stallLimitLocked() {
+			if wait := time.Since(t.lastProgress); wait > t.stallLimitLocked(quickest) {
 				sc.targetFailedLocked(t, fmt.Errorf("no answer for %v", wait.Round(time.Millisecond)))
 				reset = append(reset, t.streams...)
 			}

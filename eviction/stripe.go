@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/klauspost/reedsolomon"
 
@@ -296,4 +297,22 @@ func (sc *scheduler) checkRedundancy() error {
 		return fmt.Errorf("evict: redundancy %s needs %d usable targets, %d answered", red, red.Data+red.Parity, alive)
 	}
 	return nil
+}
+
+// stuckAfter is how long an erasure-coded eviction may have shards queued
+// and nothing in flight before it counts as stuck.
+const stuckAfter = 5 * time.Second
+
+// stuckLocked reports whether queued shards have found no target for
+// stuckAfter (every live target left holds another shard of their stripe,
+// or is full): the eviction cannot end, so it must fail.
+func (sc *scheduler) stuckLocked() bool {
+	if !sc.e.cfg.Redundancy.On() || sc.inflight > 0 || len(sc.queue) == 0 || sc.repairing > 0 || !sc.prodDone {
+		sc.idleSince = time.Time{}
+		return false
+	}
+	if sc.idleSince.IsZero() {
+		sc.idleSince = time.Now()
+	}
+	return time.Since(sc.idleSince) > stuckAfter
 }

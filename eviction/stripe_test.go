@@ -1,7 +1,9 @@
 package eviction
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/klauspost/reedsolomon"
 
@@ -165,4 +167,30 @@ func TestRedundancyTooFewTargetsLeft(t *testing.T) {
 	if _, err := New(c, []VM{vm}, func() Config { c := cfg; c.Via = c.Via[:3]; return c }()); err == nil {
 		t.Fatal("4+1 over 4 targets passed validation")
 	}
+}
+
+// A relay lost at the final liveness check (after everything was
+// acknowledged) leaves its shards to be placed on the one target left
+// that holds no other shard of each stripe.
+func TestRedundancyRelayLostAtTheEnd(t *testing.T) {
+	c := newFakeCluster("dest", "r1", "r2", "r3", "r4", "r5")
+	c.dieOnCheck["r3"] = true
+	vm, _ := genVM(t, "web1", 8, 4<<20, 0)
+	cfg := testConfig("dest", "r1", "r2", "r3", "r4", "r5")
+	cfg.Redundancy = Redundancy{4, 1}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	e, err := New(c, []VM{vm}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Run(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Repaired == 0 {
+		t.Fatal("nothing repaired: r3 took nothing")
+	}
+	checkComplete(t, c, res, 1, vm)
+	checkStripes(t, c, stripesOf(t, c, res.VMs[0].Root))
 }
