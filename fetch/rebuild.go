@@ -10,6 +10,7 @@ import (
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/seal"
 )
 
 // Rebuilding: in an erasure-coded migration (evict --redundancy k+m), a
@@ -19,8 +20,12 @@ import (
 // and verified against its ID like any fetched chunk.
 
 // maxRebuilds bounds the stripes decoded at once (each fetches its other
-// shards at once, and keeps the first k).
-const maxRebuilds = 32
+// shards at once, and keeps the first k); a stripe that cannot be decoded
+// is tried rebuildAttempts times (a holder may only be congested).
+const (
+	maxRebuilds     = 8
+	rebuildAttempts = 3
+)
 
 // learnStripesLocked indexes a resolved manifest's stripes.
 func (g *Gatherer) learnStripesLocked(stripes []manifest.Stripe) {
@@ -51,7 +56,18 @@ func (g *Gatherer) rebuildLocked(id chunk.ID) bool {
 	}
 	g.rebuilding[id] = true
 	g.spawn(func() {
-		err := g.rebuild(id, g.stripes[si])
+		var err error
+		for attempt := 1; ; attempt++ {
+			if err = g.rebuild(id, g.stripes[si]); err == nil || attempt == rebuildAttempts {
+				break
+			}
+			g.log.Debug("stripe not decoded; trying again", "chunk", id.Short(), "attempt", attempt, "err", err)
+			select {
+			case <-time.After(time.Duration(attempt) * time.Second):
+			case <-g.stopCtx.Done():
+				return
+			}
+		}
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		delete(g.rebuilding, id)
@@ -79,10 +95,12 @@ func (g *Gatherer) rebuild(id chunk.ID, s manifest.Stripe) error {
 	k := len(s.Data)
 	all := append(slices.Clone(s.Data), s.Parity...)
 	g.mu.Lock()
-	var peers []Holder // holders given up on are not asked
+	var peers, gone []Holder // holders given up on are asked last
 	for _, p := range g.in.Peers() {
-		if !g.holder(p).goneLocked() {
-			rtt, _ := g.net.RTT(p)
+		rtt, _ := g.net.RTT(p)
+		if g.holder(p).goneLocked() {
+			gone = append(gone, Holder{Peer: p, RTT: rtt})
+		} else {
 			peers = append(peers, Holder{Peer: p, RTT: rtt})
 		}
 	}
@@ -109,7 +127,10 @@ func (g *Gatherer) rebuild(id chunk.ID, s manifest.Stripe) error {
 			slices.SortStableFunc(hs, func(a, b Holder) int {
 				return boolRank(!slices.Contains(known, a.Peer)) - boolRank(!slices.Contains(known, b.Peer))
 			})
-			data, err := fetchOne(fctx, g.net, hs, g.store, sid)
+			data, err := g.readShardHere(sid)
+			if err != nil {
+				data, err = fetchOne(fctx, g.net, append(hs, gone...), g.store, sid)
+			}
 			answers <- answer{i, data, err}
 		})
 	}
@@ -171,4 +192,30 @@ func boolRank(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// readShardHere reads a data shard from our own files if it is already
+// there (pushed here, copied to the files and gone from the store).
+func (g *Gatherer) readShardHere(id chunk.ID) ([]byte, error) {
+	g.mu.Lock()
+	_, data := g.stripeOf[id]
+	sealed := g.plains != nil
+	g.mu.Unlock()
+	if !data {
+		return nil, ErrUnavailable
+	}
+	b, err := g.readPresent(id, nil) // the plaintext, if sealed
+	if err != nil {
+		return nil, err
+	}
+	if sealed {
+		g.mu.Lock()
+		plain := g.plains[id]
+		g.mu.Unlock()
+		seal.Chunk(b, b, plain) // sealing is its own inverse
+		if !chunk.Verify(id, b) {
+			return nil, ErrUnavailable
+		}
+	}
+	return b, nil
 }

@@ -67,8 +67,9 @@ func TestRedundancyAgainstReplicas(t *testing.T) {
 }
 
 // A relay killed at a random moment (drawn from the seed: the same run
-// each time) of the scatter or the gather, with 4+1 stripes over five
-// relays and with two replicas: the VM always arrives byte for byte.
+// each time) of the scatter or the gather, and the source at a random
+// moment after it is free, with 4+1 stripes over five relays and with two
+// replicas: the VM always arrives byte for byte.
 func TestRelayKilledAtRandomMoment(t *testing.T) {
 	for seed := uint64(1); seed <= 4; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 0))
@@ -79,16 +80,17 @@ func TestRelayKilledAtRandomMoment(t *testing.T) {
 		topo := redundancyTopology(evict)
 		topo.Nodes = append(topo.Nodes, NodeSpec{Name: "mid5", Role: Intermediate, UpMbps: srcMbps, DownMbps: srcMbps})
 		victim := fmt.Sprintf("mid%d", 1+rng.IntN(5))
-		at := time.Duration(rng.Int64N(int64(1200 * time.Millisecond))) // TMT is 1.2-1.3 s without a kill
-		topo.Faults = []Fault{{At: Duration(at), Kill: victim}}
+		at := time.Duration(rng.Int64N(int64(1000 * time.Millisecond))) // TMT is 1.15-1.3 s without a kill
+		srcAt := time.Duration(rng.Int64N(int64(800 * time.Millisecond)))
+		topo.Faults = []Fault{{At: Duration(at), Kill: victim}, {At: Duration(srcAt), AfterET: true, Kill: "src"}}
 		topo.Seed = seed
 		res := simulate(t, topo)
 		var rebuilt int64
 		for _, g := range res.Gather {
 			rebuilt += g.RebuiltChunks
 		}
-		t.Logf("seed %d, %s: %s killed at %s; ET %s, TMT %s, %d chunks repaired at the source, %d decoded from stripes; verified %v",
-			seed, mode, victim, ms(at), ms(res.ET), ms(res.TMT), res.Evict.Repaired, rebuilt, res.Verified)
+		t.Logf("seed %d, %s: %s killed at %s, the source %s after ET; ET %s, TMT %s, %d chunks repaired at the source, %d decoded from stripes; verified %v",
+			seed, mode, victim, ms(at), ms(srcAt), ms(res.ET), ms(res.TMT), res.Evict.Repaired, rebuilt, res.Verified)
 		if !res.Verified {
 			t.Fatalf("seed %d: the VM was not verified", seed)
 		}

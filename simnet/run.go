@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/sgrelay/sg/eviction"
@@ -119,7 +120,8 @@ func (c *Cluster) run() (*Result, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := time.Now()
-	faultsDone := c.scheduleFaults(ctx, start)
+	evicted := make(chan struct{})
+	faultsDone := c.scheduleFaults(ctx, start, evicted)
 	defer func() { <-faultsDone }()
 
 	ids := e.MigrationIDs()
@@ -142,6 +144,7 @@ func (c *Cluster) run() (*Result, error) {
 		return nil, fmt.Errorf("eviction: %w", err)
 	}
 	res.ET = res.Evict.ET
+	close(evicted)
 
 	if t.Gather.NoPrefetch {
 		// Only what the guest reads arrives: no gather completes, so the
@@ -262,28 +265,36 @@ func (c *Cluster) waitGatherer(ctx context.Context, sn *simNode, id wire.Migrati
 
 // scheduleFaults fires the topology's faults at their times after start;
 // the returned channel closes when it is done (all fired, or ctx ended).
-func (c *Cluster) scheduleFaults(ctx context.Context, start time.Time) <-chan struct{} {
+// scheduleFaults fires the topology's faults at their times after start
+// (or, AfterET, after evicted is closed: the eviction time); the returned
+// channel closes when it is done (all fired, or ctx ended).
+func (c *Cluster) scheduleFaults(ctx context.Context, start time.Time, evicted <-chan struct{}) <-chan struct{} {
 	done := make(chan struct{})
 	type event struct {
 		at time.Duration
 		do func()
 	}
-	var evs []event
+	var evs, afterET []event
 	for _, f := range c.topo.Faults {
+		var e event
 		if f.Kill != "" {
 			i := c.topo.node(f.Kill)
-			evs = append(evs, event{time.Duration(f.At), func() { c.Kill(i) }})
+			e = event{time.Duration(f.At), func() { c.Kill(i) }}
 		} else {
 			a, b := c.topo.node(f.Cut[0]), c.topo.node(f.Cut[1])
-			evs = append(evs, event{time.Duration(f.At), func() { c.Cut(a, b) }})
+			e = event{time.Duration(f.At), func() { c.Cut(a, b) }}
+		}
+		if f.AfterET {
+			afterET = append(afterET, e)
+		} else {
+			evs = append(evs, e)
 		}
 	}
 	for _, ch := range c.topo.Latency.Changes {
 		a, b, d := c.topo.node(ch.A), c.topo.node(ch.B), time.Duration(ch.OneWay)
 		evs = append(evs, event{time.Duration(ch.At), func() { c.SetLatency(a, b, d) }})
 	}
-	go func() {
-		defer close(done)
+	fire := func(from time.Time, evs []event) {
 		for len(evs) > 0 {
 			next := 0
 			for i, e := range evs {
@@ -294,11 +305,26 @@ func (c *Cluster) scheduleFaults(ctx context.Context, start time.Time) <-chan st
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(time.Until(start.Add(evs[next].at))):
+			case <-time.After(time.Until(from.Add(evs[next].at))):
 			}
 			evs[next].do()
 			evs = append(evs[:next], evs[next+1:]...)
 		}
+	}
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		wg.Go(func() { fire(start, evs) })
+		if len(afterET) > 0 {
+			wg.Go(func() {
+				select {
+				case <-evicted:
+					fire(time.Now(), afterET)
+				case <-ctx.Done():
+				}
+			})
+		}
+		wg.Wait()
 	}()
 	return done
 }

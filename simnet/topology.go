@@ -107,9 +107,11 @@ type GatherSpec struct {
 	KeepHolders bool `toml:"keep_holders"`
 }
 
-// Fault happens at a virtual time after the eviction starts.
+// Fault happens at a virtual time after the eviction starts (or, with
+// AfterET, after the eviction time).
 type Fault struct {
-	At Duration `toml:"at"`
+	At      Duration `toml:"at"`
+	AfterET bool     `toml:"after_et"`
 	// Kill crashes the named node: its links go silent, then it stops.
 	Kill string `toml:"kill"`
 	// Cut silences the link between two named nodes, both ways.
