@@ -17,7 +17,15 @@
 // BatchBytes, each target queues at most QueueBatches of them, and each
 // stream keeps at most its window in flight.
 //
-// Status: this is the `sgctl put` pipeline (issue #2): every target gets
-// every chunk. The scatter scheduler that balances the destination and
-// intermediates by throughput and capacity (issue #3) builds on it.
+// Options that change what travels: Seal (--encrypt) seals each chunk in
+// the hasher (internal/seal: convergent, so dedup still works) and names it
+// by its ciphertext; Redundancy (--redundancy k+m) replaces replicas with
+// stripes of k chunks and m parity chunks cut by the sequencer (stripe.go):
+//
+//	new distinct chunks ─► lanes 0..k-1 of a group ─(Reed-Solomon per stripe)─► lanes k..k+m-1
+//	a target takes a whole lane, never two shards of one stripe
+//
+// The scheduler (schedule.go) sends the destination what it can take and
+// the relays the rest; `sgctl put` (put.go) sends every chunk to every
+// target.
 package eviction

@@ -13,6 +13,10 @@
 // been tried. This package does not import libp2p: node.GetStream
 // satisfies Getter and the daemon adapts the peer type.
 //
-// Status: this is `sgctl get` (issue #2). The post-copy fetcher with demand
-// reads, prefetch around faults and lazy views (issue #4) builds on it.
+// That is `sgctl get` (get.go). The Gatherer (gather*.go) is the post-copy
+// fetcher of an incoming migration: demand reads first, prefetch around
+// faults, then the rest. A sealed migration's chunks (evict --encrypt)
+// are opened with their plain IDs as they are written to the files; a
+// chunk of an erasure-coded one (evict --redundancy) that no holder can
+// provide is decoded from its stripe (rebuild.go).
 package fetch

@@ -144,9 +144,11 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "\n$ sgctl vm add web1 --mem web1.mem --disk web1.disk   (%s + %s)\n",
 		units.FormatSize(spec.MemSize), units.FormatSize(spec.DiskSize))
 
-	evictArgs := []string{"evict", "vm", "web1", "--to", dst.PeerID, "--replicas", fmt.Sprint(*replicas)}
+	evictArgs := []string{"evict", "vm", "web1", "--to", dst.PeerID}
 	if *redundancy != "" {
 		evictArgs = append(evictArgs, "--redundancy", *redundancy)
+	} else {
+		evictArgs = append(evictArgs, "--replicas", fmt.Sprint(*replicas))
 	}
 	if *encrypt {
 		evictArgs = append(evictArgs, "--encrypt")
