@@ -279,7 +279,7 @@ func (p *producer) sequence(ctx context.Context, in <-chan *span, out chan<- []*
 // no target takes a shard of a stripe another shard of which turns out to
 // be at the destination already.
 func (p *producer) filterHeld(ctx context.Context, bs []*batch) error {
-	for i, b := range bs {
+	for bi, b := range bs {
 		if p.e.cfg.SkipHaveQueries || b.items[0].parity {
 			continue
 		}
@@ -302,7 +302,7 @@ func (p *producer) filterHeld(ctx context.Context, bs []*batch) error {
 		if len(heldItems) > 0 {
 			p.sc.alreadyHeld.Add(int64(len(heldItems)))
 			p.sc.acked(b, heldItems, destIndex)
-			bs[i] = p.sc.withoutSatisfied(b)
+			bs[bi] = p.sc.withoutSatisfied(b)
 		}
 	}
 	for _, b := range bs {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/reedsolomon"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sgrelay/sg/internal/chunk"
@@ -775,11 +776,12 @@ func (sc *scheduler) repair(lost []*chunkState) {
 		return true
 	}
 	var pad [][]byte
+	codes := map[int]reedsolomon.Encoder{}
 	for _, st := range lost {
 		var err error
 		if st.parity {
 			var p []byte
-			if p, err = sc.recomputeParity(st, &pad); err == nil {
+			if p, err = sc.recomputeParity(st, codes, &pad); err == nil {
 				buf = append(buf[:0], p...)
 			}
 		} else {

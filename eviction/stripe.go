@@ -251,8 +251,8 @@ func (sc *scheduler) reread(st *chunkState, buf []byte) ([]byte, error) {
 }
 
 // recomputeParity codes a lost parity shard again from its stripe's data,
-// read again from the snapshot.
-func (sc *scheduler) recomputeParity(st *chunkState, pad *[][]byte) ([]byte, error) {
+// read again from the snapshot. codes caches the encoders by data shards.
+func (sc *scheduler) recomputeParity(st *chunkState, codes map[int]reedsolomon.Encoder, pad *[][]byte) ([]byte, error) {
 	s := st.stripe
 	data := make([][]byte, s.k)
 	for j, d := range s.shards[:s.k] {
@@ -261,9 +261,13 @@ func (sc *scheduler) recomputeParity(st *chunkState, pad *[][]byte) ([]byte, err
 			return nil, err
 		}
 	}
-	enc, err := reedsolomon.New(s.k, len(s.shards)-s.k)
-	if err != nil {
-		return nil, err
+	enc, ok := codes[s.k]
+	if !ok {
+		var err error
+		if enc, err = reedsolomon.New(s.k, len(s.shards)-s.k); err != nil {
+			return nil, err
+		}
+		codes[s.k] = enc
 	}
 	parity, err := codeParity(enc, data, len(s.shards)-s.k, pad)
 	if err != nil {

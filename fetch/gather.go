@@ -133,6 +133,7 @@ type Gatherer struct {
 	nTotal     int64
 	known      [][]chunk.ID              // ID per position once placed or in the manifest
 	plains     map[chunk.ID]chunk.ID     // sealed migrations: sealed ID → plain ID (its key)
+	openBufs   sync.Pool                 // *[]byte: sealed chunks opened for the files
 	stripes    []manifest.Stripe         // erasure-coded migrations, once the manifest is known
 	stripeOf   map[chunk.ID]int          // data chunk → its stripe
 	rebuilding map[chunk.ID]bool         // chunks being decoded from their stripes
@@ -255,18 +256,12 @@ func NewGatherer(in *Incoming, net GatherNet, store GatherStore, cfg GatherConfi
 	}
 	if in.Secret != (seal.Secret{}) {
 		g.plains = map[chunk.ID]chunk.ID{}
+		g.openBufs.New = func() any { return new([]byte) }
 	}
 	g.st.Paths = g.paths
 	g.st.ChunksTotal = g.nTotal
 	g.stopCtx, g.stop = context.WithCancel(context.Background())
 	return g, nil
-}
-
-// openSealed returns a sealed chunk's plaintext in a new buffer.
-func openSealed(data []byte, plain chunk.ID) []byte {
-	out := make([]byte, len(data))
-	seal.Chunk(out, data, plain)
-	return out
 }
 
 // fileIDLocked is the ID of the bytes that id's positions hold in the
@@ -480,7 +475,11 @@ func (g *Gatherer) deliver(id chunk.ID, data []byte, at *Position) error {
 			g.mu.Unlock()
 			return fmt.Errorf("sealed chunk %s: no plain ID known to open it: %w", id.Short(), ErrGatherFailed)
 		}
-		data = openSealed(data, plain)
+		buf := g.openBufs.Get().(*[]byte)
+		defer g.openBufs.Put(buf)
+		*buf = slices.Grow((*buf)[:0], len(data))[:len(data)]
+		seal.Chunk(*buf, data, plain)
+		data = *buf
 	}
 	targets := slices.Clone(g.positions[id])
 	if at != nil && !slices.Contains(targets, *at) {
