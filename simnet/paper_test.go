@@ -32,6 +32,22 @@ func simulate(t *testing.T, topo *Topology) *Result {
 	return res
 }
 
+// runCluster runs topo on a cluster it starts (call inside a synctest
+// bubble) and leaves the cluster up for inspection until the test ends.
+func runCluster(t *testing.T, topo *Topology) (*Cluster, *Result) {
+	t.Helper()
+	c, err := Start(topo, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	res, err := c.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, res
+}
+
 // paperVM is a 64 MiB guest: 30% zero pages, 10% repeated.
 func paperVM(name string, seed uint64) VMSpec {
 	return VMSpec{Name: name, Spec: workload.Spec{Seed: seed, BaseSeed: 100, MemSize: 64 << 20, PageSize: 4096,
@@ -239,15 +255,7 @@ func TestPaper6NearestHolder(t *testing.T) {
 		Seed:   6,
 	}
 	synctest.Test(t, func(t *testing.T) {
-		c, err := Start(topo, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		res, err := c.Run()
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, res := runCluster(t, topo)
 		ctx := context.Background()
 		// The host reads on demand only, so every read picks a holder.
 		g, err := c.GatherManifest(ctx, "host", res.Evict.VMs[0].Root, false, "near", "far")

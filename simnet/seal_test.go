@@ -61,15 +61,7 @@ func TestEncryptedAtRest(t *testing.T) {
 			Gather:  GatherSpec{Verify: true, KeepHolders: true, Trace: TraceSpec{Reads: 100, Think: Duration(time.Millisecond)}},
 			Seed:    5,
 		}
-		c, err := Start(topo, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		res, err := c.Run()
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, res := runCluster(t, topo)
 		if !res.Verified {
 			t.Fatal("gathered VMs not verified")
 		}
