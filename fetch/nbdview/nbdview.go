@@ -208,6 +208,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 	}
 }
 
+// inside reports whether n bytes at off lie within the export (written
+// so that no sum can overflow: off comes from the client).
+func (s *Server) inside(off, n int64) bool {
+	return off >= 0 && n <= s.Size && off <= s.Size-n
+}
+
 func reply(w *bufio.Writer, opt, typ uint32, data []byte) error {
 	var hdr [20]byte
 	binary.BigEndian.PutUint64(hdr[:], repMagic)
@@ -245,7 +251,7 @@ func (s *Server) transmit(ctx context.Context, r *bufio.Reader, w *bufio.Writer)
 		var payload []byte
 		switch typ {
 		case cmdRead:
-			if off < 0 || off+n > s.Size {
+			if !s.inside(off, n) {
 				code = errInval
 				break
 			}
@@ -261,7 +267,7 @@ func (s *Server) transmit(ctx context.Context, r *bufio.Reader, w *bufio.Writer)
 			if _, err := io.ReadFull(r, buf); err != nil {
 				return err
 			}
-			if off < 0 || off+n > s.Size {
+			if !s.inside(off, n) {
 				code = errInval
 				break
 			}
