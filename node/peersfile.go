@@ -31,6 +31,9 @@ func ParsePeers(r io.Reader) ([]peer.AddrInfo, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %q must end in /p2p/<peer-id>: %w", line, s, err)
 		}
+		if len(ai.Addrs) == 0 {
+			return nil, fmt.Errorf("line %d: %q has a peer ID but no address to dial", line, s)
+		}
 		if i, ok := byID[ai.ID]; ok {
 			out[i].Addrs = append(out[i].Addrs, ai.Addrs...)
 			continue
