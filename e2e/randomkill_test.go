@@ -35,7 +35,9 @@ func killVM(seed uint64) workload.Spec {
 }
 
 // TestKillEachRoleAtRandomMoment kills sgnode processes with SIGKILL at
-// random moments, each role in turn, with the two kinds of redundancy;
+// random moments, each role in turn, with the two kinds of redundancy
+// (erasure coding with encryption at rest: stripes decoded from sealed
+// shards, a sealed gather resumed after a restart);
 // the destination always ends with the VM byte for byte, or (the source
 // killed before its eviction time) nothing claims it is complete there
 // and the VM is evicted again once the source is back.
@@ -48,7 +50,7 @@ func TestKillEachRoleAtRandomMoment(t *testing.T) {
 
 	// An intermediate killed at any moment of the scatter or the gather,
 	// then the source once it is free.
-	for _, mode := range [][]string{{"--redundancy", "4+1"}, {"--replicas", "2"}} {
+	for _, mode := range [][]string{{"--redundancy", "4+1", "--encrypt"}, {"--replicas", "2"}} {
 		t.Run("intermediate "+mode[0][2:]+" "+mode[1], func(t *testing.T) {
 			names := []string{"src", "dst", "r1", "r2", "r3", "r4", "r5"}
 			if mode[0] == "--replicas" {
@@ -87,7 +89,7 @@ func TestKillEachRoleAtRandomMoment(t *testing.T) {
 	// The destination killed at a random point of its gather and started
 	// again: what it held only in memory is found at the holders again,
 	// or decoded from the stripes.
-	for _, mode := range [][]string{{"--redundancy", "4+1"}, {"--replicas", "2"}} {
+	for _, mode := range [][]string{{"--redundancy", "4+1", "--encrypt"}, {"--replicas", "2"}} {
 		t.Run("destination "+mode[0][2:]+" "+mode[1], func(t *testing.T) {
 			names := []string{"src", "dst", "r1", "r2", "r3", "r4"}
 			if mode[0] == "--replicas" {
