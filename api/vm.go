@@ -248,6 +248,11 @@ type VerifyResult struct {
 	CopiesFetched  int64            `json:"copies_fetched"`
 	BadCopies      int64            `json:"bad_copies"`
 	Vanished       int64            `json:"vanished"`
+	Stripes        int64            `json:"stripes,omitempty"`          // erasure-coded manifests
+	MinStripeSpare int              `json:"min_stripe_spare,omitempty"` // fewest shards held beyond k
+	// Tolerates is how many holders may be lost with every chunk still
+	// held or decodable from its stripe.
+	Tolerates int `json:"tolerates"`
 }
 
 // Verify asks the node to check a manifest's chunks across its peers.

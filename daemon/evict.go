@@ -314,5 +314,6 @@ func (d *Daemon) serveVerify(w http.ResponseWriter, r *http.Request) {
 		Name: res.Name, Bytes: res.Bytes, Chunks: res.Chunks, ZeroChunks: res.ZeroChunks, DistinctChunks: res.DistinctChunks,
 		MinHolders: res.MinHolders, Holders: res.Holders, HoldersPerPeer: res.HoldersPerPeer,
 		CopiesFetched: res.CopiesFetched, BadCopies: res.BadCopies, Vanished: res.Vanished,
+		Stripes: res.Stripes, MinStripeSpare: res.MinStripeSpare, Tolerates: res.Tolerates,
 	})
 }

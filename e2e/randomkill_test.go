@@ -104,6 +104,16 @@ func TestKillEachRoleAtRandomMoment(t *testing.T) {
 			if err := src.SgctlJSON(ctx, &res, append([]string{"evict", "vm", "web1", "--to", dst.PeerID}, mode...)...); err != nil {
 				t.Fatal(err)
 			}
+			// sgctl verify --replicas 2 asks "may one holder be lost?", of
+			// stripes as of replicas.
+			var v api.VerifyResult
+			if err := src.SgctlJSON(ctx, &v, "verify", res.VMs[0].Manifest, "--replicas", "2"); err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+			t.Logf("verify: %d stripes, %d spare shard(s) at least, tolerates %d lost holder(s); holders %v", v.Stripes, v.MinStripeSpare, v.Tolerates, v.Holders)
+			if v.Tolerates < 1 || (mode[0] == "--redundancy") != (v.Stripes > 0 && v.MinStripeSpare == 1) {
+				t.Fatalf("verify after %v: %+v", mode, v)
+			}
 			frac := 0.05 + 0.85*rng.Float64()
 			waitPresent(t, ctx, dst, res, frac)
 			if err := dst.Kill(); err != nil {

@@ -34,6 +34,15 @@ type VerifyResult struct {
 	CopiesFetched int64
 	BadCopies     int64 // served with the wrong bytes, or unreadable at the holder
 	Vanished      int64 // gone between the have query and the fetch (e.g. released)
+	// Stripes of an erasure-coded manifest, and the fewest of their shards
+	// held beyond the k that decode them (negative: undecodable).
+	Stripes        int64
+	MinStripeSpare int
+	// Tolerates is how many holders may be lost with every chunk still
+	// held or decodable: the fewest holders of a chunk in no stripe less
+	// one, and the fewest spare shards of a stripe (whose shards are on
+	// distinct holders). Negative: something is lost already.
+	Tolerates int
 }
 
 // Resolved is a manifest with the chunk ID of every position.
@@ -160,6 +169,9 @@ func Verify(ctx context.Context, net Network, have HaveAsker, peers []Holder, lo
 	if res.MinHolders < 0 {
 		res.MinHolders = 0
 	}
+	if err := verifyStripes(ctx, have, peers, m.Stripes, distinct, count, res); err != nil {
+		return nil, err
+	}
 	if !fetchCopies {
 		return res, nil
 	}
@@ -198,4 +210,68 @@ func Verify(ctx context.Context, net Network, have HaveAsker, peers []Holder, lo
 		}
 	}
 	return res, nil
+}
+
+// verifyStripes counts how many shards of each stripe some peer holds and
+// sets Stripes, MinStripeSpare and Tolerates; count[i] is how many peers
+// hold distinct[i].
+func verifyStripes(ctx context.Context, have HaveAsker, peers []Holder, stripes []manifest.Stripe, distinct []chunk.ID, count []int, res *VerifyResult) error {
+	holders := make(map[chunk.ID]int, len(distinct))
+	for i, id := range distinct {
+		holders[id] = count[i]
+	}
+	var parity []chunk.ID
+	for _, s := range stripes {
+		parity = append(parity, s.Parity...)
+	}
+	held := make([]bool, len(parity))
+	for _, p := range peers {
+		if len(parity) == 0 {
+			break
+		}
+		hs, err := have.Have(ctx, p.Peer, parity)
+		if err != nil {
+			return fmt.Errorf("ask %s: %w", p.Peer, err)
+		}
+		for i, h := range hs {
+			held[i] = held[i] || h
+		}
+	}
+	striped := map[chunk.ID]bool{}
+	res.Stripes = int64(len(stripes))
+	pi := 0
+	for si, s := range stripes {
+		n := 0
+		for _, id := range s.Data {
+			striped[id] = true
+			if holders[id] > 0 {
+				n++
+			}
+		}
+		for range s.Parity {
+			if held[pi] {
+				n++
+			}
+			pi++
+		}
+		if spare := n - len(s.Data); si == 0 || spare < res.MinStripeSpare {
+			res.MinStripeSpare = spare
+		}
+	}
+	tol, set := 0, false
+	lower := func(v int) {
+		if !set || v < tol {
+			tol, set = v, true
+		}
+	}
+	for i, id := range distinct {
+		if !striped[id] {
+			lower(count[i] - 1)
+		}
+	}
+	if len(stripes) > 0 {
+		lower(res.MinStripeSpare)
+	}
+	res.Tolerates = tol // 0 when there is nothing to lose
+	return nil
 }
