@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/bits"
 	"strings"
 	"sync"
@@ -30,14 +31,16 @@ type fakeCluster struct {
 	blackHoleAfter map[string]int
 	gone           map[string]bool // the peer no longer answers anything
 	delay          map[string]time.Duration
-	dieOnCheck     map[string]bool // dies when asked for its capacity after having taken data
+	dieOnCheck     map[string]bool  // dies when asked for its capacity after having taken data
+	claimsFree     map[string]int64 // reports this much free room, whatever its store holds (a disk filled by others)
+	refusedFull    map[string]int   // chunks a peer answered "full"
 	sessions       []*fakeSession
 	pushedByID     map[chunk.ID]int
 }
 
 func newFakeCluster(peers ...string) *fakeCluster {
 	c := &fakeCluster{stores: map[string]*chunkstore.Memory{}, pushed: map[string]int64{},
-		failAfter: map[string]int{}, blackHoleAfter: map[string]int{}, gone: map[string]bool{}, delay: map[string]time.Duration{}, dieOnCheck: map[string]bool{}, pushedByID: map[chunk.ID]int{}}
+		failAfter: map[string]int{}, blackHoleAfter: map[string]int{}, gone: map[string]bool{}, delay: map[string]time.Duration{}, dieOnCheck: map[string]bool{}, claimsFree: map[string]int64{}, refusedFull: map[string]int{}, pushedByID: map[chunk.ID]int{}}
 	for _, p := range peers {
 		c.stores[p] = chunkstore.NewMemory(1 << 30)
 	}
@@ -94,6 +97,7 @@ func (f *fakePusher) Push(_ context.Context, cs []wire.Chunk, done func([]wire.S
 		}
 		if err := f.c.stores[f.peer].Put(ch.ID, ch.Data); err != nil {
 			st[i] = wire.StatusFull
+			f.c.refusedFull[f.peer]++
 			continue
 		}
 		f.c.pushed[f.peer] += int64(len(ch.Data))
@@ -130,6 +134,9 @@ func (c *fakeCluster) FreeCapacity(_ context.Context, p string) (int64, error) {
 	}
 	if c.gone[p] {
 		return 0, errGone
+	}
+	if free, ok := c.claimsFree[p]; ok {
+		return free, nil
 	}
 	return c.stores[p].Stats().Free(), nil
 }
@@ -578,5 +585,30 @@ func TestEvictChangedImageFailsBeforeHandover(t *testing.T) {
 		if s.done {
 			t.Fatal("a manifest was handed over for a changed image")
 		}
+	}
+}
+
+// A relay whose store fills up mid-scatter (its disk taken by others after
+// it reported room) answers "full": the source places the rest elsewhere,
+// with replicas and with stripes alike.
+func TestEvictRoutesAroundFullRelay(t *testing.T) {
+	for _, red := range []Redundancy{{}, {4, 1}} {
+		t.Run(fmt.Sprintf("redundancy %v", red), func(t *testing.T) {
+			c := newFakeCluster("dest", "r1", "r2", "r3", "r4", "r5", "r6")
+			c.stores["r2"] = chunkstore.NewMemory(100 << 10)
+			c.claimsFree["r2"] = 1 << 30
+			vm, _ := genVM(t, "web1", 9, 8<<20, 0)
+			cfg := testConfig("dest", "r1", "r2", "r3", "r4", "r5", "r6")
+			cfg.Redundancy = red
+			res := evict(t, c, cfg, vm)
+			checkComplete(t, c, res, 1, vm)
+			if red.On() {
+				checkStripes(t, c, stripesOf(t, c, res.VMs[0].Root))
+			}
+			if c.refusedFull["r2"] == 0 || c.pushed["r2"] > 100<<10 {
+				t.Fatalf("r2 stored %d bytes of its 100 KiB and refused %d chunks as full: want it to fill up", c.pushed["r2"], c.refusedFull["r2"])
+			}
+			t.Logf("r2 took %d KiB, then answered full for %d chunks; per target %v", c.pushed["r2"]>>10, c.refusedFull["r2"], res.SentBytes)
+		})
 	}
 }
