@@ -55,10 +55,11 @@ func (g *Gatherer) rebuildLocked(id chunk.ID) bool {
 		g.rebuilding = map[chunk.ID]bool{}
 	}
 	g.rebuilding[id] = true
+	stripe := g.stripes[si]
 	g.spawn(func() {
 		var err error
 		for attempt := 1; ; attempt++ {
-			if err = g.rebuild(id, g.stripes[si]); err == nil || attempt == rebuildAttempts {
+			if err = g.rebuild(id, stripe); err == nil || attempt == rebuildAttempts {
 				break
 			}
 			g.log.Debug("stripe not decoded; trying again", "chunk", id.Short(), "attempt", attempt, "err", err)
