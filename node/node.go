@@ -64,6 +64,9 @@ type Node struct {
 	quota *pushQuota
 	offs  offences
 	rates requestRates
+	// fullSince is when pushes were last refused for a full store (unix
+	// ns): the warning is logged once per fullWarnEvery, not per chunk.
+	fullSince atomic.Int64
 
 	mu    sync.Mutex
 	peers map[peer.ID]*peerState

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -65,13 +66,40 @@ func (n *Node) storePushed(from peer.ID, chunks []wire.Chunk, st []wire.Status) 
 			}
 		}
 	}
+	full := 0
 	for i, s := range st {
 		n.m.pushChunks.WithLabelValues(s.String()).Inc()
-		if s == wire.StatusOK {
+		switch s {
+		case wire.StatusOK:
 			n.m.pushBytes.Add(float64(len(chunks[i].Data)))
+		case wire.StatusFull:
+			full++
 		}
 	}
+	if full > 0 {
+		n.warnFull(from, full)
+	}
 	return st
+}
+
+// fullWarnEvery spaces the "store full" warnings of a relay that keeps
+// refusing pushes.
+const fullWarnEvery = 10 * time.Second
+
+// warnFull tells the operator that pushes are refused for want of room
+// (the pushers place the chunks elsewhere), at most once per fullWarnEvery.
+func (n *Node) warnFull(from peer.ID, refused int) {
+	now := time.Now().UnixNano()
+	last := n.fullSince.Load()
+	if now-last < int64(fullWarnEvery) || !n.fullSince.CompareAndSwap(last, now) {
+		return
+	}
+	var free int64
+	for _, t := range n.store.TierStats() {
+		free += t.Free()
+	}
+	n.log.Warn("chunk store full or over the peer's push quota: pushes refused, placed elsewhere by their source",
+		"peer", from, "refused", refused, "free_bytes", free)
 }
 
 func putStatus(err error) wire.Status {
