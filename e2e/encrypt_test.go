@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,6 +75,21 @@ func TestEvictEncryptedRelaysHoldNoPlaintext(t *testing.T) {
 				m := waitGathered(t, ctx, dst, vm)
 				sameFiles(t, m.Gather.Files, images[2*i:2*i+2])
 			}
+			if !encrypt {
+				return
+			}
+			// Elsewhere, a sealed manifest gathers only with its secret.
+			other := c.Nodes[2]
+			_, refused := other.Sgctl(ctx, "gather", res.VMs[0].Manifest, "--from", dst.PeerID)
+			if refused == nil || !strings.Contains(refused.Error(), "secret") {
+				t.Fatalf("gather of a sealed manifest without its secret: %v", refused)
+			}
+			var rep api.GatherReport
+			if err := other.SgctlJSON(ctx, &rep, "gather", res.VMs[0].Manifest, "--from", dst.PeerID, "--secret", res.VMs[0].ManifestSecret, "--json"); err != nil {
+				t.Fatalf("gather with the secret: %v", err)
+			}
+			sameFiles(t, rep.Files, images[:2])
+			t.Logf("gathered elsewhere with the secret; without it: %v", refused)
 		})
 	}
 }

@@ -323,7 +323,7 @@ func (s *Incomings) OpenFromManifest(root chunk.ID, m *Resolved, secret seal.Sec
 		return nil, fmt.Errorf("gather %s: %d holders (1..%d)", root, len(holders), wire.MaxHolders)
 	}
 	if m.Sealed && m.Plains == nil {
-		return nil, fmt.Errorf("gather %s: the manifest is sealed: %w", root, manifest.ErrWrongSecret)
+		return nil, fmt.Errorf("gather %s: the VM was evicted with --encrypt: give the manifest's secret (--secret; evict --json prints it): %w", root, manifest.ErrWrongSecret)
 	}
 	o := wire.Open{VM: m.Name, Secret: secret}
 	copy(o.ID[:], root[:])
