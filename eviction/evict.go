@@ -353,7 +353,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 	// 2. Scatter.
 	sc, err := newScheduler(ctx, e, targets)
 	if err == nil {
-		err = sc.checkRedundancy()
+		err = sc.tooFewForStripesLocked() // nothing runs yet: no lock needed
 	}
 	if err != nil {
 		e.abortSessions()

@@ -161,7 +161,10 @@ func hashSpan(s *span, sealed bool) {
 		c := s.buf[o:min(len(s.buf), o+s.chunkSize)]
 		switch {
 		case chunk.IsZeroData(c):
-			s.ids, s.plains = append(s.ids, chunk.Zero), append(s.plains, chunk.Zero)
+			s.ids = append(s.ids, chunk.Zero)
+			if sealed {
+				s.plains = append(s.plains, chunk.Zero)
+			}
 		case sealed:
 			id, plain := seal.Sum(c)
 			s.ids, s.plains = append(s.ids, id), append(s.plains, plain)

@@ -11,10 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/reedsolomon"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/erasure"
 	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/ratelimit"
 	"github.com/sgrelay/sg/internal/wire"
@@ -182,6 +182,7 @@ type scheduler struct {
 	repaired    atomic.Int64
 	unsatisfied int64         // distinct chunks without Replicas holders (under led.mu)
 	parity      []*chunkState // erasure-coded evictions: every parity chunk (under led.mu)
+	code        erasure.Code  // erasure-coded evictions: codes stripes (the sequencer's, and repairs')
 	idleSince   time.Time     // erasure-coded evictions: since when shards wait with nothing in flight
 }
 
@@ -722,17 +723,8 @@ func (sc *scheduler) loseTargetLocked(t *target) {
 	for _, st := range sc.parity {
 		lose(st)
 	}
-	if red := sc.e.cfg.Redundancy; red.On() {
-		alive := 0
-		for _, t := range sc.targets {
-			if !t.dead {
-				alive++
-			}
-		}
-		if alive < red.Data+red.Parity {
-			sc.fail(fmt.Errorf("redundancy %s needs %d live targets for its stripes, %d left (use more targets than k+m to survive a lost one)",
-				red, red.Data+red.Parity, alive))
-		}
+	if err := sc.tooFewForStripesLocked(); err != nil {
+		sc.fail(err)
 	}
 	if len(lost) > 0 {
 		sc.unsatisfied += int64(len(lost))
@@ -776,12 +768,11 @@ func (sc *scheduler) repair(lost []*chunkState) {
 		return true
 	}
 	var pad [][]byte
-	codes := map[int]reedsolomon.Encoder{}
 	for _, st := range lost {
 		var err error
 		if st.parity {
 			var p []byte
-			if p, err = sc.recomputeParity(st, codes, &pad); err == nil {
+			if p, err = sc.recomputeParity(st, &pad); err == nil {
 				buf = append(buf[:0], p...)
 			}
 		} else {

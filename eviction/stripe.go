@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/klauspost/reedsolomon"
-
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/seal"
@@ -73,9 +71,8 @@ func (s *stripe) takenLocked(st *chunkState) uint32 {
 //
 //	chunks ─► lane 0 │ lane 1 │ … │ lane k-1 ─(per stripe: Reed-Solomon)─► lane k … lane k+m-1
 type striper struct {
-	sc    *scheduler
-	red   Redundancy
-	codes map[int]reedsolomon.Encoder // by data shards (a group's last stripe may be short)
+	sc  *scheduler
+	red Redundancy
 
 	lanes   []*batch // the group being filled: Data data lanes, then Parity parity lanes
 	row     []*chunkState
@@ -86,7 +83,7 @@ type striper struct {
 }
 
 func newStriper(sc *scheduler, red Redundancy) *striper {
-	return &striper{sc: sc, red: red, codes: map[int]reedsolomon.Encoder{}, vm: -1}
+	return &striper{sc: sc, red: red, vm: -1}
 }
 
 // add puts a new distinct chunk of region (vm, reg) into the group; it
@@ -150,7 +147,7 @@ func (sp *striper) endRow() error {
 		b := sp.lanes[j]
 		data[j] = b.data[len(b.data)-1]
 	}
-	parity, err := sp.code(data)
+	parity, err := sp.sc.code.Parity(data, sp.red.Parity, &sp.pad)
 	if err != nil {
 		return err
 	}
@@ -176,62 +173,6 @@ func (sp *striper) endRow() error {
 	return nil
 }
 
-// code returns the parity shards of data (chunks of one stripe, padded
-// with zeros to the longest). The returned slices are valid until the
-// next call.
-func (sp *striper) code(data [][]byte) ([][]byte, error) {
-	enc, err := sp.encoder(len(data))
-	if err != nil {
-		return nil, err
-	}
-	return codeParity(enc, data, sp.red.Parity, &sp.pad)
-}
-
-func (sp *striper) encoder(k int) (reedsolomon.Encoder, error) {
-	if enc, ok := sp.codes[k]; ok {
-		return enc, nil
-	}
-	enc, err := reedsolomon.New(k, sp.red.Parity)
-	if err != nil {
-		return nil, fmt.Errorf("erasure code %d+%d: %w", k, sp.red.Parity, err)
-	}
-	sp.codes[k] = enc
-	return enc, nil
-}
-
-// codeParity pads data to one shard size in the buffers of *pad and
-// returns m parity shards (also in *pad).
-func codeParity(enc reedsolomon.Encoder, data [][]byte, m int, pad *[][]byte) ([][]byte, error) {
-	size := 0
-	for _, d := range data {
-		size = max(size, len(d))
-	}
-	k := len(data)
-	for len(*pad) < k+m {
-		*pad = append(*pad, nil)
-	}
-	shards := make([][]byte, k+m)
-	for i := range k + m {
-		if i < k && len(data[i]) == size {
-			shards[i] = data[i] // no copy for a full-size chunk
-			continue
-		}
-		buf := (*pad)[i]
-		if cap(buf) < size {
-			buf = make([]byte, size)
-		}
-		buf = buf[:size]
-		if i < k {
-			clear(buf[copy(buf, data[i]):])
-		}
-		(*pad)[i], shards[i] = buf, buf
-	}
-	if err := enc.Encode(shards); err != nil {
-		return nil, fmt.Errorf("erasure code: %w", err)
-	}
-	return shards[k:], nil
-}
-
 // reread reads a chunk again from the snapshot, sealed if the eviction
 // seals, and checks it is unchanged.
 func (sc *scheduler) reread(st *chunkState, buf []byte) ([]byte, error) {
@@ -251,8 +192,8 @@ func (sc *scheduler) reread(st *chunkState, buf []byte) ([]byte, error) {
 }
 
 // recomputeParity codes a lost parity shard again from its stripe's data,
-// read again from the snapshot. codes caches the encoders by data shards.
-func (sc *scheduler) recomputeParity(st *chunkState, codes map[int]reedsolomon.Encoder, pad *[][]byte) ([]byte, error) {
+// read again from the snapshot.
+func (sc *scheduler) recomputeParity(st *chunkState, pad *[][]byte) ([]byte, error) {
 	s := st.stripe
 	data := make([][]byte, s.k)
 	for j, d := range s.shards[:s.k] {
@@ -261,15 +202,7 @@ func (sc *scheduler) recomputeParity(st *chunkState, codes map[int]reedsolomon.E
 			return nil, err
 		}
 	}
-	enc, ok := codes[s.k]
-	if !ok {
-		var err error
-		if enc, err = reedsolomon.New(s.k, len(s.shards)-s.k); err != nil {
-			return nil, err
-		}
-		codes[s.k] = enc
-	}
-	parity, err := codeParity(enc, data, len(s.shards)-s.k, pad)
+	parity, err := sc.code.Parity(data, len(s.shards)-s.k, pad)
 	if err != nil {
 		return nil, err
 	}
@@ -284,9 +217,10 @@ func (sc *scheduler) recomputeParity(st *chunkState, codes map[int]reedsolomon.E
 	return nil, fmt.Errorf("parity chunk %s is not in its stripe", st.id.Short())
 }
 
-// checkRedundancy refuses to start an erasure-coded eviction with fewer
-// usable targets than a stripe has shards.
-func (sc *scheduler) checkRedundancy() error {
+// tooFewForStripesLocked is the error of an erasure-coded eviction left
+// with fewer live targets than a stripe has shards: it cannot place them
+// (at the start, or once it has lost targets).
+func (sc *scheduler) tooFewForStripesLocked() error {
 	red := sc.e.cfg.Redundancy
 	if !red.On() {
 		return nil
@@ -298,7 +232,8 @@ func (sc *scheduler) checkRedundancy() error {
 		}
 	}
 	if alive < red.Data+red.Parity {
-		return fmt.Errorf("evict: redundancy %s needs %d usable targets, %d answered", red, red.Data+red.Parity, alive)
+		return fmt.Errorf("evict: redundancy %s needs %d live targets, %d left (give it more than k+m to survive losing one)",
+			red, red.Data+red.Parity, alive)
 	}
 	return nil
 }

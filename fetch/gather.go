@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/erasure"
 	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
@@ -137,6 +138,7 @@ type Gatherer struct {
 	stripes    []manifest.Stripe         // erasure-coded migrations, once the manifest is known
 	stripeOf   map[chunk.ID]int          // data chunk → its stripe
 	rebuilding map[chunk.ID]bool         // chunks being decoded from their stripes
+	code       erasure.Code              // decodes them
 	positions  map[chunk.ID][]Position   // every known position of each ID
 	waiters    map[Position][]chan error // ReadAt callers waiting for a position
 	flights    map[chunk.ID]*flight
@@ -654,12 +656,16 @@ func (g *Gatherer) release(ctx context.Context) {
 		}
 	}
 	// Parity chunks are not placed: whoever holds one frees it.
+	var parity []chunk.ID
 	for _, s := range g.stripes {
-		for _, p := range g.in.Peers() {
-			per[p] = append(per[p], s.Parity...)
-		}
+		parity = append(parity, s.Parity...)
 	}
 	g.mu.Unlock()
+	if len(parity) > 0 {
+		for _, p := range g.in.Peers() {
+			per[p] = append(per[p], parity...)
+		}
+	}
 	if _, ok := per[g.in.Source]; !ok {
 		per[g.in.Source] = nil
 	}

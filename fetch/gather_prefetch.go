@@ -79,15 +79,13 @@ func (g *Gatherer) copyLocal() {
 		g.mu.Lock()
 		id := g.known[at.Region][at.Index]
 		done := g.present[at.Region][at.Index]
+		plain, sealed := g.plains[id]
 		g.mu.Unlock()
 		if done || id.IsZero() {
 			continue
 		}
 		var err error
 		if one, err = g.store.Get(id, one); err == nil && chunk.Verify(id, one) {
-			g.mu.Lock()
-			plain, sealed := g.plains[id]
-			g.mu.Unlock()
 			if sealed {
 				seal.Chunk(one, one, plain) // our copy of the stored bytes
 			}

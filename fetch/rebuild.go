@@ -6,8 +6,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/klauspost/reedsolomon"
-
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/seal"
@@ -143,22 +141,15 @@ func (g *Gatherer) rebuild(id chunk.ID, s manifest.Stripe) error {
 			g.log.Debug("stripe shard unavailable", "chunk", all[a.i].Short(), "err", a.err)
 			continue
 		}
-		if len(a.data) > s.Size {
-			return fmt.Errorf("stripe shard %s is %d bytes, the stripe's are %d", all[a.i].Short(), len(a.data), s.Size)
-		}
-		shards[a.i] = append(a.data, make([]byte, s.Size-len(a.data))...)
+		shards[a.i] = a.data
 		got++
 	}
 	stopFetches() // the rest are not needed
 	if got < k {
 		return fmt.Errorf("only %d of the %d shards needed to decode its stripe are held", got, k)
 	}
-	enc, err := reedsolomon.New(k, len(s.Parity))
-	if err != nil {
+	if err := g.code.Decode(shards, k, s.Size); err != nil {
 		return err
-	}
-	if err := enc.ReconstructData(shards); err != nil {
-		return fmt.Errorf("decode stripe: %w", err)
 	}
 	for j, did := range s.Data {
 		g.mu.Lock()
