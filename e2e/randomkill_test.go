@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -48,14 +49,30 @@ func TestKillEachRoleAtRandomMoment(t *testing.T) {
 	rng := killSeed(t)
 	slowDst := []string{"--ingest-rate", "100Mbit"}
 
+	// The two kinds of redundancy, each with the relays it needs to lose
+	// one (one more than its holders need) while it scatters.
+	modes := []struct {
+		name    string
+		args    []string
+		relays  int
+		striped bool
+	}{
+		{"4+1 encrypted", []string{"--redundancy", "4+1", "--encrypt"}, 5, true},
+		{"replicas 2", []string{"--replicas", "2"}, 3, false},
+	}
+	nodes := func(relays int) []string {
+		names := []string{"src", "dst"}
+		for i := range relays {
+			names = append(names, fmt.Sprintf("r%d", i+1))
+		}
+		return names
+	}
+
 	// An intermediate killed at any moment of the scatter or the gather,
 	// then the source once it is free.
-	for _, mode := range [][]string{{"--redundancy", "4+1", "--encrypt"}, {"--replicas", "2"}} {
-		t.Run("intermediate "+mode[0][2:]+" "+mode[1], func(t *testing.T) {
-			names := []string{"src", "dst", "r1", "r2", "r3", "r4", "r5"}
-			if mode[0] == "--replicas" {
-				names = names[:5]
-			}
+	for _, mode := range modes {
+		t.Run("intermediate "+mode.name, func(t *testing.T) {
+			names := nodes(mode.relays)
 			c := startClusterWith(t, map[string][]string{"dst": slowDst}, names...)
 			src, dst := c.Nodes[0], c.Nodes[1]
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -67,7 +84,7 @@ func TestKillEachRoleAtRandomMoment(t *testing.T) {
 			var res api.EvictResult
 			start := time.Now()
 			go func() {
-				done <- src.SgctlJSON(ctx, &res, append([]string{"evict", "vm", "web1", "--to", dst.PeerID}, mode...)...)
+				done <- src.SgctlJSON(ctx, &res, append([]string{"evict", "vm", "web1", "--to", dst.PeerID}, mode.args...)...)
 			}()
 			time.Sleep(at)
 			if err := victim.Kill(); err != nil {
@@ -89,19 +106,15 @@ func TestKillEachRoleAtRandomMoment(t *testing.T) {
 	// The destination killed at a random point of its gather and started
 	// again: what it held only in memory is found at the holders again,
 	// or decoded from the stripes.
-	for _, mode := range [][]string{{"--redundancy", "4+1", "--encrypt"}, {"--replicas", "2"}} {
-		t.Run("destination "+mode[0][2:]+" "+mode[1], func(t *testing.T) {
-			names := []string{"src", "dst", "r1", "r2", "r3", "r4"}
-			if mode[0] == "--replicas" {
-				names = names[:4]
-			}
-			c := startClusterWith(t, map[string][]string{"dst": slowDst}, names...)
+	for _, mode := range modes {
+		t.Run("destination "+mode.name, func(t *testing.T) {
+			c := startClusterWith(t, map[string][]string{"dst": slowDst}, nodes(mode.relays-1)...)
 			src, dst := c.Nodes[0], c.Nodes[1]
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 			defer cancel()
 			images := addVM(t, ctx, src, "web1", killVM(22))
 			var res api.EvictResult
-			if err := src.SgctlJSON(ctx, &res, append([]string{"evict", "vm", "web1", "--to", dst.PeerID}, mode...)...); err != nil {
+			if err := src.SgctlJSON(ctx, &res, append([]string{"evict", "vm", "web1", "--to", dst.PeerID}, mode.args...)...); err != nil {
 				t.Fatal(err)
 			}
 			// sgctl verify --replicas 2 asks "may one holder be lost?", of
@@ -111,8 +124,8 @@ func TestKillEachRoleAtRandomMoment(t *testing.T) {
 				t.Fatalf("verify: %v", err)
 			}
 			t.Logf("verify: %d stripes, %d spare shard(s) at least, tolerates %d lost holder(s); holders %v", v.Stripes, v.MinStripeSpare, v.Tolerates, v.Holders)
-			if v.Tolerates < 1 || (mode[0] == "--redundancy") != (v.Stripes > 0 && v.MinStripeSpare == 1) {
-				t.Fatalf("verify after %v: %+v", mode, v)
+			if v.Tolerates < 1 || mode.striped != (v.Stripes > 0 && v.MinStripeSpare == 1) {
+				t.Fatalf("verify after %v: %+v", mode.args, v)
 			}
 			frac := 0.05 + 0.85*rng.Float64()
 			waitPresent(t, ctx, dst, res, frac)
