@@ -498,6 +498,7 @@ func TestValidate(t *testing.T) {
 func TestEndgame(t *testing.T) {
 	c := newFakeCluster("dest", "r1", "r2")
 	c.delay["dest"] = 20 * time.Millisecond
+	c.delay["r1"], c.delay["r2"] = time.Millisecond, time.Millisecond // measured, and far quicker
 	vm, _ := genVM(t, "web1", 8, 8<<20, 0)
 	cfg := testConfig("dest", "r1", "r2")
 	cfg.NoEndgame = false
@@ -513,6 +514,24 @@ func TestEndgame(t *testing.T) {
 	if sent < res.UniqueBytes+res.ManifestBytes || sent > res.UniqueBytes+res.ManifestBytes+res.EndgameBytes {
 		t.Fatalf("acknowledged %d bytes; want between unique+manifest %d and that plus the endgame's %d",
 			sent, res.UniqueBytes+res.ManifestBytes, res.EndgameBytes)
+	}
+}
+
+// Targets as fast as each other share what limits them (the source's
+// uplink, here the fake's per-push delay): a spare copy would land no
+// sooner than the original, so the endgame makes none.
+func TestEndgameNoSparesAmongEquals(t *testing.T) {
+	c := newFakeCluster("dest", "r1", "r2")
+	for _, p := range []string{"dest", "r1", "r2"} {
+		c.delay[p] = 5 * time.Millisecond
+	}
+	vm, _ := genVM(t, "web1", 8, 8<<20, 0)
+	cfg := testConfig("dest", "r1", "r2")
+	cfg.NoEndgame = false
+	res := evict(t, c, cfg, vm)
+	checkComplete(t, c, res, 1, vm)
+	if res.EndgameBytes != 0 {
+		t.Fatalf("%d bytes of spare copies among equally fast targets", res.EndgameBytes)
 	}
 }
 
