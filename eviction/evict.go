@@ -181,7 +181,7 @@ type Result struct {
 	AlreadyHeld   int64 // chunks the destination already had
 	UniqueChunks  int64 // distinct non-zero chunks pushed
 	UniqueBytes   int64 // their bytes
-	ManifestBytes int64 // manifest chunks pushed (all replicas)
+	ManifestBytes int64 // the manifests' size (one copy each; stored on as many targets as the data)
 	ParityChunks  int64 // erasure-coded evictions: parity chunks coded
 	ParityBytes   int64
 	SentBytes     map[string]int64 // chunk bytes acknowledged per target
@@ -223,6 +223,9 @@ type vmState struct {
 	stripes []manifest.Stripe
 	res     VMResult
 	session Session
+
+	manifest   []manifest.Node // its tree, root last (built once every chunk is read)
+	manifestAt []*target       // the targets storing it
 }
 
 // New prepares an eviction; each VM gets a fresh migration ID.
@@ -377,7 +380,24 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 		err := pr.run(gctx)
 		e.log.Debug("every chunk read and queued", "elapsed", time.Since(start))
 		sc.producerDone(err)
-		return err
+		if err != nil {
+			return err
+		}
+		// Every position's chunk is known: the manifests travel beside
+		// the chunks still in flight rather than after them.
+		for i := range e.vms {
+			v := &e.vms[i]
+			if err := e.buildManifest(v); err != nil {
+				return fmt.Errorf("evict %s: manifest: %w", v.Name, err)
+			}
+			var err error
+			if v.manifestAt, err = sc.pushManifest(gctx, v.manifest, nil); err != nil && gctx.Err() == nil {
+				// Tried again once the scatter is done, on whichever
+				// targets are left.
+				e.log.Debug("manifest not stored during the scatter", "vm", v.Name, "err", err)
+			}
+		}
+		return nil
 	})
 	if progress != nil {
 		stop := make(chan struct{})
@@ -409,22 +429,21 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 			return nil, fmt.Errorf("evict: %w: %w", ErrImageChanged, err)
 		}
 	}
-	e.log.Debug("every chunk has its holders; storing manifests", "elapsed", time.Since(start))
-	// 3. Manifests: built from the positions, pushed to the destination
-	//    (and replicated like data), then handed over with Done.
-	res := &Result{SentBytes: sc.sentSnapshot(), Replicas: e.cfg.Replicas, Redundancy: e.cfg.Redundancy}
+	e.log.Debug("every chunk has its holders", "elapsed", time.Since(start))
+	// 3. Manifests, stored during the scatter (again now where a target
+	//    holding one was lost), are handed over with Done.
+	res := &Result{Replicas: e.cfg.Replicas, Redundancy: e.cfg.Redundancy}
 	for i := range e.vms {
 		v := &e.vms[i]
-		root, mbytes, err := e.storeManifest(ctx, sc, v)
-		if err != nil {
+		var err error
+		if v.manifestAt, err = sc.pushManifest(ctx, v.manifest, v.manifestAt); err != nil {
 			e.abortSessions()
-			return nil, fmt.Errorf("evict %s: manifest: %w", v.Name, err)
+			return nil, fmt.Errorf("evict %s: %w", v.Name, err)
 		}
-		if err := v.session.Done(ctx, root); err != nil {
+		if err := v.session.Done(ctx, v.res.Root); err != nil {
 			e.abortSessions()
 			return nil, fmt.Errorf("evict %s: hand over manifest: %w", v.Name, err)
 		}
-		v.res.Root, v.res.ManifestBytes = root, mbytes
 	}
 	res.ET = time.Since(start)
 	for i := range e.vms {
@@ -470,9 +489,9 @@ func (e *Eviction) abortSessions() {
 	}
 }
 
-// storeManifest builds a VM's manifest tree and pushes every node of it to
-// the destination and to Replicas-1 other live targets.
-func (e *Eviction) storeManifest(ctx context.Context, sc *scheduler, v *vmState) (chunk.ID, int64, error) {
+// buildManifest builds a VM's manifest tree from the chunks at its
+// positions (and its stripes) and records its root and size.
+func (e *Eviction) buildManifest(v *vmState) error {
 	m := manifest.Manifest{Name: v.Name, Sealed: e.cfg.Seal}
 	var nodes []manifest.Node
 	for i, r := range v.Regions {
@@ -485,7 +504,7 @@ func (e *Eviction) storeManifest(ctx context.Context, sc *scheduler, v *vmState)
 			ns, err = manifest.Build(&mr, v.ids[i])
 		}
 		if err != nil {
-			return chunk.ID{}, 0, err
+			return err
 		}
 		nodes = append(nodes, ns...)
 		m.Regions = append(m.Regions, mr)
@@ -503,8 +522,6 @@ func (e *Eviction) storeManifest(ctx context.Context, sc *scheduler, v *vmState)
 	for _, nd := range nodes {
 		n += int64(len(nd.Data))
 	}
-	if err := sc.pushManifest(ctx, nodes); err != nil {
-		return chunk.ID{}, 0, err
-	}
-	return root, n, nil
+	v.manifest, v.res.Root, v.res.ManifestBytes = nodes, root, n
+	return nil
 }

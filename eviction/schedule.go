@@ -191,16 +191,22 @@ func newScheduler(ctx context.Context, e *Eviction, peers []string) (*scheduler,
 	sc.cond = sync.NewCond(&sc.led.mu)
 	sc.limiter = ratelimit.New(e.cfg.MaxRate)
 	sc.pool.New = func() any { return &batch{buf: make([]byte, 0, e.cfg.BatchBytes)} }
+	// Every target is asked its capacity at once: one round trip, not one
+	// per target, before the first push.
+	var wg sync.WaitGroup
 	for i, p := range peers {
 		t := &target{idx: i, peer: p, bit: 1 << i, dest: i == destIndex, free: -1}
-		if free, err := e.cl.FreeCapacity(ctx, p); err == nil {
-			t.free = free
-		} else if !t.dest {
-			e.log.Warn("intermediate did not report its capacity; not using it", "peer", p, "err", err)
-			t.dead = true
-		}
 		sc.targets = append(sc.targets, t)
+		wg.Go(func() {
+			if free, err := e.cl.FreeCapacity(ctx, p); err == nil {
+				t.free = free
+			} else if !t.dest {
+				e.log.Warn("intermediate did not report its capacity; not using it", "peer", p, "err", err)
+				t.dead = true
+			}
+		})
 	}
+	wg.Wait()
 	return sc, nil
 }
 
@@ -905,44 +911,53 @@ func (sc *scheduler) sentSnapshot() map[string]int64 {
 	return out
 }
 
-// pushManifest stores manifest nodes at Replicas live targets: those that
-// took the most data, so probably the fastest. A slow destination thus
-// does not hold the source while it drains the manifest: it resolves the
-// manifest from the holder that has it, as it does any chunk.
-func (sc *scheduler) pushManifest(ctx context.Context, nodes []manifest.Node) error {
+// pushManifest stores manifest nodes at live targets until as many hold
+// them as hold the data (Replicas, or any parity of its stripes plus one),
+// counting those in held that are still alive, and returns the targets
+// holding them. The quickest targets (measured rate; the destination wins
+// ties, so a direct eviction stores it there) are tried first; one whose
+// push fails is passed over for the next.
+func (sc *scheduler) pushManifest(ctx context.Context, nodes []manifest.Node, held []*target) ([]*target, error) {
 	chunks := make([]wire.Chunk, len(nodes))
+	var size int64
 	for i, n := range nodes {
 		chunks[i] = wire.Chunk{ID: n.ID, Data: n.Data}
+		size += int64(len(n.Data))
 	}
-	sc.led.mu.Lock()
-	var live []*target
-	for _, t := range sc.targets {
-		if !t.dead && !t.full {
-			live = append(live, t)
-		}
-	}
-	sc.led.mu.Unlock()
-	// Stable: the destination (first) wins ties, so a direct eviction or
-	// one whose relays took nothing stores the manifest there.
-	slices.SortStableFunc(live, func(a, b *target) int { return cmp.Compare(b.sent.Load(), a.sent.Load()) })
-	// As safe as the data: on as many targets as it has holders, or as
-	// any parity of its stripes can lose, plus one.
 	copies := max(sc.e.cfg.Replicas, sc.e.cfg.Redundancy.Parity+1)
-	if len(live) < copies {
-		return fmt.Errorf("only %d live targets for %d manifest copies", len(live), copies)
+	sc.led.mu.Lock()
+	var have, candidates []*target
+	for _, t := range sc.targets {
+		switch {
+		case t.dead:
+		case slices.Contains(held, t):
+			have = append(have, t)
+		case !t.full:
+			candidates = append(candidates, t)
+		}
 	}
-	targets := live[:copies]
-	for _, t := range targets {
+	slices.SortStableFunc(candidates, func(a, b *target) int { return cmp.Compare(b.rate, a.rate) })
+	sc.led.mu.Unlock()
+	var lastErr error
+	for _, t := range candidates {
+		if len(have) >= copies {
+			break
+		}
 		if err := pushNow(ctx, sc.e.cl, t.peer, chunks, sc.e.cfg.BatchBytes); err != nil {
-			return err
+			if ctx.Err() != nil {
+				return have, ctx.Err()
+			}
+			sc.e.log.Warn("manifest not stored; trying another target", "peer", t.peer, "err", err)
+			lastErr = err
+			continue
 		}
-		var n int64
-		for _, c := range chunks {
-			n += int64(len(c.Data))
-		}
-		t.sent.Add(n)
+		t.sent.Add(size)
+		have = append(have, t)
 	}
-	return nil
+	if len(have) < copies {
+		return have, fmt.Errorf("manifest stored on %d live targets of the %d needed: %w", len(have), copies, lastErr)
+	}
+	return have, nil
 }
 
 // pushNow pushes chunks to one peer on a new stream and waits for every ack.
