@@ -122,6 +122,7 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 	}
 	cfg := eviction.DefaultConfig(dest)
 	cfg.Replicas, cfg.Direct, cfg.MaxRate, cfg.Seal, cfg.Log = max(1, req.Replicas), req.Direct, req.MaxRate, req.Encrypt, d.log
+	cfg.Uplink = d.cfg.Node.Uplink
 	if req.Redundancy != "" {
 		if cfg.Redundancy, err = eviction.ParseRedundancy(req.Redundancy); err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("--redundancy: %w", err))

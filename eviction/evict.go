@@ -26,10 +26,16 @@ type Cluster interface {
 	Network
 	// Have asks peer which of ids it already holds.
 	Have(ctx context.Context, peer string, ids []chunk.ID) ([]bool, error)
-	// FreeCapacity is how many bytes peer says it can still take.
-	FreeCapacity(ctx context.Context, peer string) (int64, error)
+	// Capacity is what peer says it can still take.
+	Capacity(ctx context.Context, peer string) (Capacity, error)
 	// OpenMigration opens a migration at the destination.
 	OpenMigration(ctx context.Context, dest string, o wire.Open) (Session, error)
+}
+
+// Capacity is what a target says it can take.
+type Capacity struct {
+	Free     int64 // bytes its store can still take
+	Downlink int64 // bytes/s it can take in; 0: not said
 }
 
 // Session is the control stream of one migration to its destination.
@@ -66,6 +72,10 @@ type Config struct {
 	Replicas int      // holders each chunk needs before it counts (the destination counts)
 	Direct   bool     // push to the destination only: the pre-/post-copy baseline
 	MaxRate  int64    // bytes/s cap on the source's pushes; 0: none
+	// Uplink is the source's uplink in bytes/s (0: not known). With it,
+	// and a destination that says what it can take in, the relays are
+	// given only the rest (see relayPacer).
+	Uplink int64
 	// Seal encrypts every chunk at rest (convergent encryption, see
 	// internal/seal): holders store and serve only ciphertext, which
 	// still dedups; only the destination can read it.
@@ -121,6 +131,8 @@ func (c Config) Validate() error {
 		return errors.New("span and batch sizes must be positive (batch ≤ 4 MiB)")
 	case c.Hashers <= 0 || c.HaveWorkers <= 0 || c.DestStreams <= 0 || c.RelayStreams <= 0:
 		return errors.New("worker and stream counts must be positive")
+	case c.Uplink < 0:
+		return fmt.Errorf("uplink %d: want bytes/s, 0 for unknown", c.Uplink)
 	case c.MaxRate < 0:
 		return errors.New("max rate is negative")
 	}
@@ -329,7 +341,17 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 		return nil, fmt.Errorf("evict: %d targets, at most %d", len(targets), wire.MaxHolders)
 	}
 
-	// 1. Open every migration at the destination before sending a byte,
+	// 1. Ask every target what it can take (one round trip, all at once).
+	sc, err := newScheduler(ctx, e, targets)
+	if err == nil {
+		err = sc.tooFewForStripesLocked() // nothing runs yet: no lock needed
+	}
+	if err != nil {
+		return nil, err
+	}
+	pull := sc.destMayPull()
+
+	// 2. Open every migration at the destination before sending a byte,
 	//    so it can start gathering (and demand-reading) at once.
 	holders := make([]wire.Holder, len(targets))
 	for i, t := range targets {
@@ -337,7 +359,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 	}
 	for i := range e.vms {
 		v := &e.vms[i]
-		o := wire.Open{ID: v.id, VM: v.Name, Secret: v.secret}
+		o := wire.Open{ID: v.id, VM: v.Name, Secret: v.secret, PullDuringScatter: pull}
 		for _, r := range v.Regions {
 			o.Regions = append(o.Regions, wire.RegionInfo{Name: r.Name, Kind: uint8(r.Kind), Size: uint64(r.Size), ChunkSize: uint32(r.ChunkSize)})
 		}
@@ -353,15 +375,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 		}
 	}
 
-	// 2. Scatter.
-	sc, err := newScheduler(ctx, e, targets)
-	if err == nil {
-		err = sc.tooFewForStripesLocked() // nothing runs yet: no lock needed
-	}
-	if err != nil {
-		e.abortSessions()
-		return nil, err
-	}
+	// 3. Scatter.
 	pl := newPlacer(e)
 	sc.placed = pl.add
 	var total int64
@@ -430,7 +444,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 		}
 	}
 	e.log.Debug("every chunk has its holders", "elapsed", time.Since(start))
-	// 3. Manifests, stored during the scatter (again now where a target
+	// 4. Manifests, stored during the scatter (again now where a target
 	//    holding one was lost), are handed over with Done.
 	res := &Result{Replicas: e.cfg.Replicas, Redundancy: e.cfg.Redundancy}
 	for i := range e.vms {

@@ -33,6 +33,7 @@ type fakeCluster struct {
 	delay          map[string]time.Duration
 	dieOnCheck     map[string]bool  // dies when asked for its capacity after having taken data
 	claimsFree     map[string]int64 // reports this much free room, whatever its store holds (a disk filled by others)
+	downlink       map[string]int64 // the bytes/s it says it can take in
 	refusedFull    map[string]int   // chunks a peer answered "full"
 	sessions       []*fakeSession
 	pushedByID     map[chunk.ID]int
@@ -40,7 +41,7 @@ type fakeCluster struct {
 
 func newFakeCluster(peers ...string) *fakeCluster {
 	c := &fakeCluster{stores: map[string]*chunkstore.Memory{}, pushed: map[string]int64{},
-		failAfter: map[string]int{}, blackHoleAfter: map[string]int{}, gone: map[string]bool{}, delay: map[string]time.Duration{}, dieOnCheck: map[string]bool{}, claimsFree: map[string]int64{}, refusedFull: map[string]int{}, pushedByID: map[chunk.ID]int{}}
+		failAfter: map[string]int{}, blackHoleAfter: map[string]int{}, gone: map[string]bool{}, delay: map[string]time.Duration{}, dieOnCheck: map[string]bool{}, claimsFree: map[string]int64{}, downlink: map[string]int64{}, refusedFull: map[string]int{}, pushedByID: map[chunk.ID]int{}}
 	for _, p := range peers {
 		c.stores[p] = chunkstore.NewMemory(1 << 30)
 	}
@@ -126,7 +127,14 @@ func (c *fakeCluster) Have(_ context.Context, p string, ids []chunk.ID) ([]bool,
 	return out, nil
 }
 
-func (c *fakeCluster) FreeCapacity(_ context.Context, p string) (int64, error) {
+func (c *fakeCluster) Capacity(ctx context.Context, p string) (Capacity, error) {
+	free, err := c.freeCapacity(ctx, p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Capacity{Free: free, Downlink: c.downlink[p]}, err
+}
+
+func (c *fakeCluster) freeCapacity(_ context.Context, p string) (int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dieOnCheck[p] && c.pushed[p] > 0 {
@@ -628,6 +636,44 @@ func TestEvictRoutesAroundFullRelay(t *testing.T) {
 				t.Fatalf("r2 stored %d bytes of its 100 KiB and refused %d chunks as full: want it to fill up", c.pushed["r2"], c.refusedFull["r2"])
 			}
 			t.Logf("r2 took %d KiB, then answered full for %d chunks; per target %v", c.pushed["r2"]>>10, c.refusedFull["r2"], res.SentBytes)
+		})
+	}
+}
+
+// The destination is told it may pull from the relays during the scatter
+// only when its downlink is more than its even share of the source's
+// uplink and the relays can take in all the source sends (all rates said).
+func TestDestMayPull(t *testing.T) {
+	const mbit = 1e6 / 8
+	for _, tc := range []struct {
+		name         string
+		uplink, dest int64
+		relays       []int64
+		want         bool
+	}{
+		{"fast destination, fast relay", 1000 * mbit, 900 * mbit, []int64{1000 * mbit}, true},
+		{"destination under its even share", 1000 * mbit, 300 * mbit, []int64{1000 * mbit}, false},
+		{"relays too slow to take it all", 1000 * mbit, 900 * mbit, []int64{400 * mbit, 400 * mbit}, false},
+		{"a relay that did not say", 1000 * mbit, 900 * mbit, []int64{1000 * mbit, 0}, false},
+		{"uplink unknown", 0, 900 * mbit, []int64{1000 * mbit}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			peers := []string{"dest"}
+			for i := range tc.relays {
+				peers = append(peers, fmt.Sprintf("r%d", i))
+			}
+			c := newFakeCluster(peers...)
+			c.downlink["dest"] = tc.dest
+			for i, d := range tc.relays {
+				c.downlink[peers[1+i]] = d
+			}
+			vm, _ := genVM(t, "web1", 3, 1<<20, 0)
+			cfg := testConfig("dest", peers[1:]...)
+			cfg.Uplink = tc.uplink
+			evict(t, c, cfg, vm)
+			if got := c.sessions[0].open.PullDuringScatter; got != tc.want {
+				t.Fatalf("PullDuringScatter %v, want %v", got, tc.want)
+			}
 		})
 	}
 }

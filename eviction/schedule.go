@@ -62,15 +62,17 @@ func (b *batch) without(drop []int) *batch {
 }
 
 type target struct {
-	idx    int
-	peer   string
-	bit    uint32
-	dest   bool
-	dead   bool
-	full   bool
-	free   int64 // capacity estimate left; <0: unknown
-	sent   atomic.Int64
-	pushes int // stream workers still running
+	idx  int
+	peer string
+	bit  uint32
+	dest bool
+	dead bool
+	full bool
+	free int64 // capacity estimate left; <0: unknown
+	// downlink is the bytes/s it said it can take in (0: not said).
+	downlink int64
+	sent     atomic.Int64
+	pushes   int // stream workers still running
 
 	// The in-flight window (under led.mu): bytes pushed but not answered
 	// are kept to what the target drains in windowTime at its measured
@@ -198,8 +200,8 @@ func newScheduler(ctx context.Context, e *Eviction, peers []string) (*scheduler,
 		t := &target{idx: i, peer: p, bit: 1 << i, dest: i == destIndex, free: -1}
 		sc.targets = append(sc.targets, t)
 		wg.Go(func() {
-			if free, err := e.cl.FreeCapacity(ctx, p); err == nil {
-				t.free = free
+			if c, err := e.cl.Capacity(ctx, p); err == nil {
+				t.free, t.downlink = c.Free, c.Downlink
 			} else if !t.dest {
 				e.log.Warn("intermediate did not report its capacity; not using it", "peer", p, "err", err)
 				t.dead = true
@@ -208,6 +210,43 @@ func newScheduler(ctx context.Context, e *Eviction, peers []string) (*scheduler,
 	}
 	wg.Wait()
 	return sc, nil
+}
+
+// destMayPull reports whether the destination should fetch from the relays
+// while the scatter still runs. Two conditions, from the link rates the
+// targets said and the source's uplink (Config):
+//
+//   - its downlink is more than its even share of the source's uplink
+//     (congestion-controlled flows split an uplink evenly): else the
+//     pushes fill it, and a pull would only slow them;
+//   - the relays together can take in all the source sends: then what a
+//     pull takes from the pushes to the destination, the source pushes
+//     to the relays, and its uplink stays full.
+//
+// The destination's downlink then stays busy, and the gather ends about
+// when a direct migration would, where it would otherwise fetch the
+// relays' half after the scatter.
+func (sc *scheduler) destMayPull() bool {
+	if sc.e.cfg.Uplink <= 0 || sc.e.cfg.Direct {
+		return false
+	}
+	var in int64
+	live := 0
+	for _, t := range sc.targets {
+		if t.dead {
+			continue
+		}
+		live++
+		if t.dest {
+			continue
+		}
+		if t.downlink <= 0 {
+			return false
+		}
+		in += t.downlink
+	}
+	d := sc.targets[destIndex].downlink
+	return live > 1 && in >= sc.e.cfg.Uplink && d*int64(live) > sc.e.cfg.Uplink
 }
 
 func (sc *scheduler) newBatch() *batch {
@@ -549,6 +588,7 @@ func (sc *scheduler) run(ctx context.Context) error {
 	}
 	g.Go(func() error { return sc.watch(gctx) })
 	g.Go(func() error { sc.watchStalls(pushCtx); return nil })
+
 	stop := context.AfterFunc(gctx, func() {
 		sc.led.mu.Lock()
 		sc.fail(context.Cause(gctx))
@@ -588,23 +628,27 @@ func (sc *scheduler) watch(ctx context.Context) error {
 			}
 		}
 		sc.led.mu.Unlock()
-		lost := false
+		// Every relay at once: a live one answers in a round trip; a
+		// crashed one never does, and its connection may take seconds to
+		// be declared dead: do not wait for that.
+		var lost atomic.Bool
+		var wg sync.WaitGroup
 		for _, t := range relays {
-			// A live relay answers in a round trip; a crashed one never
-			// does, and its connection may take seconds to be declared
-			// dead: do not wait for that.
-			cctx, cancel := context.WithTimeout(ctx, livenessTimeout)
-			_, err := sc.e.cl.FreeCapacity(cctx, t.peer)
-			cancel()
-			if err != nil {
-				sc.e.log.Warn("intermediate lost before the end of the eviction; repairing", "peer", t.peer, "err", err)
-				sc.led.mu.Lock()
-				sc.loseTargetLocked(t)
-				sc.led.mu.Unlock()
-				lost = true
-			}
+			wg.Go(func() {
+				cctx, cancel := context.WithTimeout(ctx, livenessTimeout)
+				_, err := sc.e.cl.Capacity(cctx, t.peer)
+				cancel()
+				if err != nil {
+					sc.e.log.Warn("intermediate lost before the end of the eviction; repairing", "peer", t.peer, "err", err)
+					sc.led.mu.Lock()
+					sc.loseTargetLocked(t)
+					sc.led.mu.Unlock()
+					lost.Store(true)
+				}
+			})
 		}
-		if !lost {
+		wg.Wait()
+		if !lost.Load() {
 			sc.led.mu.Lock()
 			sc.finished = true
 			sc.cond.Broadcast()

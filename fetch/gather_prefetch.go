@@ -237,8 +237,12 @@ func (g *Gatherer) prefetchRound(ctx context.Context) {
 	// stops, without moving on, at a chunk whose holder is busy.
 	// While the source still scatters, this bulk waits (unless told not
 	// to): it would share our downlink with the source's pushes and so
-	// hold the source longer, the number that matters most.
-	bulk := g.finished || g.cfg.BulkDuringScatter
+	// hold the source longer, the number that matters most. Unless the
+	// source said its relays can take all it sends: then what our pulls
+	// take from its pushes to us, it pushes to them, and our downlink's
+	// spare goes to the gather (a TMT close to a direct migration's when
+	// the destination is nearly as fast as the source).
+	bulk := g.finished || g.cfg.BulkDuringScatter || g.in.PullDuringScatter
 	for scanned := int64(0); bulk && scanned < min(g.nTotal, int64(limit)*8) && budget < limit; scanned++ {
 		if add(g.cursor) == holderFull {
 			break

@@ -30,6 +30,10 @@ type Incoming struct {
 	// Secret is set for a sealed migration: its chunks are ciphertext and
 	// each placement carries the plain ID that opens it.
 	Secret seal.Secret
+	// PullDuringScatter: the source said its relays can take all it
+	// sends, so fetching from them before the scatter ends costs it
+	// nothing (wire.Open).
+	PullDuringScatter bool
 
 	mu       sync.Mutex
 	ids      [][]chunk.ID        // per region, per position; zero value: not placed yet
@@ -170,7 +174,7 @@ const maxPositions = 1 << 30
 
 // Open records a new migration from source.
 func (s *Incomings) Open(source string, o wire.Open) (*Incoming, error) {
-	in := &Incoming{ID: o.ID, Source: source, VM: o.VM, Regions: o.Regions, Opened: time.Now(), Secret: o.Secret,
+	in := &Incoming{ID: o.ID, Source: source, VM: o.VM, Regions: o.Regions, Opened: time.Now(), Secret: o.Secret, PullDuringScatter: o.PullDuringScatter,
 		holders: map[chunk.ID]uint32{}, peers: map[uint8]string{}, changed: make(chan struct{})}
 	var total uint64
 	for _, r := range o.Regions {

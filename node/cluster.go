@@ -45,19 +45,19 @@ func (a Cluster) Have(ctx context.Context, p string, ids []chunk.ID) ([]bool, er
 	return a.n.Have(ctx, id, ids)
 }
 
-// FreeCapacity asks the peer now (it doubles as a liveness check).
-func (a Cluster) FreeCapacity(ctx context.Context, p string) (int64, error) {
+// Capacity asks the peer now (it doubles as a liveness check).
+func (a Cluster) Capacity(ctx context.Context, p string) (eviction.Capacity, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
-		return 0, fmt.Errorf("peer %q: %w", p, err)
+		return eviction.Capacity{}, fmt.Errorf("peer %q: %w", p, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	in, err := a.n.Info(ctx, id)
 	if err != nil {
-		return 0, err
+		return eviction.Capacity{}, err
 	}
-	return int64(min(in.MemFree+in.DiskFree, 1<<62)), nil
+	return eviction.Capacity{Free: int64(min(in.MemFree+in.DiskFree, 1<<62)), Downlink: int64(min(in.Downlink, 1<<62))}, nil
 }
 
 func (a Cluster) OpenMigration(ctx context.Context, dest string, o wire.Open) (eviction.Session, error) {

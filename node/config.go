@@ -35,6 +35,12 @@ type Config struct {
 	// peers together (0: no cap). It protects a host's foreground traffic;
 	// the lab also uses it to model a slow destination.
 	IngestRate int64
+	// Uplink and Downlink are this host's link rates in bytes per second
+	// (0: not said). The downlink (or IngestRate, if lower) is told to
+	// peers; a source weighs it against its uplink to decide whether its
+	// destination may gather from the relays during the scatter
+	// (eviction.Config.Uplink).
+	Uplink, Downlink int64
 	// PushQuota caps the bytes any one peer's pushes may occupy in this
 	// node's store (0: no cap); pushes beyond it are answered "full", and
 	// the pusher places the chunks elsewhere.

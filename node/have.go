@@ -63,7 +63,10 @@ func (n *Node) handleInfo(s network.Stream) {
 
 // LocalInfo is what this node tells peers about its capacity and load.
 func (n *Node) LocalInfo() wire.Info {
-	in := wire.Info{Zone: n.cfg.Zone, Load: uint32(max(0, n.load.Load()))}
+	in := wire.Info{Zone: n.cfg.Zone, Load: uint32(max(0, n.load.Load())), Downlink: uint64(n.cfg.Downlink)}
+	if r := n.cfg.IngestRate; r > 0 && (in.Downlink == 0 || uint64(r) < in.Downlink) {
+		in.Downlink = uint64(r)
+	}
 	for _, t := range n.store.TierStats() {
 		switch t.Name {
 		case "memory":

@@ -101,6 +101,9 @@ func (c *Cluster) run() (*Result, error) {
 	cfg.Log = c.log.With("node", src.spec.Name)
 	cfg.Direct, cfg.Replicas, cfg.MaxRate = t.Evict.Direct, max(1, t.Evict.Replicas), int64(t.Evict.MaxMBps*1e6)
 	cfg.Seal = t.Evict.Encrypt
+	if !t.Evict.Unpaced {
+		cfg.Uplink = int64(src.spec.UpMbps * 1e6 / 8)
+	}
 	if t.Evict.Redundancy != "" {
 		if cfg.Redundancy, err = eviction.ParseRedundancy(t.Evict.Redundancy); err != nil {
 			return nil, err

@@ -40,6 +40,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	diskBudget := fl.String("disk-budget", "", "disk tier budget, e.g. 100GiB")
 	zone := fl.String("zone", "", "locality label")
 	ingestRate := fl.String("ingest-rate", "", "cap on bytes/s accepted by push, e.g. 400Mbit")
+	uplink := fl.String("uplink", "", "this host's uplink rate, e.g. 10Gbit (evictions from here share it out)")
+	downlink := fl.String("downlink", "", "this host's downlink rate, e.g. 10Gbit (told to sources evicting here)")
 	pushQuota := fl.String("push-quota", "", `cap on one peer's pushes in the store: a size or a share, e.g. "50%"`)
 	requestRate := fl.Int64("request-rate", node.DefaultRequestRate, "cap on chunk IDs/s one peer may ask about in have and get requests (0: none)")
 	logLevel := fl.String("log-level", "", "debug, info, warn or error")
@@ -73,6 +75,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	override("disk-budget", &fc.DiskBudget, *diskBudget)
 	override("zone", &fc.Zone, *zone)
 	override("ingest-rate", &fc.IngestRate, *ingestRate)
+	override("uplink", &fc.Uplink, *uplink)
+	override("downlink", &fc.Downlink, *downlink)
 	override("push-quota", &fc.PushQuota, *pushQuota)
 	override("log-level", &fc.LogLevel, *logLevel)
 	if set["listen"] {
@@ -148,6 +152,16 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 	if fc.IngestRate != "" {
 		if cfg.Node.IngestRate, err = units.ParseRate(fc.IngestRate); err != nil {
 			return cfg, fmt.Errorf("ingest_rate: %w", err)
+		}
+	}
+	if fc.Uplink != "" {
+		if cfg.Node.Uplink, err = units.ParseRate(fc.Uplink); err != nil {
+			return cfg, fmt.Errorf("uplink: %w", err)
+		}
+	}
+	if fc.Downlink != "" {
+		if cfg.Node.Downlink, err = units.ParseRate(fc.Downlink); err != nil {
+			return cfg, fmt.Errorf("downlink: %w", err)
 		}
 	}
 	if fc.DiskBudget != "" {

@@ -21,6 +21,8 @@ type fileConfig struct {
 	MemBudget  string   `toml:"mem_budget"`
 	DiskBudget string   `toml:"disk_budget"`
 	IngestRate string   `toml:"ingest_rate"`
+	Uplink     string   `toml:"uplink"`
+	Downlink   string   `toml:"downlink"`
 	PushQuota  string   `toml:"push_quota"`
 	// RequestRate is chunk IDs/s per peer in have and get requests; nil:
 	// the default, 0: no cap.
@@ -65,6 +67,15 @@ disk_budget = "0"
 # "2Gbit" or "200MB" (empty: no cap). Protects foreground traffic on a
 # destination.
 ingest_rate = ""
+
+# This host's link rates, e.g. "10Gbit" (empty: not known). When the
+# source knows its uplink and every target its downlink, a destination
+# that can take more than its even share of the source's uplink, with
+# relays that can take all the source sends, gathers from the relays
+# during the scatter: its gather ends about when a direct migration's
+# would, and the source is freed as soon.
+uplink = ""
+downlink = ""
 
 # Cap on what any one peer's pushes may occupy in this node's chunk store:
 # a size ("8GiB") or a share of the budgets ("50%"); empty: no cap. Pushes

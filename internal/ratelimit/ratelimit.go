@@ -29,33 +29,14 @@ func New(bytesPerSec int64) *Limiter {
 	return r
 }
 
-// NewBurst returns a limiter of bytesPerSec that lets at most burst bytes
-// through at once (a pacer: New's burst is for caps over seconds).
-func NewBurst(bytesPerSec, burst int64) *Limiter {
-	r := &Limiter{rate: float64(bytesPerSec), burst: float64(burst), last: time.Now()}
-	r.tokens = r.burst
-	return r
-}
-
-// SetRate changes the rate from now on (0: unlimited).
-func (r *Limiter) SetRate(bytesPerSec int64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if r.rate > 0 {
-		r.tokens = min(r.burst, r.tokens+now.Sub(r.last).Seconds()*r.rate)
-	}
-	r.rate, r.last = float64(bytesPerSec), now
-}
-
 // Charge counts n bytes that passed without waiting (traffic that must
 // not be delayed, such as a guest's demand reads): later Waits pay for it.
 func (r *Limiter) Charge(n int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.rate <= 0 {
 		return
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	now := time.Now()
 	r.tokens = min(r.burst, r.tokens+now.Sub(r.last).Seconds()*r.rate) - float64(n)
 	r.last = now
@@ -63,12 +44,11 @@ func (r *Limiter) Charge(n int) {
 
 // Wait blocks until n bytes may pass.
 func (r *Limiter) Wait(ctx context.Context, n int) error {
+	if r.rate <= 0 {
+		return nil
+	}
 	for {
 		r.mu.Lock()
-		if r.rate <= 0 {
-			r.mu.Unlock()
-			return nil
-		}
 		now := time.Now()
 		r.tokens = min(r.burst, r.tokens+now.Sub(r.last).Seconds()*r.rate)
 		r.last = now

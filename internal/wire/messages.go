@@ -269,6 +269,9 @@ type Info struct {
 	DiskFree uint64 // bytes the disk tier can still take
 	Load     uint32 // requests being served right now
 	Zone     string // operator-chosen failure/locality zone, may be empty
+	// Downlink is the bytes/s this node can take in (its link, or its
+	// ingest cap if lower); 0: not said. An optional trailer.
+	Downlink uint64
 }
 
 // MaxZoneLen caps a zone label.
@@ -286,7 +289,11 @@ func AppendInfoAck(dst []byte, in Info) []byte {
 		z = z[:MaxZoneLen]
 	}
 	b = append(b, byte(len(z)))
-	return Finish(append(b, z...))
+	b = append(b, z...)
+	if in.Downlink > 0 {
+		b = binary.BigEndian.AppendUint64(b, in.Downlink)
+	}
+	return Finish(b)
 }
 
 // DecodeInfoAck decodes an InfoAck payload.
@@ -300,10 +307,15 @@ func DecodeInfoAck(p []byte) (Info, error) {
 		Load:     binary.BigEndian.Uint32(p[16:]),
 	}
 	zl := int(p[20])
-	if zl > MaxZoneLen || len(p) != 21+zl {
+	if zl > MaxZoneLen || (len(p) != 21+zl && len(p) != 21+zl+8) {
 		return Info{}, fmt.Errorf("info-ack: zone length %d: %w", zl, ErrMalformed)
 	}
-	in.Zone = string(p[21:])
+	in.Zone = string(p[21 : 21+zl])
+	if len(p) == 21+zl+8 {
+		if in.Downlink = binary.BigEndian.Uint64(p[21+zl:]); in.Downlink == 0 {
+			return Info{}, fmt.Errorf("info-ack: zero downlink trailer: %w", ErrMalformed)
+		}
+	}
 	return in, nil
 }
 

@@ -84,7 +84,17 @@ type Open struct {
 	// relays): placements then carry plain IDs, and it opens the
 	// manifest's key blocks.
 	Secret seal.Secret
+	// PullDuringScatter tells the destination that the relays can take
+	// all the source sends: it may fetch from them with whatever its
+	// downlink has to spare while the scatter still runs, without
+	// slowing the source. (Else its bulk prefetch waits for the end of
+	// the scatter.)
+	PullDuringScatter bool
 }
+
+// openFlagPull is PullDuringScatter in the Open frame's optional flags
+// byte (after the secret, if any).
+const openFlagPull = 1
 
 // Sealed reports whether the migration's chunks are sealed.
 func (o Open) Sealed() bool { return !o.Secret.IsZero() }
@@ -103,6 +113,9 @@ func AppendOpen(dst []byte, o Open) []byte {
 	}
 	if o.Sealed() {
 		b = append(b, o.Secret[:]...)
+	}
+	if o.PullDuringScatter {
+		b = append(b, openFlagPull)
 	}
 	return Finish(b)
 }
@@ -144,11 +157,17 @@ func DecodeOpen(p []byte) (Open, error) {
 		}
 		o.Regions = append(o.Regions, r)
 	}
-	if len(p) == seal.SecretSize {
-		o.Secret, p = seal.Secret(p), nil
+	if len(p) == seal.SecretSize || len(p) == seal.SecretSize+1 {
+		o.Secret, p = seal.Secret(p), p[seal.SecretSize:]
 		if !o.Sealed() {
 			return o, fmt.Errorf("open: all-zero secret: %w", ErrMalformed)
 		}
+	}
+	if len(p) == 1 {
+		if p[0] != openFlagPull {
+			return o, fmt.Errorf("open: flags %#x: %w", p[0], ErrMalformed)
+		}
+		o.PullDuringScatter, p = true, nil
 	}
 	if len(p) != 0 {
 		return o, fmt.Errorf("open: %d trailing bytes: %w", len(p), ErrMalformed)

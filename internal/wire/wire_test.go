@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/seal"
 )
 
 func chunks(n, size int) []Chunk {
@@ -30,6 +31,7 @@ func TestRoundTrips(t *testing.T) {
 	stream.Write(AppendGetAck(nil, []GetResult{{StatusOK, push[2].Data}, {Status: StatusMissing}}))
 	stream.Write(AppendInfo(nil))
 	stream.Write(AppendInfoAck(nil, Info{MemFree: 1 << 30, DiskFree: 5 << 40, Load: 7, Zone: "rack-3"}))
+	stream.Write(AppendInfoAck(nil, Info{MemFree: 1, Zone: "z", Downlink: 125e6}))
 	stream.Write(AppendError(nil, StatusRefused, "not admitted"))
 
 	r := NewReader(&stream, 0)
@@ -89,6 +91,11 @@ func TestRoundTrips(t *testing.T) {
 	must(t, err)
 	if info != (Info{MemFree: 1 << 30, DiskFree: 5 << 40, Load: 7, Zone: "rack-3"}) {
 		t.Fatalf("info %+v", info)
+	}
+	p, err = r.Expect(TypeInfoAck)
+	must(t, err)
+	if info, err = DecodeInfoAck(p); err != nil || info != (Info{MemFree: 1, Zone: "z", Downlink: 125e6}) {
+		t.Fatalf("info with a downlink: %+v, %v", info, err)
 	}
 	_, err = r.Expect(TypePush)
 	var re *RemoteError
@@ -176,5 +183,26 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Open's optional trailers (a secret, the pull flag) round-trip in every
+// combination, and a flags byte with an unknown bit is refused.
+func TestOpenTrailers(t *testing.T) {
+	base := Open{ID: MigrationID{9}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}}
+	for _, o := range []Open{base,
+		{ID: base.ID, VM: base.VM, Regions: base.Regions, Secret: seal.Secret{3}},
+		{ID: base.ID, VM: base.VM, Regions: base.Regions, PullDuringScatter: true},
+		{ID: base.ID, VM: base.VM, Regions: base.Regions, Secret: seal.Secret{3}, PullDuringScatter: true},
+	} {
+		frame := AppendOpen(nil, o)
+		got, err := DecodeOpen(frame[5:])
+		if err != nil || got.Secret != o.Secret || got.PullDuringScatter != o.PullDuringScatter || got.VM != o.VM {
+			t.Fatalf("open %+v: decoded %+v, %v", o, got, err)
+		}
+	}
+	frame := AppendOpen(nil, base)
+	if _, err := DecodeOpen(append(frame[5:], 0x02)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("unknown flag accepted: %v", err)
 	}
 }
