@@ -95,17 +95,19 @@ func TestPaper1SlowDestination(t *testing.T) {
 			ms(sg.TMT), ms(direct.TMT), ratio, bw, sg.ET.Seconds()/model.Seconds())
 		rows = append(rows, plotRow{mbps, sg.ET, direct.ET, sg.TMT, direct.TMT})
 		// The goals are ET ≤ 1.05x the source-link model, a ratio
-		// ≥ 0.95x the bandwidth ratio and TMT ≤ 1.05x direct: not all met
-		// yet (see the README). These floors hold today and catch
-		// regressions.
-		if sg.ET > time.Duration(1.3*float64(model)) {
-			t.Errorf("%.0f Mb/s: ET %v is more than 1.3x the source-link model %v", mbps, sg.ET, model)
+		// ≥ 0.95x the bandwidth ratio and TMT ≤ 1.05x direct. TMT is met
+		// within a run's noise (1.00-1.06x); ET is 1.13-1.20x (about 7% is
+		// bytes: QUIC framing at the simulator's 1252-byte packets, have
+		// queries, placements, the manifest) and the ratio 0.90-0.95x:
+		// see the README. These floors hold today and catch regressions.
+		if sg.ET > time.Duration(1.25*float64(model)) {
+			t.Errorf("%.0f Mb/s: ET %v is more than 1.25x the source-link model %v", mbps, sg.ET, model)
 		}
-		if ratio < 0.8*bw {
-			t.Errorf("%.0f Mb/s: direct/scatter ET ratio %.2f below 0.8x the bandwidth ratio %.2f", mbps, ratio, bw)
+		if ratio < 0.85*bw {
+			t.Errorf("%.0f Mb/s: direct/scatter ET ratio %.2f below 0.85x the bandwidth ratio %.2f", mbps, ratio, bw)
 		}
-		if sg.TMT > time.Duration(1.6*float64(direct.TMT)) {
-			t.Errorf("%.0f Mb/s: TMT %v more than 1.6x direct's %v", mbps, sg.TMT, direct.TMT)
+		if sg.TMT > time.Duration(1.1*float64(direct.TMT)) {
+			t.Errorf("%.0f Mb/s: TMT %v more than 1.1x direct's %v", mbps, sg.TMT, direct.TMT)
 		}
 	}
 	if path := os.Getenv("SG_PLOT"); path != "" {
@@ -143,10 +145,10 @@ func TestPaper2IntermediateScaling(t *testing.T) {
 		model := time.Duration(float64(base) * destMbps / math.Min(srcMbps, destMbps+float64(k)*relayMbps))
 		off := res.ET.Seconds()/model.Seconds() - 1
 		t.Logf("%-6d %10s %12s %+9.1f%%", k, ms(res.ET), ms(model), off*100)
-		// The goal is within 5% of the model: met for one relay, not yet
-		// beyond (see the README). Floor: within 45% (runs vary by a few
-		// percent).
-		if off > 0.45 {
+		// The goal is within 5% of the model: met for some relay counts,
+		// not all, and runs vary by a few percent (see the README).
+		// Floor: within 25%.
+		if off > 0.25 {
 			t.Errorf("%d relays: ET %v is %.1f%% above the bandwidth model %v", k, res.ET, off*100, model)
 		}
 	}

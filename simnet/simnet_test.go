@@ -62,7 +62,15 @@ func TestRepeatable(t *testing.T) {
 		x, y time.Duration
 	}{{"ET", a.ET, b.ET}, {"TMT", a.TMT, b.TMT}} {
 		t.Logf("%s: %v and %v", c.name, c.x, c.y)
-		if d := math.Abs(c.x.Seconds()/c.y.Seconds() - 1); d > 0.05 {
+		// Goroutines that run at one virtual instant run in no fixed
+		// order, so runs are not bit-identical: ET stays within a few
+		// percent; TMT has modes one loaded prefetch round trip apart
+		// (~43 ms here, ~5%), and now and then two.
+		tol := 0.05
+		if c.name == "TMT" {
+			tol = 0.12
+		}
+		if d := math.Abs(c.x.Seconds()/c.y.Seconds() - 1); d > tol {
 			t.Errorf("%s differs by %.2f%% between two runs: %v vs %v", c.name, d*100, c.x, c.y)
 		}
 	}
