@@ -72,9 +72,9 @@ type Config struct {
 	Replicas int      // holders each chunk needs before it counts (the destination counts)
 	Direct   bool     // push to the destination only: the pre-/post-copy baseline
 	MaxRate  int64    // bytes/s cap on the source's pushes; 0: none
-	// Uplink is the source's uplink in bytes/s (0: not known). With it,
-	// and a destination that says what it can take in, the relays are
-	// given only the rest (see relayPacer).
+	// Uplink is the source's uplink in bytes/s (0: not known). With it
+	// and the downlinks the targets say, a fast destination may be told
+	// to gather from the relays while the scatter runs (destMayPull).
 	Uplink int64
 	// Seal encrypts every chunk at rest (convergent encryption, see
 	// internal/seal): holders store and serve only ciphertext, which

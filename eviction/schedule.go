@@ -999,6 +999,9 @@ func (sc *scheduler) pushManifest(ctx context.Context, nodes []manifest.Node, he
 		have = append(have, t)
 	}
 	if len(have) < copies {
+		if lastErr == nil {
+			lastErr = errors.New("no other live target")
+		}
 		return have, fmt.Errorf("manifest stored on %d live targets of the %d needed: %w", len(have), copies, lastErr)
 	}
 	return have, nil
