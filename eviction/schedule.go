@@ -1,12 +1,10 @@
 package eviction
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/bits"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/erasure"
-	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/ratelimit"
 	"github.com/sgrelay/sg/internal/wire"
 )
@@ -403,74 +400,6 @@ func (sc *scheduler) landedLocked(t *target, b *batch, items []int, size int64) 
 	if b.inflight == 0 {
 		delete(sc.flying, b)
 	}
-}
-
-// endgameLocked hands an idle target, once nothing is left to read or
-// queue, a batch another target is still pushing: the last batches of a
-// slow target would otherwise hold the source for as long as they take to
-// drain. The first holders to acknowledge satisfy the chunks; at most one
-// spare copy is in flight per batch, and only where it should land first
-// (spareHelpsLocked): when the targets are as fast as each other, the
-// source's own uplink is what they share, and a copy would only take
-// from it.
-//
-// An erasure-coded eviction has no endgame: a spare copy would put a
-// second target in its stripe, and a shard lost later could then find no
-// target left that holds no other shard of it.
-func (sc *scheduler) endgameLocked(t *target) (*batch, []int) {
-	if sc.e.cfg.NoEndgame || sc.e.cfg.Redundancy.On() || !sc.prodDone || len(sc.queue) > 0 {
-		return nil, nil
-	}
-	for b := range sc.flying {
-		if b.inflight&t.bit != 0 || bits.OnesCount32(b.inflight) > sc.e.cfg.Replicas {
-			continue
-		}
-		items := sc.eligible(b, t)
-		if len(items) == 0 || !sc.spareHelpsLocked(b, t, items) {
-			continue
-		}
-		size, ok := sc.claimLocked(t, b, items)
-		if !ok {
-			continue
-		}
-		sc.launchLocked(t, b, items, size)
-		sc.endgame.Add(size)
-		return b, items
-	}
-	return nil, nil
-}
-
-// spareHelpsLocked reports whether t, pushing a spare copy of items of b,
-// should land it well before the targets pushing b now: t must be more
-// than twice as fast as the fastest of them (measured), and their data in
-// flight must take more than twice as long to drain as the copy at t.
-// A target not measured yet takes no spares; one that has not answered
-// enough to be measured gets a copy once it has been waited on for twice
-// as long as the copy should take.
-func (sc *scheduler) spareHelpsLocked(b *batch, t *target, items []int) bool {
-	if t.rate <= 0 {
-		return false
-	}
-	var size int64
-	for _, i := range items {
-		size += int64(len(b.data[i]))
-	}
-	mine := float64(t.flight+size)/t.rate + t.minLatency.Seconds()
-	for _, o := range sc.targets {
-		if b.inflight&o.bit == 0 {
-			continue
-		}
-		if o.rate <= 0 {
-			if time.Since(o.lastProgress).Seconds() < 2*mine {
-				return false
-			}
-			continue
-		}
-		if 2*o.rate >= t.rate || float64(o.flight)/o.rate < 2*mine {
-			return false
-		}
-	}
-	return true
 }
 
 // doneLocked reports whether every chunk has its holders: nothing left to
@@ -953,100 +882,4 @@ func (sc *scheduler) sentSnapshot() map[string]int64 {
 		out[t.peer] = t.sent.Load()
 	}
 	return out
-}
-
-// pushManifest stores manifest nodes at live targets until as many hold
-// them as hold the data (Replicas, or any parity of its stripes plus one),
-// counting those in held that are still alive, and returns the targets
-// holding them. The quickest targets (measured rate; the destination wins
-// ties, so a direct eviction stores it there) are tried first; one whose
-// push fails is passed over for the next.
-func (sc *scheduler) pushManifest(ctx context.Context, nodes []manifest.Node, held []*target) ([]*target, error) {
-	chunks := make([]wire.Chunk, len(nodes))
-	var size int64
-	for i, n := range nodes {
-		chunks[i] = wire.Chunk{ID: n.ID, Data: n.Data}
-		size += int64(len(n.Data))
-	}
-	copies := max(sc.e.cfg.Replicas, sc.e.cfg.Redundancy.Parity+1)
-	sc.led.mu.Lock()
-	var have, candidates []*target
-	for _, t := range sc.targets {
-		switch {
-		case t.dead:
-		case slices.Contains(held, t):
-			have = append(have, t)
-		case !t.full:
-			candidates = append(candidates, t)
-		}
-	}
-	slices.SortStableFunc(candidates, func(a, b *target) int { return cmp.Compare(b.rate, a.rate) })
-	sc.led.mu.Unlock()
-	var lastErr error
-	for _, t := range candidates {
-		if len(have) >= copies {
-			break
-		}
-		if err := pushNow(ctx, sc.e.cl, t.peer, chunks, sc.e.cfg.BatchBytes); err != nil {
-			if ctx.Err() != nil {
-				return have, ctx.Err()
-			}
-			sc.e.log.Warn("manifest not stored; trying another target", "peer", t.peer, "err", err)
-			lastErr = err
-			continue
-		}
-		t.sent.Add(size)
-		have = append(have, t)
-	}
-	if len(have) < copies {
-		if lastErr == nil {
-			lastErr = errors.New("no other live target")
-		}
-		return have, fmt.Errorf("manifest stored on %d live targets of the %d needed: %w", len(have), copies, lastErr)
-	}
-	return have, nil
-}
-
-// pushNow pushes chunks to one peer on a new stream and waits for every ack.
-func pushNow(ctx context.Context, net Network, peer string, chunks []wire.Chunk, batchBytes int) error {
-	ps, err := net.OpenPush(ctx, peer)
-	if err != nil {
-		return err
-	}
-	var mu sync.Mutex
-	var failed error
-	for len(chunks) > 0 {
-		n, size := 0, 0
-		for n < len(chunks) && (n == 0 || size+len(chunks[n].Data) <= batchBytes) && n < wire.MaxBatch {
-			size += len(chunks[n].Data)
-			n++
-		}
-		part := chunks[:n]
-		chunks = chunks[n:]
-		err := ps.Push(ctx, part, func(st []wire.Status, err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil {
-				for i, s := range st {
-					if s != wire.StatusOK {
-						err = fmt.Errorf("%s refused chunk %s: %s: %w", peer, part[i].ID.Short(), s, ErrRejected)
-						break
-					}
-				}
-			}
-			if err != nil && failed == nil {
-				failed = err
-			}
-		})
-		if err != nil {
-			ps.Abort()
-			return err
-		}
-	}
-	if err := ps.Close(); err != nil {
-		return err
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return failed
 }
