@@ -149,19 +149,19 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 			return cfg, fmt.Errorf("mem_budget: %w", err)
 		}
 	}
-	if fc.IngestRate != "" {
-		if cfg.Node.IngestRate, err = units.ParseRate(fc.IngestRate); err != nil {
-			return cfg, fmt.Errorf("ingest_rate: %w", err)
+	for _, r := range []struct {
+		key, value string
+		dst        *int64
+	}{
+		{"ingest_rate", fc.IngestRate, &cfg.Node.IngestRate},
+		{"uplink", fc.Uplink, &cfg.Node.Uplink},
+		{"downlink", fc.Downlink, &cfg.Node.Downlink},
+	} {
+		if r.value == "" {
+			continue
 		}
-	}
-	if fc.Uplink != "" {
-		if cfg.Node.Uplink, err = units.ParseRate(fc.Uplink); err != nil {
-			return cfg, fmt.Errorf("uplink: %w", err)
-		}
-	}
-	if fc.Downlink != "" {
-		if cfg.Node.Downlink, err = units.ParseRate(fc.Downlink); err != nil {
-			return cfg, fmt.Errorf("downlink: %w", err)
+		if *r.dst, err = units.ParseRate(r.value); err != nil {
+			return cfg, fmt.Errorf("%s: %w", r.key, err)
 		}
 	}
 	if fc.DiskBudget != "" {

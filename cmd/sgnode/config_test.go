@@ -55,6 +55,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		"mem_bugdet = \"1GiB\"\n":               "mem_bugdet",
 		"mem_budget = \"lots\"\n":               "mem_budget",
 		"ingest_rate = \"fast\"\n":              "ingest_rate",
+		"uplink = \"quick\"\n":                  "uplink",
+		"downlink = \"-5Gbit\"\n":               "downlink",
 		"allow = [\"not-a-peer\"]\n":            "allow",
 		"peers_file = \"/nonexistent/peers\"\n": "peers_file",
 		"log_level = \"chatty\"\n":              "log_level",
