@@ -622,6 +622,13 @@ func TestEvictRoutesAroundFullRelay(t *testing.T) {
 	for _, red := range []Redundancy{{}, {4, 1}} {
 		t.Run(fmt.Sprintf("redundancy %v", red), func(t *testing.T) {
 			c := newFakeCluster("dest", "r1", "r2", "r3", "r4", "r5", "r6")
+			// A slow destination, and relays slower than r2: r2 is sure
+			// to be offered work (else it could go without: the endgame
+			// makes no spare copies among equals).
+			c.delay["dest"] = 2 * time.Millisecond
+			for _, r := range []string{"r1", "r3", "r4", "r5", "r6"} {
+				c.delay[r] = time.Millisecond
+			}
 			c.stores["r2"] = chunkstore.NewMemory(100 << 10)
 			c.claimsFree["r2"] = 1 << 30
 			vm, _ := genVM(t, "web1", 9, 8<<20, 0)
