@@ -150,28 +150,33 @@ const (
 
 // GatherReport is a destination's view of one migration.
 type GatherReport struct {
-	Complete        bool                     `json:"complete"`
-	TMT             time.Duration            `json:"tmt_ns"`
-	FirstDemand     time.Duration            `json:"first_demand_ns"`
-	DemandReads     int64                    `json:"demand_reads"`
-	DemandHits      int64                    `json:"demand_hits"`
-	NetworkFaults   int64                    `json:"network_faults"`
-	LocalChunks     int64                    `json:"local_chunks"`
-	KeptChunks      int64                    `json:"kept_chunks"`    // resumed after a restart: already in the files
-	RebuiltChunks   int64                    `json:"rebuilt_chunks"` // decoded from their stripes: no holder had them
-	PrefetchChunks  int64                    `json:"prefetch_chunks"`
-	DemandChunks    int64                    `json:"demand_chunks"`
-	SourceChunks    int64                    `json:"source_chunks"`
-	Hedged          int64                    `json:"hedged"`
-	FetchedBytes    map[string]int64         `json:"fetched_bytes"`
-	LatencyP50      map[string]time.Duration `json:"latency_p50_ns"`
-	LatencyP99      map[string]time.Duration `json:"latency_p99_ns"`
-	Files           []string                 `json:"files"`
-	Lazy            string                   `json:"lazy_dir,omitempty"`
-	NBD             map[string]string        `json:"nbd,omitempty"` // disk region → unix socket
-	ChunksTotal     int64                    `json:"chunks_total"`
-	ChunksPresent   int64                    `json:"chunks_present"`
-	ReleasedHolders int                      `json:"released_holders"`
+	Complete       bool          `json:"complete"`
+	TMT            time.Duration `json:"tmt_ns"`
+	FirstDemand    time.Duration `json:"first_demand_ns"`
+	DemandReads    int64         `json:"demand_reads"`
+	DemandHits     int64         `json:"demand_hits"`
+	NetworkFaults  int64         `json:"network_faults"`
+	LocalChunks    int64         `json:"local_chunks"`
+	KeptChunks     int64         `json:"kept_chunks"`    // resumed after a restart: already in the files
+	RebuiltChunks  int64         `json:"rebuilt_chunks"` // decoded from their stripes: no holder had them
+	PrefetchChunks int64         `json:"prefetch_chunks"`
+	// PrefetchedDuringScatter is bytes prefetched before the source was
+	// done: around guest faults, or all in order when the source let this
+	// destination pull from the relays during the scatter (Pulled).
+	PrefetchedDuringScatter int64                    `json:"prefetched_during_scatter"`
+	Pulled                  bool                     `json:"pulled_during_scatter,omitempty"`
+	DemandChunks            int64                    `json:"demand_chunks"`
+	SourceChunks            int64                    `json:"source_chunks"`
+	Hedged                  int64                    `json:"hedged"`
+	FetchedBytes            map[string]int64         `json:"fetched_bytes"`
+	LatencyP50              map[string]time.Duration `json:"latency_p50_ns"`
+	LatencyP99              map[string]time.Duration `json:"latency_p99_ns"`
+	Files                   []string                 `json:"files"`
+	Lazy                    string                   `json:"lazy_dir,omitempty"`
+	NBD                     map[string]string        `json:"nbd,omitempty"` // disk region → unix socket
+	ChunksTotal             int64                    `json:"chunks_total"`
+	ChunksPresent           int64                    `json:"chunks_present"`
+	ReleasedHolders         int                      `json:"released_holders"`
 }
 
 // Migration states.

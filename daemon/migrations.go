@@ -90,6 +90,7 @@ func gatherReportToAPI(r fetch.Report) *api.GatherReport {
 	out := &api.GatherReport{
 		Complete: r.Complete, TMT: r.TMT, FirstDemand: r.FirstDemand, DemandReads: r.DemandReads, DemandHits: r.DemandHits,
 		NetworkFaults: r.NetworkFaults, LocalChunks: r.LocalChunks, KeptChunks: r.KeptChunks, RebuiltChunks: r.RebuiltChunks, PrefetchChunks: r.PrefetchChunks, DemandChunks: r.DemandChunks,
+		PrefetchedDuringScatter: r.PrefetchedDuringScatter, Pulled: r.Pulled,
 		SourceChunks: r.SourceChunks, Hedged: r.Hedged, FetchedBytes: r.FetchedBytes, Files: r.Paths,
 		ChunksTotal: r.ChunksTotal, ChunksPresent: r.ChunksPresent, ReleasedHolders: r.ReleasedHolders,
 		LatencyP50: map[string]time.Duration{}, LatencyP99: map[string]time.Duration{},

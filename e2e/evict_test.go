@@ -321,3 +321,47 @@ func TestEvictImageTruncatedMidway(t *testing.T) {
 		t.Fatal("the destination claims the VM is complete")
 	}
 }
+
+// A destination that can take more than its even share of the source's
+// uplink, with relays that can take all the source sends (each node says
+// its rates: --uplink, --downlink, or --ingest-rate), gathers from the
+// relays while the scatter still runs; without the source's uplink known
+// it waits for the scatter to end. Both end byte for byte.
+func TestEvictFastDestinationPullsDuringScatter(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		uplink []string
+		pulled bool
+	}{
+		{"source says its uplink", []string{"--uplink", "500Mbit"}, true},
+		{"source does not say", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			relay := []string{"--downlink", "1Gbit"}
+			c := startClusterWith(t, map[string][]string{
+				"src": tc.uplink, "dst": {"--ingest-rate", "400Mbit"}, "r1": relay, "r2": relay,
+			}, "src", "dst", "r1", "r2")
+			src, dst := c.Nodes[0], c.Nodes[1]
+			ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+			defer cancel()
+			spec := vmSpec(5)
+			spec.MemSize, spec.DiskSize = 64<<20, 32<<20
+			images := addVM(t, ctx, src, "web1", spec)
+			var res api.EvictResult
+			if err := src.SgctlJSON(ctx, &res, "evict", "vm", "web1", "--to", dst.PeerID); err != nil {
+				t.Fatal(err)
+			}
+			m := waitGathered(t, ctx, dst, "web1")
+			g := m.Gather
+			t.Logf("ET %v, TMT %v; pulled during the scatter: %v, %d KiB prefetched before the source was done; per holder %v",
+				res.ET, g.TMT, g.Pulled, g.PrefetchedDuringScatter>>10, g.FetchedBytes)
+			if g.Pulled != tc.pulled {
+				t.Fatalf("the destination was told to pull during the scatter: %v, want %v", g.Pulled, tc.pulled)
+			}
+			if tc.pulled != (g.PrefetchedDuringScatter > 0) {
+				t.Fatalf("%d bytes prefetched before the scatter ended (pull %v)", g.PrefetchedDuringScatter, tc.pulled)
+			}
+			sameFiles(t, g.Files, images)
+		})
+	}
+}

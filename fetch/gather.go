@@ -197,28 +197,33 @@ type holderStats struct {
 
 // Report is what a gather measured.
 type Report struct {
-	VM              string
-	TMT             time.Duration            // open to every chunk here
-	FirstDemand     time.Duration            // open to the first demand read served
-	DemandReads     int64                    // chunk reads through ReadAt
-	DemandHits      int64                    // of them, already here
-	NetworkFaults   int64                    // of them, that waited for the network
-	LocalChunks     int64                    // chunks copied from the local store (this VM or another)
-	KeptChunks      int64                    // resumed gather: chunks already in the files, not fetched
-	RebuiltChunks   int64                    // decoded from their stripes: no holder had them
-	PrefetchChunks  int64                    // chunks brought by prefetch
-	DemandChunks    int64                    // chunks brought by demand
-	Hedged          int64                    // demand reads also asked of a second holder
-	SourceChunks    int64                    // chunks read by position from the source
-	FetchedBytes    map[string]int64         // per holder (and the source)
-	LatencyP50      map[string]time.Duration // demand latency per holder
-	LatencyP99      map[string]time.Duration
-	Paths           []string
-	Complete        bool
-	Err             string
-	ChunksTotal     int64
-	ChunksPresent   int64
-	ReleasedHolders int
+	VM             string
+	TMT            time.Duration // open to every chunk here
+	FirstDemand    time.Duration // open to the first demand read served
+	DemandReads    int64         // chunk reads through ReadAt
+	DemandHits     int64         // of them, already here
+	NetworkFaults  int64         // of them, that waited for the network
+	LocalChunks    int64         // chunks copied from the local store (this VM or another)
+	KeptChunks     int64         // resumed gather: chunks already in the files, not fetched
+	RebuiltChunks  int64         // decoded from their stripes: no holder had them
+	PrefetchChunks int64         // chunks brought by prefetch
+	// PrefetchedDuringScatter is the bytes prefetched before the source
+	// handed the manifest over: around guest faults, and all in order
+	// when the source let the destination pull during the scatter.
+	PrefetchedDuringScatter int64
+	Pulled                  bool                     // the source let this destination pull during the scatter
+	DemandChunks            int64                    // chunks brought by demand
+	Hedged                  int64                    // demand reads also asked of a second holder
+	SourceChunks            int64                    // chunks read by position from the source
+	FetchedBytes            map[string]int64         // per holder (and the source)
+	LatencyP50              map[string]time.Duration // demand latency per holder
+	LatencyP99              map[string]time.Duration
+	Paths                   []string
+	Complete                bool
+	Err                     string
+	ChunksTotal             int64
+	ChunksPresent           int64
+	ReleasedHolders         int
 }
 
 // NewGatherer prepares the files of an incoming migration. Call Run to
@@ -706,7 +711,7 @@ func (g *Gatherer) Report() Report {
 		r.LatencyP50[p] = l[len(l)/2]
 		r.LatencyP99[p] = l[min(len(l)-1, len(l)*99/100)]
 	}
-	r.ChunksPresent = g.nPresent
+	r.ChunksPresent, r.Pulled = g.nPresent, g.in.PullDuringScatter
 	r.Complete = !g.completeAt.IsZero()
 	if g.failed != nil {
 		r.Err = g.failed.Error()

@@ -390,6 +390,9 @@ func (g *Gatherer) prefetchBatch(ctx context.Context, p string, fs []*flight) {
 	for _, o := range mine {
 		g.st.FetchedBytes[p] += int64(len(o.data))
 		g.st.PrefetchChunks++
+		if !g.finished {
+			g.st.PrefetchedDuringScatter += int64(len(o.data))
+		}
 	}
 	g.mu.Unlock()
 	g.keepAll(mine)
