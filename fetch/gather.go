@@ -651,8 +651,18 @@ func (g *Gatherer) Run(ctx context.Context) error {
 // gather on this node still needs are kept at the holders.
 func (g *Gatherer) release(ctx context.Context) {
 	g.mu.Lock()
+	ids := slices.Collect(maps.Keys(g.positions))
+	// Parity chunks are not placed: whoever holds one frees it.
+	var parity []chunk.ID
+	for _, s := range g.stripes {
+		parity = append(parity, s.Parity...)
+	}
+	g.mu.Unlock()
+	// StillNeeded asks the other gathers on this node, each under its own
+	// lock: never ask holding ours (two gathers completing at once would
+	// each wait for the other's).
 	per := map[string][]chunk.ID{}
-	for id := range g.positions {
+	for _, id := range ids {
 		if g.cfg.StillNeeded != nil && g.cfg.StillNeeded(id) {
 			continue
 		}
@@ -660,12 +670,6 @@ func (g *Gatherer) release(ctx context.Context) {
 			per[p] = append(per[p], id)
 		}
 	}
-	// Parity chunks are not placed: whoever holds one frees it.
-	var parity []chunk.ID
-	for _, s := range g.stripes {
-		parity = append(parity, s.Parity...)
-	}
-	g.mu.Unlock()
 	if len(parity) > 0 {
 		for _, p := range g.in.Peers() {
 			per[p] = append(per[p], parity...)

@@ -531,3 +531,52 @@ func TestRecordedWorkingSetPrefetchedFirst(t *testing.T) {
 		t.Fatalf("%d of 64 working-set pages were here (complete: %v)", rep.DemandHits, rep.Complete)
 	}
 }
+
+// Two gathers on one node that complete at once each ask the other, as
+// they release their holders, whether it still needs a chunk (node.Roles
+// does so under one lock over its gathers): neither may hold its own
+// lock while it asks, or each waits for the other's (they did).
+func TestTwoGathersReleasingAtOnce(t *testing.T) {
+	net := newGnet("src")
+	net.peer("r1", time.Millisecond)
+	local, _ := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 30})
+	one := func(chunk.ID) []uint8 { return []uint8{0} }
+	fs := []*fixture{
+		newFixture(t, net, local, smallSpec(1), one, []string{"r1"}),
+		newFixture(t, net, local, smallSpec(2), one, []string{"r1"}),
+	}
+	var gs [2]*fetch.Gatherer
+	var both sync.WaitGroup // both gathers are releasing
+	both.Add(2)
+	var first [2]sync.Once
+	var roles sync.Mutex
+	for i, f := range fs {
+		cfg := fetch.DefaultGatherConfig(t.TempDir())
+		cfg.StillNeeded = func(id chunk.ID) bool {
+			first[i].Do(func() { both.Done(); both.Wait() })
+			roles.Lock()
+			defer roles.Unlock()
+			return gs[1-i].Needs(id)
+		}
+		_, gs[i] = f.start(t, []string{"r1"}, cfg)
+	}
+	errs := make(chan error, 2)
+	for i, f := range fs {
+		go f.placeAll(t, 1, 0)
+		go func() { errs <- gs[i].Run(t.Context()) }()
+	}
+	timeout := time.After(30 * time.Second)
+	for range fs {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatal("the two gathers did not end in 30 s: releasing at once, each waits for the other's lock")
+		}
+	}
+	for i, f := range fs {
+		checkFiles(t, gs[i], f.data)
+	}
+}
