@@ -36,6 +36,9 @@ type Cluster interface {
 type Capacity struct {
 	Free     int64 // bytes its store can still take
 	Downlink int64 // bytes/s it can take in; 0: not said
+	// Chunks is how many chunks it holds (-1: not said). A destination
+	// that holds none is not asked which of the VM's it holds.
+	Chunks int64
 }
 
 // Session is the control stream of one migration to its destination.

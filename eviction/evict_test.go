@@ -34,6 +34,8 @@ type fakeCluster struct {
 	dieOnCheck     map[string]bool  // dies when asked for its capacity after having taken data
 	claimsFree     map[string]int64 // reports this much free room, whatever its store holds (a disk filled by others)
 	downlink       map[string]int64 // the bytes/s it says it can take in
+	saysEmpty      map[string]bool  // reports a store with no chunk
+	haveAsked      int              // chunk IDs asked about in have queries
 	refusedFull    map[string]int   // chunks a peer answered "full"
 	sessions       []*fakeSession
 	pushedByID     map[chunk.ID]int
@@ -41,7 +43,7 @@ type fakeCluster struct {
 
 func newFakeCluster(peers ...string) *fakeCluster {
 	c := &fakeCluster{stores: map[string]*chunkstore.Memory{}, pushed: map[string]int64{},
-		failAfter: map[string]int{}, blackHoleAfter: map[string]int{}, gone: map[string]bool{}, delay: map[string]time.Duration{}, dieOnCheck: map[string]bool{}, claimsFree: map[string]int64{}, downlink: map[string]int64{}, refusedFull: map[string]int{}, pushedByID: map[chunk.ID]int{}}
+		failAfter: map[string]int{}, blackHoleAfter: map[string]int{}, gone: map[string]bool{}, delay: map[string]time.Duration{}, dieOnCheck: map[string]bool{}, claimsFree: map[string]int64{}, downlink: map[string]int64{}, saysEmpty: map[string]bool{}, refusedFull: map[string]int{}, pushedByID: map[chunk.ID]int{}}
 	for _, p := range peers {
 		c.stores[p] = chunkstore.NewMemory(1 << 30)
 	}
@@ -120,6 +122,9 @@ func (f *fakePusher) Abort() {
 }
 
 func (c *fakeCluster) Have(_ context.Context, p string, ids []chunk.ID) ([]bool, error) {
+	c.mu.Lock()
+	c.haveAsked += len(ids)
+	c.mu.Unlock()
 	out := make([]bool, len(ids))
 	for i, id := range ids {
 		out[i] = c.stores[p].Has(id)
@@ -131,7 +136,11 @@ func (c *fakeCluster) Capacity(ctx context.Context, p string) (Capacity, error) 
 	free, err := c.freeCapacity(ctx, p)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Capacity{Free: free, Downlink: c.downlink[p]}, err
+	cp := Capacity{Free: free, Downlink: c.downlink[p], Chunks: -1}
+	if c.saysEmpty[p] {
+		cp.Chunks = 0
+	}
+	return cp, err
 }
 
 func (c *fakeCluster) freeCapacity(_ context.Context, p string) (int64, error) {
@@ -682,5 +691,23 @@ func TestDestMayPull(t *testing.T) {
 				t.Fatalf("PullDuringScatter %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// A destination that says its store is empty is not asked which chunks it
+// holds (each have query is bytes on the source's uplink and a round trip
+// before a batch may go); one that does not say is asked about every
+// distinct chunk. Both end complete, each chunk pushed once.
+func TestNoHaveQueriesToAnEmptyDestination(t *testing.T) {
+	for _, empty := range []bool{true, false} {
+		c := newFakeCluster("dest", "r1")
+		c.saysEmpty["dest"] = empty
+		vm, _ := genVM(t, "web1", 4, 4<<20, 0)
+		res := evict(t, c, testConfig("dest", "r1"), vm)
+		checkComplete(t, c, res, 1, vm)
+		t.Logf("empty %v: %d chunk IDs asked about, %d distinct chunks", empty, c.haveAsked, res.UniqueChunks)
+		if empty && c.haveAsked != 0 || !empty && c.haveAsked < int(res.UniqueChunks) {
+			t.Fatalf("destination says empty %v: asked about %d IDs for %d distinct chunks", empty, c.haveAsked, res.UniqueChunks)
+		}
 	}
 }

@@ -278,12 +278,14 @@ func (p *producer) sequence(ctx context.Context, in <-chan *span, out chan<- []*
 
 // filterHeld asks the destination which chunks of bs it already holds (from
 // other VMs, earlier migrations): they count as held there and are not
-// sent. The lanes of a group are queued only once all are asked about, so
+// sent. A destination whose store was empty at the start is not asked
+// (what it has since received from others is rare, and only costs its
+// bytes again). The lanes of a group are queued only once all are asked about, so
 // no target takes a shard of a stripe another shard of which turns out to
 // be at the destination already.
 func (p *producer) filterHeld(ctx context.Context, bs []*batch) error {
 	for bi, b := range bs {
-		if p.e.cfg.SkipHaveQueries || b.items[0].parity {
+		if p.e.cfg.SkipHaveQueries || p.sc.targets[destIndex].empty || b.items[0].parity {
 			continue
 		}
 		ids := make([]chunk.ID, len(b.items))

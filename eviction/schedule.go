@@ -66,8 +66,10 @@ type target struct {
 	dead bool
 	full bool
 	free int64 // capacity estimate left; <0: unknown
-	// downlink is the bytes/s it said it can take in (0: not said).
+	// downlink is the bytes/s it said it can take in (0: not said);
+	// empty, that its store held no chunk when asked.
 	downlink int64
+	empty    bool
 	sent     atomic.Int64
 	pushes   int // stream workers still running
 
@@ -198,7 +200,7 @@ func newScheduler(ctx context.Context, e *Eviction, peers []string) (*scheduler,
 		sc.targets = append(sc.targets, t)
 		wg.Go(func() {
 			if c, err := e.cl.Capacity(ctx, p); err == nil {
-				t.free, t.downlink = c.Free, c.Downlink
+				t.free, t.downlink, t.empty = c.Free, c.Downlink, c.Chunks == 0
 			} else if !t.dest {
 				e.log.Warn("intermediate did not report its capacity; not using it", "peer", p, "err", err)
 				t.dead = true

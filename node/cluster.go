@@ -57,7 +57,11 @@ func (a Cluster) Capacity(ctx context.Context, p string) (eviction.Capacity, err
 	if err != nil {
 		return eviction.Capacity{}, err
 	}
-	return eviction.Capacity{Free: int64(min(in.MemFree+in.DiskFree, 1<<62)), Downlink: int64(min(in.Downlink, 1<<62))}, nil
+	c := eviction.Capacity{Free: int64(min(in.MemFree+in.DiskFree, 1<<62)), Downlink: int64(min(in.Downlink, 1<<62)), Chunks: -1}
+	if in.ChunksKnown {
+		c.Chunks = int64(min(in.Chunks, 1<<62))
+	}
+	return c, nil
 }
 
 func (a Cluster) OpenMigration(ctx context.Context, dest string, o wire.Open) (eviction.Session, error) {

@@ -67,7 +67,9 @@ func (n *Node) LocalInfo() wire.Info {
 	if r := n.cfg.IngestRate; r > 0 && (in.Downlink == 0 || uint64(r) < in.Downlink) {
 		in.Downlink = uint64(r)
 	}
+	in.ChunksKnown = true
 	for _, t := range n.store.TierStats() {
+		in.Chunks += uint64(max(0, t.Chunks))
 		switch t.Name {
 		case "memory":
 			in.MemFree = uint64(t.Free())

@@ -25,6 +25,7 @@ func FuzzFrames(f *testing.F) {
 		AppendInfo(nil),
 		AppendInfoAck(nil, Info{MemFree: 1, DiskFree: 2, Load: 3, Zone: "z"}),
 		AppendInfoAck(nil, Info{MemFree: 1, Zone: "z", Downlink: 1e9}),
+		AppendInfoAck(nil, Info{MemFree: 1, Zone: "z", Chunks: 7, ChunksKnown: true}),
 		AppendError(nil, StatusRefused, "no"),
 		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}}),
 		AppendHolders(nil, []Holder{{0, "12D3KooWdest"}, {1, "12D3KooWrelay"}}),

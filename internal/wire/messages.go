@@ -270,9 +270,17 @@ type Info struct {
 	Load     uint32 // requests being served right now
 	Zone     string // operator-chosen failure/locality zone, may be empty
 	// Downlink is the bytes/s this node can take in (its link, or its
-	// ingest cap if lower); 0: not said. An optional trailer.
+	// ingest cap if lower); 0: not said.
 	Downlink uint64
+	// Chunks is how many chunks its store holds, if ChunksKnown: a store
+	// that holds none need not be asked which it holds.
+	Chunks      uint64
+	ChunksKnown bool
 }
+
+// infoTrailer is the InfoAck's optional trailer: the downlink and the
+// chunk count plus one (0: not said), eight bytes each.
+const infoTrailer = 16
 
 // MaxZoneLen caps a zone label.
 const MaxZoneLen = 64
@@ -290,8 +298,13 @@ func AppendInfoAck(dst []byte, in Info) []byte {
 	}
 	b = append(b, byte(len(z)))
 	b = append(b, z...)
-	if in.Downlink > 0 {
+	if in.Downlink > 0 || in.ChunksKnown {
 		b = binary.BigEndian.AppendUint64(b, in.Downlink)
+		var chunks uint64
+		if in.ChunksKnown {
+			chunks = min(in.Chunks, 1<<62) + 1
+		}
+		b = binary.BigEndian.AppendUint64(b, chunks)
 	}
 	return Finish(b)
 }
@@ -307,13 +320,18 @@ func DecodeInfoAck(p []byte) (Info, error) {
 		Load:     binary.BigEndian.Uint32(p[16:]),
 	}
 	zl := int(p[20])
-	if zl > MaxZoneLen || (len(p) != 21+zl && len(p) != 21+zl+8) {
+	if zl > MaxZoneLen || (len(p) != 21+zl && len(p) != 21+zl+infoTrailer) {
 		return Info{}, fmt.Errorf("info-ack: zone length %d: %w", zl, ErrMalformed)
 	}
 	in.Zone = string(p[21 : 21+zl])
-	if len(p) == 21+zl+8 {
-		if in.Downlink = binary.BigEndian.Uint64(p[21+zl:]); in.Downlink == 0 {
-			return Info{}, fmt.Errorf("info-ack: zero downlink trailer: %w", ErrMalformed)
+	if t := p[21+zl:]; len(t) == infoTrailer {
+		in.Downlink = binary.BigEndian.Uint64(t)
+		chunks := binary.BigEndian.Uint64(t[8:])
+		if in.Downlink == 0 && chunks == 0 || chunks > 1<<62+1 {
+			return Info{}, fmt.Errorf("info-ack: trailer says nothing: %w", ErrMalformed)
+		}
+		if chunks > 0 {
+			in.Chunks, in.ChunksKnown = chunks-1, true
 		}
 	}
 	return in, nil

@@ -32,6 +32,7 @@ func TestRoundTrips(t *testing.T) {
 	stream.Write(AppendInfo(nil))
 	stream.Write(AppendInfoAck(nil, Info{MemFree: 1 << 30, DiskFree: 5 << 40, Load: 7, Zone: "rack-3"}))
 	stream.Write(AppendInfoAck(nil, Info{MemFree: 1, Zone: "z", Downlink: 125e6}))
+	stream.Write(AppendInfoAck(nil, Info{Zone: "z", ChunksKnown: true}))
 	stream.Write(AppendError(nil, StatusRefused, "not admitted"))
 
 	r := NewReader(&stream, 0)
@@ -96,6 +97,11 @@ func TestRoundTrips(t *testing.T) {
 	must(t, err)
 	if info, err = DecodeInfoAck(p); err != nil || info != (Info{MemFree: 1, Zone: "z", Downlink: 125e6}) {
 		t.Fatalf("info with a downlink: %+v, %v", info, err)
+	}
+	p, err = r.Expect(TypeInfoAck)
+	must(t, err)
+	if info, err = DecodeInfoAck(p); err != nil || info != (Info{Zone: "z", ChunksKnown: true}) {
+		t.Fatalf("info of an empty store: %+v, %v", info, err)
 	}
 	_, err = r.Expect(TypePush)
 	var re *RemoteError
