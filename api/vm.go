@@ -70,27 +70,30 @@ type EvictedVM struct {
 
 // EvictResult reports a finished eviction.
 type EvictResult struct {
-	VMs           []EvictedVM      `json:"vms"`
-	Destination   string           `json:"destination"`
-	ET            time.Duration    `json:"et_ns"`
-	Bytes         int64            `json:"bytes"`
-	Chunks        int64            `json:"chunks"`
-	ZeroChunks    int64            `json:"zero_chunks"`
-	DupWithin     int64            `json:"dup_within_vm"`
-	DupAcross     int64            `json:"dup_across_vms"`
-	AlreadyHeld   int64            `json:"already_held"`
-	UniqueChunks  int64            `json:"unique_chunks"`
-	UniqueBytes   int64            `json:"unique_bytes"`
-	ManifestBytes int64            `json:"manifest_bytes"`
-	SentBytes     map[string]int64 `json:"sent_bytes"`
-	Repaired      int64            `json:"repaired"`
-	EndgameBytes  int64            `json:"endgame_bytes"` // spare copies taken by idle targets at the end
-	Replicas      int              `json:"replicas"`
-	Redundancy    string           `json:"redundancy,omitempty"` // k+m, if erasure-coded
-	ParityChunks  int64            `json:"parity_chunks,omitempty"`
-	ParityBytes   int64            `json:"parity_bytes,omitempty"`
-	EffectiveRate float64          `json:"effective_rate"` // VM bytes per second of ET
-	WireRate      float64          `json:"wire_rate"`      // pushed bytes per second of ET
+	VMs           []EvictedVM   `json:"vms"`
+	Destination   string        `json:"destination"`
+	ET            time.Duration `json:"et_ns"`
+	Bytes         int64         `json:"bytes"`
+	Chunks        int64         `json:"chunks"`
+	ZeroChunks    int64         `json:"zero_chunks"`
+	DupWithin     int64         `json:"dup_within_vm"`
+	DupAcross     int64         `json:"dup_across_vms"`
+	AlreadyHeld   int64         `json:"already_held"`
+	UniqueChunks  int64         `json:"unique_chunks"`
+	UniqueBytes   int64         `json:"unique_bytes"`
+	ManifestBytes int64         `json:"manifest_bytes"`
+	// ManifestPushed is the manifest bytes pushed, all copies (a
+	// destination that builds it from the placements is sent none).
+	ManifestPushed int64            `json:"manifest_pushed"`
+	SentBytes      map[string]int64 `json:"sent_bytes"`
+	Repaired       int64            `json:"repaired"`
+	EndgameBytes   int64            `json:"endgame_bytes"` // spare copies taken by idle targets at the end
+	Replicas       int              `json:"replicas"`
+	Redundancy     string           `json:"redundancy,omitempty"` // k+m, if erasure-coded
+	ParityChunks   int64            `json:"parity_chunks,omitempty"`
+	ParityBytes    int64            `json:"parity_bytes,omitempty"`
+	EffectiveRate  float64          `json:"effective_rate"` // VM bytes per second of ET
+	WireRate       float64          `json:"wire_rate"`      // pushed bytes per second of ET
 }
 
 // EvictProgress is an eviction's advance (in Event.Evict while running).

@@ -278,7 +278,7 @@ func evictResultToAPI(res *eviction.Result, dest string) *api.EvictResult {
 		Destination: dest, ET: res.ET, Bytes: res.Bytes, Chunks: res.Chunks, ZeroChunks: res.ZeroChunks,
 		DupWithin: res.DupWithin, DupAcross: res.DupAcross, AlreadyHeld: res.AlreadyHeld,
 		UniqueChunks: res.UniqueChunks, UniqueBytes: res.UniqueBytes, ManifestBytes: res.ManifestBytes,
-		SentBytes: res.SentBytes, Repaired: res.Repaired, EndgameBytes: res.EndgameBytes, Replicas: res.Replicas,
+		ManifestPushed: res.ManifestPushed, SentBytes: res.SentBytes, Repaired: res.Repaired, EndgameBytes: res.EndgameBytes, Replicas: res.Replicas,
 		EffectiveRate: res.EffectiveRate(), WireRate: res.WireRate(), ParityChunks: res.ParityChunks, ParityBytes: res.ParityBytes,
 	}
 	if res.Redundancy.On() {

@@ -45,7 +45,7 @@ func TestEvictEncryptedRelaysHoldNoPlaintext(t *testing.T) {
 				t.Fatal(err)
 			}
 			pushed := sum(received(t, ctx, c.Nodes)) - sum(before)
-			want := uniqueBytes(a, b) + res.ManifestBytes
+			want := uniqueBytes(a, b) + res.ManifestPushed
 			t.Logf("ET %v; pushed %d KiB for %d KiB unique + manifest (%d KiB endgame spares); per target %v",
 				res.ET, pushed>>10, want>>10, res.EndgameBytes>>10, res.SentBytes)
 			if pushed < want || pushed > want+res.EndgameBytes {

@@ -155,8 +155,8 @@ func TestEvictFiveNodes(t *testing.T) {
 	// No zero chunk crossed the network, and each distinct non-zero chunk
 	// crossed it once, but for the spare copies of the endgame (reported):
 	// the receivers' own counters say so.
-	if want := res.UniqueBytes + res.ManifestBytes; pushed < want || pushed > want+res.EndgameBytes {
-		t.Fatalf("receivers stored %d bytes by push; want unique %d + manifest %d (+ at most endgame %d)", pushed, res.UniqueBytes, res.ManifestBytes, res.EndgameBytes)
+	if want := res.UniqueBytes + res.ManifestPushed; pushed < want || pushed > want+res.EndgameBytes {
+		t.Fatalf("receivers stored %d bytes by push; want unique %d + manifest %d (+ at most endgame %d)", pushed, res.UniqueBytes, res.ManifestPushed, res.EndgameBytes)
 	}
 	for _, n := range c.Nodes[1:] {
 		if d := got[n.PeerID] - before[n.PeerID]; d < res.SentBytes[n.PeerID] || d > res.SentBytes[n.PeerID]+res.EndgameBytes {
@@ -207,7 +207,7 @@ func TestEvictTwoVMsOfOneBaseTogether(t *testing.T) {
 		t.Fatal(err)
 	}
 	pushed := sum(received(t, ctx, c.Nodes)) - sum(before)
-	want := uniqueBytes(a, b) + res.ManifestBytes
+	want := uniqueBytes(a, b) + res.ManifestPushed
 	if pushed < want || pushed > want+res.EndgameBytes {
 		t.Fatalf("receivers stored %d bytes; shared chunks travelling once means %d (+ at most endgame %d)", pushed, want, res.EndgameBytes)
 	}

@@ -45,7 +45,10 @@ type Capacity struct {
 type Session interface {
 	Holders(ctx context.Context, hs []wire.Holder) error
 	Placements(ctx context.Context, ps []wire.Placement) error
-	Done(ctx context.Context, root chunk.ID) error
+	// Done hands over the manifest root. With build, no copy of the
+	// manifest was stored at the destination: it builds it from the
+	// placements, or answers ErrManifestNeeded.
+	Done(ctx context.Context, root chunk.ID, build bool) error
 	// Cancel gives the migration up and waits for the destination's
 	// acknowledgement (it has stopped what it started from it).
 	Cancel(ctx context.Context, reason string) error
@@ -197,10 +200,14 @@ type Result struct {
 	UniqueChunks  int64 // distinct non-zero chunks pushed
 	UniqueBytes   int64 // their bytes
 	ManifestBytes int64 // the manifests' size (one copy each; stored on as many targets as the data)
-	ParityChunks  int64 // erasure-coded evictions: parity chunks coded
-	ParityBytes   int64
-	SentBytes     map[string]int64 // chunk bytes acknowledged per target
-	Repaired      int64            // chunks pushed again after a relay was lost
+	// ManifestPushed is the manifest bytes pushed, every copy: a
+	// destination that builds the manifest from the placements is sent
+	// none (with one holder per chunk, nothing is).
+	ManifestPushed int64
+	ParityChunks   int64 // erasure-coded evictions: parity chunks coded
+	ParityBytes    int64
+	SentBytes      map[string]int64 // chunk bytes acknowledged per target
+	Repaired       int64            // chunks pushed again after a relay was lost
 	// EndgameBytes were pushed to a second target while the first still
 	// had them in flight (spare copies that end the eviction sooner).
 	EndgameBytes int64
@@ -290,6 +297,11 @@ func (e *Eviction) MigrationIDs() []wire.MigrationID {
 	}
 	return out
 }
+
+// ErrManifestNeeded is a destination's answer to a Done that asked it to
+// build the manifest, when its placements do not build one with that
+// root: the source stores the manifest there and says Done again.
+var ErrManifestNeeded = errors.New("destination could not build the manifest from the placements")
 
 // ErrImageChanged fails an eviction whose images changed while they were
 // read: what was sent is no consistent VM.
@@ -408,7 +420,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 				return fmt.Errorf("evict %s: manifest: %w", v.Name, err)
 			}
 			var err error
-			if v.manifestAt, err = sc.pushManifest(gctx, v.manifest, nil); err != nil && gctx.Err() == nil {
+			if v.manifestAt, err = sc.pushManifest(gctx, v.manifest, sc.manifestBuilders(v)); err != nil && gctx.Err() == nil {
 				// Tried again once the scatter is done, on whichever
 				// targets are left.
 				e.log.Debug("manifest not stored during the scatter", "vm", v.Name, "err", err)
@@ -457,7 +469,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 			e.abortSessions()
 			return nil, fmt.Errorf("evict %s: %w", v.Name, err)
 		}
-		if err := v.session.Done(ctx, v.res.Root); err != nil {
+		if err := e.handOver(ctx, sc, v); err != nil {
 			e.abortSessions()
 			return nil, fmt.Errorf("evict %s: hand over manifest: %w", v.Name, err)
 		}
@@ -479,6 +491,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 		res.ParityBytes += v.res.ParityBytes
 	}
 	res.SentBytes = sc.sentSnapshot()
+	res.ManifestPushed = sc.manifestPushed.Load()
 	res.AlreadyHeld = sc.alreadyHeld.Load()
 	res.UniqueChunks, res.UniqueBytes = pr.uniqueChunks, pr.uniqueBytes
 	res.Repaired = sc.repaired.Load()

@@ -36,6 +36,7 @@ type fakeCluster struct {
 	downlink       map[string]int64 // the bytes/s it says it can take in
 	saysEmpty      map[string]bool  // reports a store with no chunk
 	haveAsked      int              // chunk IDs asked about in have queries
+	refuseBuild    bool             // destinations answer that they cannot build the manifest
 	refusedFull    map[string]int   // chunks a peer answered "full"
 	sessions       []*fakeSession
 	pushedByID     map[chunk.ID]int
@@ -166,10 +167,16 @@ type fakeSession struct {
 	root      chunk.ID
 	done      bool
 	cancelled bool // the eviction gave the migration up
+	dest      *chunkstore.Memory
+	// built: the destination built the manifest from the placements;
+	// refuseBuild makes it answer that it cannot.
+	built, refuseBuild bool
 }
 
-func (c *fakeCluster) OpenMigration(_ context.Context, _ string, o wire.Open) (Session, error) {
-	s := &fakeSession{open: o, holders: map[uint8]string{}, placed: map[[2]uint64]wire.Placement{}}
+func (c *fakeCluster) OpenMigration(_ context.Context, dest string, o wire.Open) (Session, error) {
+	c.mu.Lock()
+	s := &fakeSession{open: o, holders: map[uint8]string{}, placed: map[[2]uint64]wire.Placement{}, dest: c.stores[dest], refuseBuild: c.refuseBuild}
+	c.mu.Unlock()
 	c.mu.Lock()
 	c.sessions = append(c.sessions, s)
 	c.mu.Unlock()
@@ -194,9 +201,30 @@ func (s *fakeSession) Placements(_ context.Context, ps []wire.Placement) error {
 	return nil
 }
 
-func (s *fakeSession) Done(_ context.Context, root chunk.ID) error {
+func (s *fakeSession) Done(_ context.Context, root chunk.ID, build bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if build {
+		// As a destination does: build the manifest from the placements
+		// and keep it, if it hashes to root.
+		regions := make([]manifest.Region, len(s.open.Regions))
+		ids := make([][]chunk.ID, len(s.open.Regions))
+		for i, r := range s.open.Regions {
+			regions[i] = manifest.Region{Name: r.Name, Kind: manifest.Kind(r.Kind), Size: int64(r.Size), ChunkSize: int(r.ChunkSize)}
+			ids[i] = make([]chunk.ID, regions[i].Chunks())
+		}
+		for at, p := range s.placed {
+			ids[at[0]][at[1]] = p.ID
+		}
+		got, nodes, err := manifest.BuildTree(s.open.VM, regions, ids)
+		if err != nil || got != root || s.refuseBuild {
+			return ErrManifestNeeded
+		}
+		for _, n := range nodes {
+			s.dest.Put(n.ID, n.Data)
+		}
+		s.built = true
+	}
 	s.root, s.done = root, true
 	return nil
 }
@@ -344,8 +372,11 @@ func TestEvictOneVMAccounting(t *testing.T) {
 	for _, n := range c.pushed {
 		pushed += n
 	}
-	if pushed != res.UniqueBytes+res.ManifestBytes {
-		t.Fatalf("pushed %d bytes, want unique %d + manifest %d", pushed, res.UniqueBytes, res.ManifestBytes)
+	if pushed != res.UniqueBytes+res.ManifestPushed || res.ManifestPushed != 0 {
+		t.Fatalf("pushed %d bytes (manifest %d), want unique %d and no manifest: the destination builds it", pushed, res.ManifestPushed, res.UniqueBytes)
+	}
+	if !c.sessions[0].built {
+		t.Fatal("the destination did not build the manifest from the placements")
 	}
 	for id, n := range c.pushedByID {
 		if n != 1 {
@@ -391,10 +422,15 @@ func TestEvictReplicas(t *testing.T) {
 	cfg.Replicas = 2
 	res := evict(t, c, cfg, vm)
 	checkComplete(t, c, res, 2, vm)
-	for id, n := range c.pushedByID {
-		if n != 2 {
-			t.Fatalf("chunk %s pushed %d times with --replicas 2", id.Short(), n)
+	// Data chunks are pushed twice; the manifest once, the destination
+	// building its own copy: every chunk ends on two holders.
+	for id := range c.pushedByID {
+		if n := len(c.holdersOf(id)); n != 2 {
+			t.Fatalf("chunk %s on %d holders with --replicas 2", id.Short(), n)
 		}
+	}
+	if res.ManifestPushed != res.ManifestBytes {
+		t.Fatalf("manifest pushed %d bytes, want one copy of %d", res.ManifestPushed, res.ManifestBytes)
 	}
 }
 
@@ -448,8 +484,8 @@ func TestEvictSkipsChunksDestinationHolds(t *testing.T) {
 		t.Fatal("no chunk recognised as already held at the destination")
 	}
 	sent := c.pushed["dest"] + c.pushed["r1"] - before
-	if sent != res.UniqueBytes-res.AlreadyHeld*4096+res.ManifestBytes {
-		t.Fatalf("sent %d bytes, want unique %d - held %d + manifest %d", sent, res.UniqueBytes, res.AlreadyHeld*4096, res.ManifestBytes)
+	if sent != res.UniqueBytes-res.AlreadyHeld*4096+res.ManifestPushed {
+		t.Fatalf("sent %d bytes, want unique %d - held %d + manifest %d", sent, res.UniqueBytes, res.AlreadyHeld*4096, res.ManifestPushed)
 	}
 }
 
@@ -709,5 +745,18 @@ func TestNoHaveQueriesToAnEmptyDestination(t *testing.T) {
 		if empty && c.haveAsked != 0 || !empty && c.haveAsked < int(res.UniqueChunks) {
 			t.Fatalf("destination says empty %v: asked about %d IDs for %d distinct chunks", empty, c.haveAsked, res.UniqueChunks)
 		}
+	}
+}
+
+// A destination that cannot build the manifest from its placements (it
+// answers so) is sent it, and the eviction completes all the same.
+func TestManifestSentWhenDestinationCannotBuildIt(t *testing.T) {
+	c := newFakeCluster("dest", "r1")
+	c.refuseBuild = true
+	vm, _ := genVM(t, "web1", 6, 2<<20, 0)
+	res := evict(t, c, testConfig("dest", "r1"), vm)
+	checkComplete(t, c, res, 1, vm)
+	if c.sessions[0].built || res.ManifestPushed != res.ManifestBytes {
+		t.Fatalf("built %v, manifest pushed %d of %d", c.sessions[0].built, res.ManifestPushed, res.ManifestBytes)
 	}
 }

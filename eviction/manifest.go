@@ -16,6 +16,19 @@ import (
 // buildManifest builds a VM's manifest tree from the chunks at its
 // positions (and its stripes) and records its root and size.
 func (e *Eviction) buildManifest(v *vmState) error {
+	if !e.cfg.Seal && len(v.stripes) == 0 {
+		// What the destination builds from the placements (destBuilds).
+		regions := make([]manifest.Region, len(v.Regions))
+		for i, r := range v.Regions {
+			regions[i] = manifest.Region{Name: r.Name, Kind: r.Kind, Size: r.Size, ChunkSize: r.ChunkSize}
+		}
+		root, nodes, err := manifest.BuildTree(v.Name, regions, v.ids)
+		if err != nil {
+			return err
+		}
+		v.manifest, v.res.Root, v.res.ManifestBytes = nodes, root, manifestSize(nodes)
+		return nil
+	}
 	m := manifest.Manifest{Name: v.Name, Sealed: e.cfg.Seal}
 	var nodes []manifest.Node
 	for i, r := range v.Regions {
@@ -42,12 +55,48 @@ func (e *Eviction) buildManifest(v *vmState) error {
 	rootData := m.Encode()
 	root := chunk.Sum(rootData)
 	nodes = append(nodes, manifest.Node{ID: root, Data: rootData})
+	v.manifest, v.res.Root, v.res.ManifestBytes = nodes, root, manifestSize(nodes)
+	return nil
+}
+
+func manifestSize(nodes []manifest.Node) int64 {
 	var n int64
 	for _, nd := range nodes {
 		n += int64(len(nd.Data))
 	}
-	v.manifest, v.res.Root, v.res.ManifestBytes = nodes, root, n
-	return nil
+	return n
+}
+
+// manifestBuilders lists the targets that build v's manifest themselves
+// rather than be sent it: the destination, from the placements, unless the
+// manifest is sealed (its key blocks need the plain IDs in order, which
+// the source has) or striped (the stripes are not placed).
+func (sc *scheduler) manifestBuilders(v *vmState) []*target {
+	if sc.e.cfg.Seal || len(v.stripes) > 0 {
+		return nil
+	}
+	return []*target{sc.targets[destIndex]}
+}
+
+// handOver tells the destination v's manifest root. A destination counted
+// as building the manifest is asked to; if its placements do not build
+// that root (they always should), it is sent the manifest after all.
+func (e *Eviction) handOver(ctx context.Context, sc *scheduler, v *vmState) error {
+	build := slices.Contains(v.manifestAt, sc.targets[destIndex]) && len(sc.manifestBuilders(v)) > 0
+	err := v.session.Done(ctx, v.res.Root, build)
+	if !errors.Is(err, ErrManifestNeeded) {
+		return err
+	}
+	e.log.Warn("destination could not build the manifest; sending it", "vm", v.Name)
+	chunks := make([]wire.Chunk, len(v.manifest))
+	for i, n := range v.manifest {
+		chunks[i] = wire.Chunk{ID: n.ID, Data: n.Data}
+	}
+	if err := pushNow(ctx, e.cl, e.cfg.Dest, chunks, e.cfg.BatchBytes); err != nil {
+		return err
+	}
+	sc.manifestPushed.Add(manifestSize(v.manifest))
+	return v.session.Done(ctx, v.res.Root, false)
 }
 
 // pushManifest stores manifest nodes at live targets until as many hold
@@ -91,6 +140,7 @@ func (sc *scheduler) pushManifest(ctx context.Context, nodes []manifest.Node, he
 			continue
 		}
 		t.sent.Add(size)
+		sc.manifestPushed.Add(size)
 		have = append(have, t)
 	}
 	if len(have) < copies {

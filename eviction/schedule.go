@@ -177,14 +177,15 @@ type scheduler struct {
 	limiter *ratelimit.Limiter
 	pool    sync.Pool
 
-	uniqueDone  atomic.Int64
-	endgame     atomic.Int64 // bytes handed to a second target in the endgame
-	alreadyHeld atomic.Int64
-	repaired    atomic.Int64
-	unsatisfied int64         // distinct chunks without Replicas holders (under led.mu)
-	parity      []*chunkState // erasure-coded evictions: every parity chunk (under led.mu)
-	code        erasure.Code  // erasure-coded evictions: codes stripes (the sequencer's, and repairs')
-	idleSince   time.Time     // erasure-coded evictions: since when shards wait with nothing in flight
+	uniqueDone     atomic.Int64
+	endgame        atomic.Int64 // bytes handed to a second target in the endgame
+	alreadyHeld    atomic.Int64
+	repaired       atomic.Int64
+	manifestPushed atomic.Int64  // manifest bytes pushed, every copy
+	unsatisfied    int64         // distinct chunks without Replicas holders (under led.mu)
+	parity         []*chunkState // erasure-coded evictions: every parity chunk (under led.mu)
+	code           erasure.Code  // erasure-coded evictions: codes stripes (the sequencer's, and repairs')
+	idleSince      time.Time     // erasure-coded evictions: since when shards wait with nothing in flight
 }
 
 func newScheduler(ctx context.Context, e *Eviction, peers []string) (*scheduler, error) {

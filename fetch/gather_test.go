@@ -241,7 +241,7 @@ func (f *fixture) placeAll(t testing.TB, steps int, pause time.Duration) {
 		ps = ps[n:]
 		time.Sleep(pause)
 	}
-	if err := f.incomings.Finish(f.net.source, f.open.ID, f.root); err != nil {
+	if err := f.incomings.Finish(f.net.source, f.open.ID, f.root, false); err != nil {
 		t.Error(err)
 	}
 }
@@ -579,4 +579,38 @@ func TestTwoGathersReleasingAtOnce(t *testing.T) {
 	for i, f := range fs {
 		checkFiles(t, gs[i], f.data)
 	}
+}
+
+// Asked to build the manifest from its placements (the source stored no
+// copy here), a destination whose placements hash to the root stores the
+// manifest and gathers on it; with a root they do not build it answers
+// ErrManifestNeeded and changes nothing.
+func TestDestinationBuildsTheManifest(t *testing.T) {
+	net := newGnet("src")
+	net.peer("r1", time.Millisecond)
+	src, _ := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 30}) // where newFixture leaves its manifest
+	local, _ := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 30})
+	f := newFixture(t, net, src, smallSpec(3), func(chunk.ID) []uint8 { return []uint8{0} }, []string{"r1"})
+	f.local, f.incomings = local, fetch.NewIncomings(local)
+	_, g := f.start(t, []string{"r1"}, fetch.DefaultGatherConfig(t.TempDir()))
+	if err := f.incomings.AddPlacements(f.net.source, f.open.ID, f.placements); err != nil {
+		t.Fatal(err)
+	}
+	if local.Has(f.root) {
+		t.Fatal("the manifest is here before it was built: the test proves nothing")
+	}
+	wrong := chunk.Sum([]byte("not this manifest"))
+	if err := f.incomings.Finish(f.net.source, f.open.ID, wrong, true); !errors.Is(err, fetch.ErrManifestNeeded) {
+		t.Fatalf("a root the placements do not build: %v, want ErrManifestNeeded", err)
+	}
+	if err := f.incomings.Finish(f.net.source, f.open.ID, f.root, true); err != nil {
+		t.Fatal(err)
+	}
+	if !local.Has(f.root) {
+		t.Fatal("the manifest built here was not stored")
+	}
+	if err := g.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	checkFiles(t, g, f.data)
 }

@@ -151,15 +151,27 @@ func (in *Incoming) notifyLocked() {
 
 // Incomings is every migration opened to this node.
 type Incomings struct {
-	pins Pinner
-	mu   sync.Mutex
-	m    map[wire.MigrationID]*Incoming
+	store IncomingStore
+	mu    sync.Mutex
+	m     map[wire.MigrationID]*Incoming
 }
 
-// NewIncomings returns an empty set that pins placed chunks in pins.
-func NewIncomings(pins Pinner) *Incomings {
-	return &Incomings{pins: pins, m: map[wire.MigrationID]*Incoming{}}
+// IncomingStore is where placed chunks are pinned and a manifest built
+// here is stored (the node's chunk store).
+type IncomingStore interface {
+	Pinner
+	Put(id chunk.ID, data []byte) error
 }
+
+// NewIncomings returns an empty set that pins placed chunks in store.
+func NewIncomings(store IncomingStore) *Incomings {
+	return &Incomings{store: store, m: map[wire.MigrationID]*Incoming{}}
+}
+
+// ErrManifestNeeded answers a Done that asked this destination to build
+// the manifest from its placements when they do not hash to the root: the
+// source is to send the manifest instead.
+var ErrManifestNeeded = errors.New("the placements here do not build the manifest: send it")
 
 // Errors a source can provoke.
 var (
@@ -255,8 +267,8 @@ func (s *Incomings) AddPlacements(source string, id wire.MigrationID, ps []wire.
 	in.notifyLocked()
 	l := in.listener
 	in.mu.Unlock()
-	if s.pins != nil && len(pinned) > 0 {
-		s.pins.Pin(id.String(), pinned...)
+	if s.store != nil && len(pinned) > 0 {
+		s.store.Pin(id.String(), pinned...)
 	}
 	if l != nil {
 		l.Placed(ps)
@@ -265,18 +277,23 @@ func (s *Incomings) AddPlacements(source string, id wire.MigrationID, ps []wire.
 }
 
 // Finish records the manifest root: the source has reached its eviction time.
-func (s *Incomings) Finish(source string, id wire.MigrationID, root chunk.ID) error {
+func (s *Incomings) Finish(source string, id wire.MigrationID, root chunk.ID, build bool) error {
 	in, err := s.from(source, id)
 	if err != nil {
 		return err
+	}
+	if build {
+		if err := s.buildManifest(in, root); err != nil {
+			return err
+		}
 	}
 	in.mu.Lock()
 	in.root, in.finished = root, time.Now()
 	in.notifyLocked()
 	l := in.listener
 	in.mu.Unlock()
-	if s.pins != nil {
-		s.pins.Pin(id.String(), root)
+	if s.store != nil {
+		s.store.Pin(id.String(), root)
 	}
 	if l != nil {
 		l.Finished(root)
@@ -388,5 +405,34 @@ func (s *Incomings) placeAll(source string, id wire.MigrationID, m *Resolved, ma
 	if err := flush(); err != nil {
 		return err
 	}
-	return s.Finish(source, id, root)
+	return s.Finish(source, id, root, false)
+}
+
+// buildManifest builds in's manifest from its placements (an unplaced
+// position is a zero chunk) and stores it here, pinned with the
+// migration's chunks. It must hash to root: a placement lost or wrong
+// gives another root, and ErrManifestNeeded.
+func (s *Incomings) buildManifest(in *Incoming, root chunk.ID) error {
+	if !in.Secret.IsZero() || s.store == nil {
+		return ErrManifestNeeded // sealed: the key blocks are the source's to build
+	}
+	regions := make([]manifest.Region, len(in.Regions))
+	for i, r := range in.Regions {
+		regions[i] = manifest.Region{Name: r.Name, Kind: manifest.Kind(r.Kind), Size: int64(r.Size), ChunkSize: int(r.ChunkSize)}
+	}
+	in.mu.Lock()
+	got, nodes, err := manifest.BuildTree(in.VM, regions, in.ids)
+	in.mu.Unlock()
+	if err != nil || got != root {
+		return ErrManifestNeeded
+	}
+	ids := make([]chunk.ID, len(nodes))
+	for i, n := range nodes {
+		if err := s.store.Put(n.ID, n.Data); err != nil {
+			return fmt.Errorf("store the manifest built here: %w", err)
+		}
+		ids[i] = n.ID
+	}
+	s.store.Pin(in.ID.String(), ids...)
+	return nil
 }

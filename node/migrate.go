@@ -12,6 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/sgrelay/sg/eviction"
+	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/wire"
 )
@@ -26,7 +28,7 @@ type MigrationSink interface {
 	OpenMigration(from peer.ID, o wire.Open) error
 	AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error
 	AddPlacements(from peer.ID, id wire.MigrationID, ps []wire.Placement) error
-	FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID) error
+	FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID, build bool) error
 	// AbandonMigration: the source's control stream ended before it
 	// handed over the manifest (the eviction failed, or the source died).
 	AbandonMigration(from peer.ID, id wire.MigrationID, reason error)
@@ -194,8 +196,18 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 			}
 		case wire.TypeMigrateDone:
 			var root chunk.ID
-			if root, err = wire.DecodeDone(p); err == nil {
-				err = sink.FinishMigration(from, o.ID, root)
+			var build bool
+			if root, build, err = wire.DecodeDone(p); err == nil {
+				err = sink.FinishMigration(from, o.ID, root, build)
+			}
+			if errors.Is(err, fetch.ErrManifestNeeded) {
+				// Not a failure: the source sends the manifest and
+				// says Done again.
+				_ = s.SetWriteDeadline(time.Now().Add(n.cfg.RequestTimeout))
+				if _, werr := s.Write(wire.AppendAck(nil, wire.StatusMissing, err.Error())); werr != nil {
+					return werr
+				}
+				continue
 			}
 			done = err == nil
 		default:
@@ -369,9 +381,26 @@ func (ms *MigrationSession) Cancel(ctx context.Context, reason string) error {
 }
 
 // Done hands over the manifest root and waits until the destination has
-// accepted it and everything sent before.
-func (ms *MigrationSession) Done(ctx context.Context, root chunk.ID) error {
-	return ms.call(ctx, func(b []byte) []byte { return wire.AppendDone(b, root) })
+// accepted it and everything sent before. With build, the destination is
+// to build the manifest from the placements; eviction.ErrManifestNeeded
+// if it could not (the session goes on: send the manifest, Done again).
+func (ms *MigrationSession) Done(ctx context.Context, root chunk.ID, build bool) error {
+	done := make(chan error, 1)
+	if err := ms.rs.send(ctx, func(b []byte) []byte { return wire.AppendDone(b, root, build) },
+		func(t wire.Type, p []byte, err error) { done <- ackErr(t, p, err) }); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		var re *wire.RemoteError
+		if build && errors.As(err, &re) && re.Code == wire.StatusMissing {
+			return eviction.ErrManifestNeeded
+		}
+		ms.record(err)
+		return ms.failure()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Close ends the session.

@@ -205,8 +205,8 @@ func (s roleSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder
 func (s roleSink) AddPlacements(from peer.ID, id wire.MigrationID, ps []wire.Placement) error {
 	return s.r.in.AddPlacements(from.String(), id, ps)
 }
-func (s roleSink) FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID) error {
-	return s.r.in.Finish(from.String(), id, root)
+func (s roleSink) FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID, build bool) error {
+	return s.r.in.Finish(from.String(), id, root, build)
 }
 func (s roleSink) AbandonMigration(from peer.ID, id wire.MigrationID, reason error) {
 	s.r.in.Abandon(from.String(), id, reason)

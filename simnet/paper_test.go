@@ -174,7 +174,7 @@ func TestPaper3SharedBaseImage(t *testing.T) {
 	for _, n := range res.Evict.SentBytes {
 		chunkBytes += n
 	}
-	chunkBytes -= res.Evict.ManifestBytes
+	chunkBytes -= res.Evict.ManifestPushed
 	wire := res.Sent("src")
 	t.Logf("VM bytes %d MiB, non-zero %d MiB, unique %d MiB", res.VMBytes>>20, res.NonZeroBytes>>20, res.UniqueBytes>>20)
 	t.Logf("chunk bytes pushed by the source %d MiB (%.4fx unique), on the source's wire %d MiB (%.3fx unique, with QUIC, have queries, placements, manifest)",

@@ -69,7 +69,7 @@ func TestEncryptedAtRest(t *testing.T) {
 		for _, n := range res.Evict.SentBytes {
 			chunkBytes += n
 		}
-		chunkBytes -= res.Evict.ManifestBytes
+		chunkBytes -= res.Evict.ManifestPushed
 		t.Logf("ET %s TMT %s; unique %d KiB, pushed %d KiB (+%d KiB endgame spares), %d chunks shared across the VMs",
 			ms(res.ET), ms(res.TMT), res.UniqueBytes>>10, chunkBytes>>10, res.Evict.EndgameBytes>>10, res.Evict.DupAcross)
 		if res.Evict.DupAcross == 0 || res.Evict.UniqueBytes != res.UniqueBytes {

@@ -418,3 +418,26 @@ func DecodeStripeBlock(p []byte, dst []Stripe) ([]Stripe, error) {
 	}
 	return dst, nil
 }
+
+// BuildTree builds a whole unsealed, unstriped manifest from each region's
+// chunk IDs (zero chunks as chunk.Zero): the root's ID and every node, the
+// root last. The source builds it from what it read, and a destination
+// from the placements it was sent; the same IDs give the same root.
+func BuildTree(name string, regions []Region, ids [][]chunk.ID) (chunk.ID, []Node, error) {
+	if len(ids) != len(regions) {
+		return chunk.ID{}, nil, fmt.Errorf("%d regions, chunk IDs for %d", len(regions), len(ids))
+	}
+	m := Manifest{Name: name}
+	var nodes []Node
+	for i, r := range regions {
+		ns, err := Build(&r, ids[i])
+		if err != nil {
+			return chunk.ID{}, nil, err
+		}
+		nodes = append(nodes, ns...)
+		m.Regions = append(m.Regions, r)
+	}
+	data := m.Encode()
+	root := chunk.Sum(data)
+	return root, append(nodes, Node{ID: root, Data: data}), nil
+}

@@ -34,7 +34,8 @@ func FuzzFrames(f *testing.F) {
 		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}, Secret: seal.Secret{7}}),
 		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}, PullDuringScatter: true}),
 		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}, Secret: seal.Secret{7}, PullDuringScatter: true}),
-		AppendDone(nil, c[1].ID),
+		AppendDone(nil, c[1].ID, false),
+		AppendDone(nil, c[1].ID, true),
 		AppendAck(nil, StatusOK, ""),
 		AppendDemand(nil, DemandReq{ID: MigrationID{2}, Region: 1, Index: 99}),
 		AppendDemandAck(nil, StatusOK, c[0].Data),
@@ -122,8 +123,8 @@ func checkPayload(t *testing.T, typ Type, p []byte) {
 			re = AppendPlacements(nil, v, sealed)
 		}
 	case TypeMigrateDone:
-		if v, err := DecodeDone(p); err == nil {
-			re = AppendDone(nil, v)
+		if v, build, err := DecodeDone(p); err == nil {
+			re = AppendDone(nil, v, build)
 		}
 	case TypeAck:
 		if st, msg, err := DecodeAck(p); err == nil {

@@ -287,17 +287,28 @@ func DecodePlacements(p []byte, dst []Placement, sealed bool) ([]Placement, erro
 	return dst, nil
 }
 
-// AppendDone encodes a Done frame carrying the manifest root.
-func AppendDone(dst []byte, root chunk.ID) []byte {
-	return Finish(append(Begin(dst, TypeMigrateDone), root[:]...))
+// AppendDone encodes a Done frame carrying the manifest root. With build,
+// the source stored no copy of the manifest at the destination: it is to
+// build it from the placements (a flags byte after the root).
+func AppendDone(dst []byte, root chunk.ID, build bool) []byte {
+	b := append(Begin(dst, TypeMigrateDone), root[:]...)
+	if build {
+		b = append(b, doneFlagBuild)
+	}
+	return Finish(b)
 }
 
+const doneFlagBuild = 1
+
 // DecodeDone decodes a Done payload.
-func DecodeDone(p []byte) (chunk.ID, error) {
-	if len(p) != chunk.Size {
-		return chunk.ID{}, fmt.Errorf("done: %d bytes: %w", len(p), ErrMalformed)
+func DecodeDone(p []byte) (root chunk.ID, build bool, err error) {
+	switch {
+	case len(p) == chunk.Size:
+		return chunk.ID(p), false, nil
+	case len(p) == chunk.Size+1 && p[chunk.Size] == doneFlagBuild:
+		return chunk.ID(p), true, nil
 	}
-	return chunk.ID(p), nil
+	return chunk.ID{}, false, fmt.Errorf("done: %d bytes: %w", len(p), ErrMalformed)
 }
 
 // AppendAbort encodes an Abort frame: the source gives the migration up
