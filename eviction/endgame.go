@@ -41,9 +41,13 @@ func (sc *scheduler) endgameLocked(t *target) (*batch, []int) {
 }
 
 // spareHelpsLocked reports whether t, pushing a spare copy of items of b,
-// should land it well before the targets pushing b now: t must be more
-// than twice as fast as the fastest of them (measured), and their data in
-// flight must take more than twice as long to drain as the copy at t.
+// should land it well before the targets pushing b now. Either such a
+// target is late, b having been in flight over twice its usual answer time
+// (it slowed down, or is failing), or t is more than twice as fast and b
+// should still take the target more than twice as long as the copy at t:
+// b's time in flight so far is taken from the target's usual answer time.
+// (Its data in flight over its rate would overstate that: batches on
+// parallel streams are sent together, the older ones mostly sent.)
 // A target not measured yet takes no spares; one that has not answered
 // enough to be measured gets a copy once it has been waited on for twice
 // as long as the copy should take.
@@ -55,18 +59,52 @@ func (sc *scheduler) spareHelpsLocked(b *batch, t *target, items []int) bool {
 	for _, i := range items {
 		size += int64(len(b.data[i]))
 	}
-	mine := float64(t.flight+size)/t.rate + t.minLatency.Seconds()
+	mine := time.Duration((float64(t.flight+size)/t.rate)*float64(time.Second)) + t.minLatency
+	since := time.Since(b.launched)
 	for _, o := range sc.targets {
 		if b.inflight&o.bit == 0 {
 			continue
 		}
-		if o.rate <= 0 {
-			if time.Since(o.lastProgress).Seconds() < 2*mine {
+		switch {
+		case o.rate <= 0 || o.latency == 0:
+			if time.Since(o.lastProgress) < 2*mine {
 				return false
 			}
+		case since > 2*o.latency && since > 2*mine:
+			// Late: copy.
+		case 2*o.rate >= t.rate || o.latency-since < 2*mine:
+			return false
+		}
+	}
+	return true
+}
+
+// landsInTimeLocked reports whether t, taking items of b once nothing more
+// will be queued, lands them before another live target could have landed
+// everything it has in flight and everything queued. Else t leaves b to
+// it: a slow target keeps a long answer time's worth in flight, and what
+// it takes at the end only lands after the others are done, holding the
+// source. (Its downlink stays busy all the same with what it has in
+// flight; it fetches the rest from the relays after.) Erasure-coded
+// evictions take no part: a shard may go only to certain targets.
+func (sc *scheduler) landsInTimeLocked(t *target, b *batch, items []int) bool {
+	// An idle target always takes: were every target to leave a batch
+	// to another, none would push it.
+	if sc.e.cfg.NoEndgame || sc.e.cfg.Redundancy.On() || t.latency == 0 || t.flight == 0 {
+		return true
+	}
+	var queued int64
+	for _, q := range sc.queue {
+		for _, d := range q.data {
+			queued += int64(len(d))
+		}
+	}
+	mine := t.latency.Seconds()
+	for _, o := range sc.targets {
+		if o == t || o.dead || o.full || o.rate <= 0 || len(sc.eligible(b, o)) == 0 {
 			continue
 		}
-		if 2*o.rate >= t.rate || float64(o.flight)/o.rate < 2*mine {
+		if float64(o.flight+queued)/o.rate < mine {
 			return false
 		}
 	}

@@ -28,7 +28,8 @@ type batch struct {
 	items    []*chunkState
 	data     [][]byte
 	buf      []byte
-	inflight uint32 // targets pushing it now
+	inflight uint32    // targets pushing it now
+	launched time.Time // when the first of them began
 }
 
 func (b *batch) fits(n, limit int) bool {
@@ -78,8 +79,9 @@ type target struct {
 	// rate, so a slow target does not hoard batches a relay could take
 	// (and the endgame has little to copy).
 	flight     int64
-	rate       float64 // acknowledged bytes per second (moving average)
-	rateBytes  int64   // acknowledged since rateSince
+	rate       float64       // acknowledged bytes per second (moving average)
+	latency    time.Duration // push to answer (moving average)
+	rateBytes  int64         // acknowledged since rateSince
 	rateSince  time.Time
 	minLatency time.Duration
 	// lastProgress is when t last answered, or began to have something
@@ -126,8 +128,14 @@ func (sc *scheduler) roomLocked(t *target, size int64) bool {
 
 // measureLocked records an answer to a push of size bytes sent at start.
 func (t *target) measureLocked(size int64, start, now time.Time) {
-	if l := now.Sub(start); t.minLatency == 0 || l < t.minLatency {
+	l := now.Sub(start)
+	if t.minLatency == 0 || l < t.minLatency {
 		t.minLatency = l
+	}
+	if t.latency == 0 {
+		t.latency = l
+	} else {
+		t.latency = (4*t.latency + l) / 5
 	}
 	if t.rateSince.IsZero() {
 		t.rateSince = start
@@ -346,6 +354,9 @@ func (sc *scheduler) take(t *target) (*batch, []int) {
 			if !t.dest && !relayMayTake && !sc.heldByDest(b) {
 				continue
 			}
+			if sc.prodDone && !sc.landsInTimeLocked(t, b, items) {
+				continue
+			}
 			size, ok := sc.claimLocked(t, b, items)
 			if !ok {
 				continue
@@ -381,6 +392,9 @@ func (sc *scheduler) claimLocked(t *target, b *batch, items []int) (int64, bool)
 func (sc *scheduler) launchLocked(t *target, b *batch, items []int, size int64) {
 	if t.flight == 0 {
 		t.lastProgress = time.Now()
+	}
+	if b.inflight == 0 {
+		b.launched = time.Now()
 	}
 	for _, i := range items {
 		b.items[i].pushing |= t.bit
