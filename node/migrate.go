@@ -338,16 +338,31 @@ func (ms *MigrationSession) send(ctx context.Context, encode func([]byte) []byte
 	return ms.rs.send(ctx, encode, func(t wire.Type, p []byte, err error) { ms.record(ackErr(t, p, err)) })
 }
 
-// call sends one frame and waits for its ack (and every earlier one).
+// call sends one frame and waits for its ack (and every earlier one); a
+// refusal fails the session.
 func (ms *MigrationSession) call(ctx context.Context, encode func([]byte) []byte) error {
+	return ms.settle(ctx, ms.ask(ctx, encode))
+}
+
+// settle records an answer (a refusal fails the session) and returns the
+// session's failure; a cancelled wait records nothing.
+func (ms *MigrationSession) settle(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	ms.record(err)
+	return ms.failure()
+}
+
+// ask sends one frame and returns its ack's answer, recording nothing.
+func (ms *MigrationSession) ask(ctx context.Context, encode func([]byte) []byte) error {
 	done := make(chan error, 1)
 	if err := ms.rs.send(ctx, encode, func(t wire.Type, p []byte, err error) { done <- ackErr(t, p, err) }); err != nil {
 		return err
 	}
 	select {
 	case err := <-done:
-		ms.record(err)
-		return ms.failure()
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -385,22 +400,12 @@ func (ms *MigrationSession) Cancel(ctx context.Context, reason string) error {
 // to build the manifest from the placements; eviction.ErrManifestNeeded
 // if it could not (the session goes on: send the manifest, Done again).
 func (ms *MigrationSession) Done(ctx context.Context, root chunk.ID, build bool) error {
-	done := make(chan error, 1)
-	if err := ms.rs.send(ctx, func(b []byte) []byte { return wire.AppendDone(b, root, build) },
-		func(t wire.Type, p []byte, err error) { done <- ackErr(t, p, err) }); err != nil {
-		return err
+	err := ms.ask(ctx, func(b []byte) []byte { return wire.AppendDone(b, root, build) })
+	var re *wire.RemoteError
+	if build && errors.As(err, &re) && re.Code == wire.StatusMissing {
+		return eviction.ErrManifestNeeded // not a failure: the session goes on
 	}
-	select {
-	case err := <-done:
-		var re *wire.RemoteError
-		if build && errors.As(err, &re) && re.Code == wire.StatusMissing {
-			return eviction.ErrManifestNeeded
-		}
-		ms.record(err)
-		return ms.failure()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return ms.settle(ctx, err)
 }
 
 // Close ends the session.

@@ -101,7 +101,7 @@ func (c *Cluster) run() (*Result, error) {
 	cfg.Log = c.log.With("node", src.spec.Name)
 	cfg.Direct, cfg.Replicas, cfg.MaxRate = t.Evict.Direct, max(1, t.Evict.Replicas), int64(t.Evict.MaxMBps*1e6)
 	cfg.Seal = t.Evict.Encrypt
-	if !t.Evict.Unpaced {
+	if !t.Evict.UplinkUnknown {
 		cfg.Uplink = int64(src.spec.UpMbps * 1e6 / 8)
 	}
 	if t.Evict.Redundancy != "" {

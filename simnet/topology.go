@@ -92,11 +92,11 @@ type EvictSpec struct {
 	Redundancy string `toml:"redundancy"`
 	// None skips the eviction (a scenario that only gathers).
 	None bool `toml:"none"`
-	// Unpaced evicts as from a source that does not know its uplink:
-	// the relays are not held to what the destination cannot take.
+	// UplinkUnknown evicts as from a source that does not know its
+	// uplink: a fast destination then never pulls during the scatter.
 	// (Every simulated node says its link rates, as an operator's
 	// uplink/downlink settings would.)
-	Unpaced bool `toml:"unpaced"`
+	UplinkUnknown bool `toml:"uplink_unknown"`
 }
 
 // GatherSpec is how the destination runs the VM while it gathers.

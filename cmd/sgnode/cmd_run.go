@@ -40,7 +40,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	diskBudget := fl.String("disk-budget", "", "disk tier budget, e.g. 100GiB")
 	zone := fl.String("zone", "", "locality label")
 	ingestRate := fl.String("ingest-rate", "", "cap on bytes/s accepted by push, e.g. 400Mbit")
-	uplink := fl.String("uplink", "", "this host's uplink rate, e.g. 10Gbit (evictions from here share it out)")
+	uplink := fl.String("uplink", "", "this host's uplink rate, e.g. 10Gbit (lets a fast destination gather during the scatter)")
 	downlink := fl.String("downlink", "", "this host's downlink rate, e.g. 10Gbit (told to sources evicting here)")
 	pushQuota := fl.String("push-quota", "", `cap on one peer's pushes in the store: a size or a share, e.g. "50%"`)
 	requestRate := fl.Int64("request-rate", node.DefaultRequestRate, "cap on chunk IDs/s one peer may ask about in have and get requests (0: none)")
