@@ -339,10 +339,28 @@ func (n *Node) Stop() error {
 	}
 }
 
-// Stop stops every node.
+// Stop stops every node. A node killed before it could unmount its lazy
+// views leaves dead FUSE mounts in its directory: they are detached, so
+// the directory can be removed.
 func (c *Cluster) Stop() {
 	for _, n := range c.Nodes {
 		n.Stop()
+		detachMountsUnder(n.Dir)
+	}
+}
+
+// detachMountsUnder lazily unmounts every mount point below dir (as listed
+// in /proc/self/mountinfo; best effort, and nothing where it cannot read it).
+func detachMountsUnder(dir string) {
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil || dir == "" {
+		return
+	}
+	prefix := filepath.Clean(dir) + string(filepath.Separator)
+	for _, line := range strings.Split(string(info), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], prefix) {
+			_ = syscall.Unmount(f[4], syscall.MNT_DETACH)
+		}
 	}
 }
 
