@@ -44,8 +44,8 @@ func (sc *scheduler) endgameLocked(t *target) (*batch, []int) {
 // should land it well before the targets pushing b now. Either such a
 // target is late, b having been in flight over twice its usual answer time
 // (it slowed down, or is failing), or t is more than twice as fast and b
-// should still take the target more than twice as long as the copy at t:
-// b's time in flight so far is taken from the target's usual answer time.
+// should still take the target more than twice as long as the copy at t
+// (remainingLocked).
 // (Its data in flight over its rate would overstate that: batches on
 // parallel streams are sent together, the older ones mostly sent.)
 // A target not measured yet takes no spares; one that has not answered
@@ -72,11 +72,29 @@ func (sc *scheduler) spareHelpsLocked(b *batch, t *target, items []int) bool {
 			}
 		case since > 2*o.latency && since > 2*mine:
 			// Late: copy.
-		case 2*o.rate >= t.rate || o.latency-since < 2*mine:
+		case 2*o.rate >= t.rate || sc.remainingLocked(o, b, since) < 2*mine:
 			return false
 		}
 	}
 	return true
+}
+
+// remainingLocked estimates how long o should still take to answer b, in
+// flight at o for since: what is left of o's usual answer time, or, once b
+// is overdue by that (o slowed down: a capped intake, a busy disk), o's
+// data in flight launched no later than b over o's rate, what o answers
+// first.
+func (sc *scheduler) remainingLocked(o *target, b *batch, since time.Duration) time.Duration {
+	if left := o.latency - since; left > 0 {
+		return left
+	}
+	var ahead int64
+	for c := range sc.flying {
+		if c.inflight&o.bit != 0 && !c.launched.After(b.launched) {
+			ahead += int64(len(c.buf))
+		}
+	}
+	return time.Duration(float64(ahead) / o.rate * float64(time.Second))
 }
 
 // landsInTimeLocked reports whether t, taking items of b once nothing more

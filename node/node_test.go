@@ -187,39 +187,49 @@ func TestPipelinedPushStream(t *testing.T) {
 	}
 }
 
-// A hand-built frame claims an ID for bytes that do not hash to it.
-func TestPushWithWrongHashRefused(t *testing.T) {
+// A push carries no IDs: the receiver stores each chunk under the ID of
+// its bytes and answers with a digest of those IDs, so a pusher whose
+// bytes are not what it meant (here, bytes that do not hash to the ID it
+// gives) learns that nothing it meant was stored.
+func TestPushStoresUnderComputedID(t *testing.T) {
 	nodes := newTestNodes(t, 2, nil)
 	a, b := nodes[0], nodes[1]
 	connect(t, a, b)
 	good := randomChunks(2, 4096)
-	lie := wire.Chunk{ID: good[0].ID, Data: bytes.Repeat([]byte{0xab}, 4096)}
+	st, err := a.Push(t.Context(), b.ID(), good)
+	if err != nil || st[0] != wire.StatusOK || st[1] != wire.StatusOK {
+		t.Fatalf("honest push: %v, %v", st, err)
+	}
+	for _, c := range good {
+		if !b.store.Has(c.ID) {
+			t.Fatalf("chunk %s not stored under its ID", c.ID.Short())
+		}
+	}
+	other := randomChunks(1, 4096)[0]
+	wrong := wire.Chunk{ID: other.ID, Data: bytes.Repeat([]byte{0xab}, 4096)}
+	if _, err := a.Push(t.Context(), b.ID(), []wire.Chunk{wrong}); !errors.Is(err, ErrStoredOtherBytes) {
+		t.Fatalf("push of bytes that do not hash to their ID: %v, want ErrStoredOtherBytes", err)
+	}
+	if b.store.Has(other.ID) {
+		t.Fatal("the claimed ID is in the store")
+	}
+	if !b.store.Has(chunk.Sum(wrong.Data)) {
+		t.Fatal("the bytes are not stored under their own ID")
+	}
+}
 
-	s, err := a.Host().NewStream(t.Context(), b.ID(), ProtoPush)
-	if err != nil {
-		t.Fatal(err)
+func TestPushAckDigestChecked(t *testing.T) {
+	c := randomChunks(2, 64)
+	ack := wire.AppendPushAck(nil, []wire.Status{wire.StatusOK, wire.StatusOK}, wire.PushDigest(c))
+	payload := ack[5:]
+	if _, err := decodePushAck(payload, nil, 2, wire.PushDigest(c)); err != nil {
+		t.Fatalf("matching digest: %v", err)
 	}
-	defer s.Close()
-	if _, err := s.Write(wire.AppendPush(nil, []wire.Chunk{lie, good[1]})); err != nil {
-		t.Fatal(err)
+	if _, err := decodePushAck(payload, nil, 2, wire.PushDigest(c[:1])); !errors.Is(err, ErrStoredOtherBytes) {
+		t.Fatalf("other digest: %v, want ErrStoredOtherBytes", err)
 	}
-	r := wire.NewReader(s, 0)
-	p, err := r.Expect(wire.TypePushAck)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := wire.DecodeStatuses(p, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st[0] != wire.StatusBadHash || st[1] != wire.StatusOK {
-		t.Fatalf("statuses %v, want [bad-hash ok]", st)
-	}
-	if b.store.Has(good[0].ID) {
-		t.Fatal("the lying chunk's ID is in the store")
-	}
-	if n := b.store.Stats().Chunks; n != 1 {
-		t.Fatalf("%d chunks stored, want only the honest one", n)
+	if _, err := decodePushAck(payload, nil, 3, wire.PushDigest(c)); !errors.Is(err, wire.ErrMalformed) {
+		t.Fatalf("two statuses for three chunks: %v, want ErrMalformed", err)
 	}
 }
 
@@ -307,7 +317,8 @@ func tryPush(t *testing.T, a, b testNode, chunks []wire.Chunk) ([]wire.Status, e
 	if err != nil {
 		return nil, err
 	}
-	return wire.DecodeStatuses(p, nil)
+	st, _, err := wire.DecodePushAck(p, nil)
+	return st, err
 }
 
 // One peer cannot fill a relay beyond its quota: its excess is answered
@@ -359,8 +370,8 @@ func TestPushQuotaPerPeer(t *testing.T) {
 	}
 }
 
-// A peer that keeps pushing wrong bytes is cut off and refused, however
-// admitted: nothing it sent is stored, and the victim goes on serving
+// A peer that keeps serving wrong bytes is cut off and refused, however
+// admitted: nothing it served is kept, and the victim goes on serving
 // others.
 func TestLyingPeerBanned(t *testing.T) {
 	nodes := newTestNodes(t, 3, nil)
@@ -369,12 +380,28 @@ func TestLyingPeerBanned(t *testing.T) {
 	connect(t, honest, victim)
 	for i := range victim.cfg.BanAfter {
 		good := randomChunks(1, 4096)[0]
-		lie := wire.Chunk{ID: good.ID, Data: bytes.Repeat([]byte{byte(i)}, 4096)}
-		st, err := tryPush(t, liar, victim, []wire.Chunk{lie})
-		last := i == victim.cfg.BanAfter-1 // cut off before its answer, maybe
-		if (err != nil || st[0] != wire.StatusBadHash) && !(last && err != nil) {
-			t.Fatalf("lie %d: %v, %v", i, st, err)
+		if err := liar.store.Put(good.ID, bytes.Repeat([]byte{byte(i)}, 4096)); err != nil {
+			t.Fatal(err)
 		}
+		gs, err := victim.OpenGet(t.Context(), liar.ID(), wire.Demand, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan wire.Status, 1)
+		if err := gs.Get(t.Context(), []chunk.ID{good.ID}, func(res []wire.GetResult, err error) {
+			if err != nil {
+				got <- wire.StatusFailed
+				return
+			}
+			got <- res[0].Status
+		}); err != nil {
+			t.Fatal(err)
+		}
+		last := i == victim.cfg.BanAfter-1 // cut off before its answer, maybe
+		if st := <-got; st != wire.StatusBadHash && !(last && st == wire.StatusFailed) {
+			t.Fatalf("lie %d: %v, want bad-hash", i, st)
+		}
+		gs.Abort()
 		if victim.store.Has(good.ID) {
 			t.Fatal("a lying chunk was stored")
 		}

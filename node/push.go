@@ -26,22 +26,21 @@ func (n *Node) handlePush(s network.Stream) {
 		if err := n.ingest.Wait(n.life, len(payload)); err != nil {
 			return dst, err
 		}
+		for i := range chunks {
+			chunks[i].ID = chunk.Sum(chunks[i].Data)
+		}
 		st = n.storePushed(from, chunks, st[:0])
-		return wire.AppendStatuses(dst, st), nil
+		return wire.AppendPushAck(dst, st, wire.PushDigest(chunks)), nil
 	})(s)
 }
 
-// storePushed verifies and stores one batch, then syncs once (group commit)
-// so every OK it returns is durable.
+// storePushed stores one batch, each chunk under the ID computed from its
+// bytes, then syncs once (group commit) so every OK it returns is durable.
 func (n *Node) storePushed(from peer.ID, chunks []wire.Chunk, st []wire.Status) []wire.Status {
 	stored := false
 	for _, c := range chunks {
 		s := wire.StatusOK
 		switch {
-		case !chunk.Verify(c.ID, c.Data):
-			s = wire.StatusBadHash
-			n.m.badChunks.Inc()
-			n.offence(from, "pushed chunk "+c.ID.Short()+" whose bytes do not match its ID")
 		case n.quota.limit > 0 && !n.store.Has(c.ID) && !n.quota.admit(from, len(c.Data)):
 			// Over this peer's share: it routes the chunk elsewhere.
 			s = wire.StatusFull
@@ -139,17 +138,14 @@ func (ps *PushStream) Peer() peer.ID { return ps.peer }
 // the stream). The statuses are valid only during done. chunks may be
 // reused once Push returns.
 func (ps *PushStream) Push(ctx context.Context, chunks []wire.Chunk, done func([]wire.Status, error)) error {
-	want := len(chunks)
+	want, digest := len(chunks), wire.PushDigest(chunks)
 	return ps.rs.send(ctx, func(dst []byte) []byte { return wire.AppendPush(dst, chunks) },
 		func(t wire.Type, payload []byte, err error) {
 			if err == nil {
 				err = expect(t, payload, wire.TypePushAck)
 			}
 			if err == nil {
-				ps.st, err = wire.DecodeStatuses(payload, ps.st)
-			}
-			if err == nil && len(ps.st) != want {
-				err = fmt.Errorf("push-ack has %d statuses for %d chunks: %w", len(ps.st), want, wire.ErrMalformed)
+				ps.st, err = decodePushAck(payload, ps.st, want, digest)
 			}
 			if err != nil {
 				done(nil, fmt.Errorf("push to %s: %w", ps.peer, err))
@@ -168,14 +164,32 @@ func (ps *PushStream) Abort() { ps.rs.abort() }
 // Push sends one batch to p on its own stream and waits for the statuses.
 func (n *Node) Push(ctx context.Context, p peer.ID, chunks []wire.Chunk) ([]wire.Status, error) {
 	var out []wire.Status
+	digest := wire.PushDigest(chunks)
 	err := n.call(ctx, p, ProtoPush, func(dst []byte) []byte { return wire.AppendPush(dst, chunks) },
 		wire.TypePushAck, func(payload []byte) error {
 			var err error
-			out, err = wire.DecodeStatuses(payload, nil)
-			if err == nil && len(out) != len(chunks) {
-				err = fmt.Errorf("push-ack has %d statuses for %d chunks: %w", len(out), len(chunks), wire.ErrMalformed)
-			}
+			out, err = decodePushAck(payload, nil, len(chunks), digest)
 			return err
 		})
 	return out, err
+}
+
+// ErrStoredOtherBytes is a push answered with a digest of other IDs than
+// those pushed: the peer stored other bytes than were sent (a faulty or
+// lying peer). None of the batch counts as stored there.
+var ErrStoredOtherBytes = errors.New("peer acknowledged other chunks than were pushed")
+
+// decodePushAck decodes the answer to a push of want chunks whose IDs
+// digest to digest, appending the statuses to st[:0].
+func decodePushAck(payload []byte, st []wire.Status, want int, digest chunk.ID) ([]wire.Status, error) {
+	st, got, err := wire.DecodePushAck(payload, st)
+	switch {
+	case err != nil:
+		return st, err
+	case len(st) != want:
+		return st, fmt.Errorf("push-ack has %d statuses for %d chunks: %w", len(st), want, wire.ErrMalformed)
+	case got != digest:
+		return st, ErrStoredOtherBytes
+	}
+	return st, nil
 }

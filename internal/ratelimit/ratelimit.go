@@ -9,9 +9,11 @@ import (
 	"time"
 )
 
-// Limiter is a token bucket over bytes. A burst of a quarter second (at
-// least 4 MiB) keeps several batches flowing while holding the average to
-// the cap. The zero rate means unlimited.
+// Limiter is a token bucket over bytes. A burst of a tenth of a second (at
+// least 1 MiB, four push batches) keeps batches flowing while holding the
+// average to the cap; a longer one would let a capped receiver look
+// several times faster than its cap at the start, and be sent more than it
+// can take. The zero rate means unlimited.
 type Limiter struct {
 	rate   float64 // bytes per second; 0: unlimited
 	burst  float64
@@ -23,7 +25,7 @@ type Limiter struct {
 // New returns a limiter of bytesPerSec (0: unlimited).
 func New(bytesPerSec int64) *Limiter {
 	r := &Limiter{rate: float64(bytesPerSec)}
-	r.burst = max(r.rate/4, 4<<20)
+	r.burst = max(r.rate/10, 1<<20)
 	r.tokens = r.burst
 	r.last = time.Now()
 	return r

@@ -13,8 +13,8 @@
 //
 // Messages (all integers big-endian):
 //
-//	Push     n u16, n × (id [32], len u32, data)   chunks to store
-//	PushAck  n u16, n × status u8                  one status per pushed chunk, in order
+//	Push     n u16, n × (len u32, data)            chunks to store (the receiver computes their IDs)
+//	PushAck  n u16, n × status u8, digest [32]     a status per pushed chunk, in order; SHA-256 of their IDs
 //	Have     n u16, n × id [32]                    which of these do you hold?
 //	HaveAck  n u16, bitmap ⌈n/8⌉                   bit i set: chunk i is held
 //	Get      prio u8, n u16, n × id [32]           send me these chunks

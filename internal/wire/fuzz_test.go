@@ -17,7 +17,7 @@ func FuzzFrames(f *testing.F) {
 	ids := []chunk.ID{c[0].ID, c[1].ID}
 	seeds := [][]byte{
 		AppendPush(nil, c),
-		AppendStatuses(nil, []Status{StatusOK, StatusFull}),
+		AppendPushAck(nil, []Status{StatusOK, StatusFull}, PushDigest(c)),
 		AppendHave(nil, ids),
 		AppendHaveAck(nil, []bool{true, false, true}),
 		AppendGet(nil, Prefetch, ids),
@@ -73,9 +73,9 @@ func checkPayload(t *testing.T, typ Type, p []byte) {
 			re = AppendPush(nil, v)
 		}
 	case TypePushAck:
-		v, err := DecodeStatuses(p, nil)
+		v, d, err := DecodePushAck(p, nil)
 		if err == nil {
-			re = AppendStatuses(nil, v)
+			re = AppendPushAck(nil, v, d)
 		}
 	case TypeHave:
 		v, err := DecodeIDs(p, nil)

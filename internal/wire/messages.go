@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 
@@ -58,12 +59,16 @@ const (
 	Demand   Priority = 1
 )
 
-// AppendPush encodes a Push frame into dst.
+// AppendPush encodes a Push frame into dst. The chunks' IDs do not travel:
+// the receiver computes each from its bytes (it would hash them to verify
+// a sent ID anyway), and its PushAck carries a digest of what it computed,
+// which the sender checks against PushDigest of its own IDs. That saves
+// 32 bytes a chunk, 0.8% of a 4 KiB page, on the link evictions are
+// limited by.
 func AppendPush(dst []byte, chunks []Chunk) []byte {
 	b := Begin(dst, TypePush)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(chunks)))
 	for i := range chunks {
-		b = append(b, chunks[i].ID[:]...)
 		b = binary.BigEndian.AppendUint32(b, uint32(len(chunks[i].Data)))
 		b = append(b, chunks[i].Data...)
 	}
@@ -71,7 +76,8 @@ func AppendPush(dst []byte, chunks []Chunk) []byte {
 }
 
 // DecodePush decodes a Push payload, appending to dst[:0]. The data slices
-// alias p. It checks structure and caps only; hashes are the caller's job.
+// alias p; the IDs are left zero (the caller computes them). It checks
+// structure and caps only.
 func DecodePush(p []byte, dst []Chunk) ([]Chunk, error) {
 	n, p, err := count(p)
 	if err != nil {
@@ -79,19 +85,16 @@ func DecodePush(p []byte, dst []Chunk) ([]Chunk, error) {
 	}
 	dst = dst[:0]
 	for range n {
-		if len(p) < chunk.Size+4 {
+		if len(p) < 4 {
 			return dst, fmt.Errorf("push: truncated chunk header: %w", ErrMalformed)
 		}
-		var c Chunk
-		copy(c.ID[:], p)
-		l := int(binary.BigEndian.Uint32(p[chunk.Size:]))
-		p = p[chunk.Size+4:]
+		l := int(binary.BigEndian.Uint32(p))
+		p = p[4:]
 		if l == 0 || l > MaxChunkSize || l > len(p) {
 			return dst, fmt.Errorf("push: chunk length %d: %w", l, ErrMalformed)
 		}
-		c.Data = p[:l:l]
+		dst = append(dst, Chunk{Data: p[:l:l]})
 		p = p[l:]
-		dst = append(dst, c)
 	}
 	if len(p) != 0 {
 		return dst, fmt.Errorf("push: %d trailing bytes: %w", len(p), ErrMalformed)
@@ -99,33 +102,50 @@ func DecodePush(p []byte, dst []Chunk) ([]Chunk, error) {
 	return dst, nil
 }
 
-// AppendStatuses encodes a PushAck frame into dst.
-func AppendStatuses(dst []byte, st []Status) []byte {
+// PushDigest is what a PushAck says of the chunks it answers: the SHA-256
+// of their IDs, in order. A receiver computes it from the IDs it derived
+// from the bytes; a sender, from the IDs it meant. They differ only if
+// the bytes stored are not the bytes sent.
+func PushDigest(chunks []Chunk) chunk.ID {
+	h := sha256.New()
+	for i := range chunks {
+		h.Write(chunks[i].ID[:])
+	}
+	var d chunk.ID
+	h.Sum(d[:0])
+	return d
+}
+
+// AppendPushAck encodes a PushAck frame into dst.
+func AppendPushAck(dst []byte, st []Status, digest chunk.ID) []byte {
 	b := Begin(dst, TypePushAck)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(st)))
 	for _, s := range st {
 		b = append(b, byte(s))
 	}
+	b = append(b, digest[:]...)
 	return Finish(b)
 }
 
-// DecodeStatuses decodes a PushAck payload, appending to dst[:0].
-func DecodeStatuses(p []byte, dst []Status) ([]Status, error) {
+// DecodePushAck decodes a PushAck payload, appending the statuses to dst[:0].
+func DecodePushAck(p []byte, dst []Status) ([]Status, chunk.ID, error) {
+	var digest chunk.ID
 	n, p, err := count(p)
 	if err != nil {
-		return dst[:0], err
+		return dst[:0], digest, err
 	}
-	if len(p) != n {
-		return dst[:0], fmt.Errorf("push-ack: %d statuses for %d bytes: %w", n, len(p), ErrMalformed)
+	if len(p) != n+chunk.Size {
+		return dst[:0], digest, fmt.Errorf("push-ack: %d bytes for %d statuses and a digest: %w", len(p), n, ErrMalformed)
 	}
 	dst = dst[:0]
-	for _, s := range p {
+	for _, s := range p[:n] {
 		if Status(s) > maxKnownStatus {
-			return dst, fmt.Errorf("push-ack: unknown status %d: %w", s, ErrMalformed)
+			return dst, digest, fmt.Errorf("push-ack: unknown status %d: %w", s, ErrMalformed)
 		}
 		dst = append(dst, Status(s))
 	}
-	return dst, nil
+	copy(digest[:], p[n:])
+	return dst, digest, nil
 }
 
 // AppendHave encodes a Have frame into dst.

@@ -24,7 +24,7 @@ func TestRoundTrips(t *testing.T) {
 	push := chunks(3, 4096)
 	ids := []chunk.ID{push[0].ID, push[1].ID}
 	stream.Write(AppendPush(nil, push))
-	stream.Write(AppendStatuses(nil, []Status{StatusOK, StatusBadHash, StatusFull}))
+	stream.Write(AppendPushAck(nil, []Status{StatusOK, StatusRefused, StatusFull}, PushDigest(push)))
 	stream.Write(AppendHave(nil, ids))
 	stream.Write(AppendHaveAck(nil, []bool{true, false, true, true, false, false, false, false, true}))
 	stream.Write(AppendGet(nil, Demand, ids))
@@ -40,15 +40,18 @@ func TestRoundTrips(t *testing.T) {
 	must(t, err)
 	gotPush, err := DecodePush(p, nil)
 	must(t, err)
-	if len(gotPush) != 3 || gotPush[2].ID != push[2].ID || !bytes.Equal(gotPush[2].Data, push[2].Data) {
-		t.Fatalf("push round trip mismatch")
+	if len(gotPush) != 3 || gotPush[2].ID != (chunk.ID{}) || !bytes.Equal(gotPush[2].Data, push[2].Data) {
+		t.Fatalf("push round trip mismatch (IDs do not travel)")
 	}
 	p, err = r.Expect(TypePushAck)
 	must(t, err)
-	st, err := DecodeStatuses(p, nil)
+	st, digest, err := DecodePushAck(p, nil)
 	must(t, err)
-	if len(st) != 3 || st[1] != StatusBadHash || st[2] != StatusFull {
-		t.Fatalf("statuses %v", st)
+	if len(st) != 3 || st[1] != StatusRefused || st[2] != StatusFull || digest != PushDigest(push) {
+		t.Fatalf("statuses %v, digest %x", st, digest)
+	}
+	if PushDigest(push[:2]) == digest || PushDigest([]Chunk{push[1], push[0], push[2]}) == digest {
+		t.Fatal("the digest does not depend on which chunks, in which order")
 	}
 	p, err = r.Expect(TypeHave)
 	must(t, err)
@@ -145,11 +148,15 @@ func TestDecodersRejectMalformed(t *testing.T) {
 		{"push trailing", func() error { _, err := DecodePush(append(append([]byte{}, good...), 1), nil); return err }},
 		{"push short", func() error { _, err := DecodePush(good[:len(good)-1], nil); return err }},
 		{"push zero-length chunk", func() error {
-			_, err := DecodePush(append([]byte{0, 1}, make([]byte, chunk.Size+4)...), nil)
+			_, err := DecodePush(append([]byte{0, 1}, make([]byte, 4+64)...), nil)
 			return err
 		}},
 		{"push count over cap", func() error { _, err := DecodePush([]byte{0xff, 0xff}, nil); return err }},
-		{"statuses unknown", func() error { _, err := DecodeStatuses([]byte{0, 1, 200}, nil); return err }},
+		{"push-ack unknown status", func() error {
+			_, _, err := DecodePushAck(append([]byte{0, 1, 200}, make([]byte, chunk.Size)...), nil)
+			return err
+		}},
+		{"push-ack without digest", func() error { _, _, err := DecodePushAck([]byte{0, 1, 0}, nil); return err }},
 		{"ids misaligned", func() error { _, err := DecodeIDs([]byte{0, 1, 1, 2, 3}, nil); return err }},
 		{"have-ack short", func() error { _, err := DecodeHaveAck([]byte{0, 9, 1}, nil); return err }},
 		{"get bad prio", func() error { _, _, err := DecodeGet([]byte{9, 0, 0}, nil); return err }},
