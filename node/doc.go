@@ -4,7 +4,7 @@
 //
 // Protocols (frames from internal/wire):
 //
-//	/sg/push/1  client: Push...         server: PushAck per Push, in order
+//	/sg/push/2  client: Push...         server: PushAck per Push, in order
 //	/sg/have/1  client: Have...         server: HaveAck per Have
 //	/sg/get/1   client: Get...          server: GetAck per Get
 //	/sg/info/1  client: Info            server: InfoAck
@@ -15,9 +15,10 @@
 //
 // Trust: a peer is refused unless it is admitted (cluster peers file,
 // --allow, or --allow-any). Admitted peers are still not trusted with
-// bytes: every pushed chunk is re-hashed before it is stored, and every
-// fetched chunk is re-hashed before it is handed to the caller. A push is
-// acknowledged only after the chunk is verified, stored and synced.
+// bytes: a pushed chunk is stored under the ID hashed from its bytes (the
+// ack's digest of those IDs tells the pusher whether they are the chunks it
+// meant), and every fetched chunk is re-hashed before it is handed to the
+// caller. A push is acknowledged only once stored and synced.
 //
 // The handlers follow one shape: handleX owns the stream (Reset on error,
 // Close on success) and serveX does the protocol work and returns an error.
