@@ -97,16 +97,17 @@ func TestPaper1SlowDestination(t *testing.T) {
 			ms(sg.TMT), ms(direct.TMT), ratio, bw, sg.ET.Seconds()/model.Seconds(), wire(sg), wire(direct))
 		rows = append(rows, plotRow{mbps, sg.ET, direct.ET, sg.TMT, direct.TMT})
 		// The goals are ET ≤ 1.05x the source-link model, a ratio
-		// ≥ 0.95x the bandwidth ratio and TMT ≤ 1.05x direct. TMT is met
-		// within a run's noise (1.00-1.06x); ET is 1.13-1.20x (about 7% is
-		// bytes: QUIC framing at the simulator's 1252-byte packets, have
-		// queries, placements, the manifest) and the ratio 0.90-0.95x:
-		// see the README. These floors hold today and catch regressions.
-		if sg.ET > time.Duration(1.25*float64(model)) {
-			t.Errorf("%.0f Mb/s: ET %v is more than 1.25x the source-link model %v", mbps, sg.ET, model)
+		// ≥ 0.95x the bandwidth ratio and TMT ≤ 1.05x direct. Measured:
+		// ET 1.07-1.10x (3.8-4.5% is bytes: QUIC framing at the
+		// simulator's 1252-byte packets, placements; the rest the start,
+		// the end and congestion control), the ratio 0.95-1.00x (0.947 at
+		// 130 Mbit/s when endgame copies go out), TMT 1.00-1.06x: see the
+		// README. These floors hold with a margin and catch regressions.
+		if sg.ET > time.Duration(1.15*float64(model)) {
+			t.Errorf("%.0f Mb/s: ET %v is more than 1.15x the source-link model %v", mbps, sg.ET, model)
 		}
-		if ratio < 0.85*bw {
-			t.Errorf("%.0f Mb/s: direct/scatter ET ratio %.2f below 0.85x the bandwidth ratio %.2f", mbps, ratio, bw)
+		if ratio < 0.9*bw {
+			t.Errorf("%.0f Mb/s: direct/scatter ET ratio %.2f below 0.9x the bandwidth ratio %.2f", mbps, ratio, bw)
 		}
 		if sg.TMT > time.Duration(1.1*float64(direct.TMT)) {
 			t.Errorf("%.0f Mb/s: TMT %v more than 1.1x direct's %v", mbps, sg.TMT, direct.TMT)
@@ -147,10 +148,10 @@ func TestPaper2IntermediateScaling(t *testing.T) {
 		model := time.Duration(float64(base) * destMbps / math.Min(srcMbps, destMbps+float64(k)*relayMbps))
 		off := res.ET.Seconds()/model.Seconds() - 1
 		t.Logf("%-6d %10s %12s %+9.1f%%", k, ms(res.ET), ms(model), off*100)
-		// The goal is within 5% of the model: met for some relay counts,
-		// not all, and runs vary by a few percent (see the README).
-		// Floor: within 25%.
-		if off > 0.25 {
+		// The goal is within 5% of the model: met in most runs (+1.2 to
+		// +4.9%), but 4 relays, where every link is exactly full, has
+		// measured +8% once (see the README). Floor: within 12%.
+		if off > 0.12 {
 			t.Errorf("%d relays: ET %v is %.1f%% above the bandwidth model %v", k, res.ET, off*100, model)
 		}
 	}
@@ -193,8 +194,8 @@ func TestPaper3SharedBaseImage(t *testing.T) {
 	}
 	// Chunk bytes meet the goal (±2%); the wire adds per-position
 	// metadata (placements, have queries, manifest) and QUIC framing.
-	if wire > res.UniqueBytes*125/100 {
-		t.Errorf("source sent %d bytes on the wire, more than 1.25x the %d unique bytes", wire, res.UniqueBytes)
+	if wire > res.UniqueBytes*110/100 {
+		t.Errorf("source sent %d bytes on the wire, more than 1.10x the %d unique bytes", wire, res.UniqueBytes)
 	}
 }
 
@@ -210,9 +211,9 @@ func TestPaper4CappedDestinationIntake(t *testing.T) {
 	free, capped := simulate(t, mk(0)), simulate(t, mk(5))
 	t.Logf("ET with the destination taking all it can: %s; capped at 5 MB/s (40 Mbit/s): %s (%.3fx)",
 		ms(free.ET), ms(capped.ET), capped.ET.Seconds()/free.ET.Seconds())
-	// The goal is "unaffected" (≤ 1.05x): close, not met (see the README).
-	if capped.ET > time.Duration(1.15*float64(free.ET)) {
-		t.Errorf("capped ET %v is more than 1.15x the uncapped %v", capped.ET, free.ET)
+	// The goal: "unaffected", ≤ 1.05x (measured 1.030-1.037x).
+	if capped.ET > time.Duration(1.05*float64(free.ET)) {
+		t.Errorf("capped ET %v is more than 1.05x the uncapped %v", capped.ET, free.ET)
 	}
 }
 
