@@ -45,9 +45,10 @@ func (sc *scheduler) endgameLocked(t *target) (*batch, []int) {
 // target is late, b having been in flight over twice its usual answer time
 // (it slowed down, or is failing), or t is more than twice as fast and b
 // should still take the target more than twice as long as the copy at t
-// (remainingLocked).
-// (Its data in flight over its rate would overstate that: batches on
-// parallel streams are sent together, the older ones mostly sent.)
+// (remainingLocked: while b is on time, what is left of the target's usual
+// answer time; its data in flight over its rate would overstate that, as
+// batches on parallel streams are sent together, the older ones mostly
+// sent).
 // A target not measured yet takes no spares; one that has not answered
 // enough to be measured gets a copy once it has been waited on for twice
 // as long as the copy should take.
