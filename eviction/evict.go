@@ -372,31 +372,14 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 	}
 	pull := sc.destMayPull()
 
-	// 2. Open every migration at the destination before sending a byte,
-	//    so it can start gathering (and demand-reading) at once.
+	// 2. Open every migration at the destination, so it can start
+	//    gathering (and demand-reading) at once, and 3. scatter beside it:
+	//    chunks need no migration, only their placements do, and those
+	//    wait for the Open (a round trip off the eviction time).
 	holders := make([]wire.Holder, len(targets))
 	for i, t := range targets {
 		holders[i] = wire.Holder{Index: uint8(i), Peer: t}
 	}
-	for i := range e.vms {
-		v := &e.vms[i]
-		o := wire.Open{ID: v.id, VM: v.Name, Secret: v.secret, PullDuringScatter: pull}
-		for _, r := range v.Regions {
-			o.Regions = append(o.Regions, wire.RegionInfo{Name: r.Name, Kind: uint8(r.Kind), Size: uint64(r.Size), ChunkSize: uint32(r.ChunkSize)})
-		}
-		s, err := e.cl.OpenMigration(ctx, e.cfg.Dest, o)
-		if err != nil {
-			e.abortSessions()
-			return nil, fmt.Errorf("evict %s: %w", v.Name, err)
-		}
-		v.session = s
-		if err := s.Holders(ctx, holders); err != nil {
-			e.abortSessions()
-			return nil, fmt.Errorf("evict %s: %w", v.Name, err)
-		}
-	}
-
-	// 3. Scatter.
 	pl := newPlacer(e)
 	sc.placed = pl.add
 	var total int64
@@ -405,7 +388,15 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 	}
 	pr := newProducer(e, sc)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return pl.run(gctx) })
+	opened := make(chan struct{})
+	g.Go(func() error {
+		if err := e.openSessions(gctx, pull, holders); err != nil {
+			return err
+		}
+		close(opened)
+		return nil
+	})
+	g.Go(func() error { return pl.run(gctx, opened) })
 	g.Go(func() error {
 		err := sc.run(gctx)
 		pl.close() // everything is placed: flush and stop
@@ -503,6 +494,27 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 	res.Repaired = sc.repaired.Load()
 	res.EndgameBytes = sc.endgame.Load()
 	return res, nil
+}
+
+// openSessions opens every VM's migration at the destination and declares
+// the holders its placements will name.
+func (e *Eviction) openSessions(ctx context.Context, pull bool, holders []wire.Holder) error {
+	for i := range e.vms {
+		v := &e.vms[i]
+		o := wire.Open{ID: v.id, VM: v.Name, Secret: v.secret, PullDuringScatter: pull}
+		for _, r := range v.Regions {
+			o.Regions = append(o.Regions, wire.RegionInfo{Name: r.Name, Kind: uint8(r.Kind), Size: uint64(r.Size), ChunkSize: uint32(r.ChunkSize)})
+		}
+		s, err := e.cl.OpenMigration(ctx, e.cfg.Dest, o)
+		if err != nil {
+			return fmt.Errorf("open the migration of %s: %w", v.Name, err)
+		}
+		v.session = s
+		if err := s.Holders(ctx, holders); err != nil {
+			return fmt.Errorf("open the migration of %s: %w", v.Name, err)
+		}
+	}
+	return nil
 }
 
 // cancelTimeout bounds the wait for a destination to acknowledge that a

@@ -57,8 +57,14 @@ func (p *placer) add(ps []placement) {
 func (p *placer) close() { p.once.Do(func() { close(p.done) }) }
 
 // run sends pending placements every PlacementFlush, or sooner when a
-// frame's worth is waiting, until closed.
-func (p *placer) run(ctx context.Context) error {
+// frame's worth is waiting, until closed. It sends nothing until opened
+// is closed: every session is open by then.
+func (p *placer) run(ctx context.Context, opened <-chan struct{}) error {
+	select {
+	case <-opened:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	t := time.NewTicker(p.e.cfg.PlacementFlush)
 	defer t.Stop()
 	for {
