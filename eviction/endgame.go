@@ -45,10 +45,7 @@ func (sc *scheduler) endgameLocked(t *target) (*batch, []int) {
 // target is late, b having been in flight over twice its usual answer time
 // (it slowed down, or is failing), or t is more than twice as fast and b
 // should still take the target more than twice as long as the copy at t
-// (remainingLocked: while b is on time, what is left of the target's usual
-// answer time; its data in flight over its rate would overstate that, as
-// batches on parallel streams are sent together, the older ones mostly
-// sent).
+// (remainingLocked).
 // A target not measured yet takes no spares; one that has not answered
 // enough to be measured gets a copy once it has been waited on for twice
 // as long as the copy should take.
@@ -73,22 +70,19 @@ func (sc *scheduler) spareHelpsLocked(b *batch, t *target, items []int) bool {
 			}
 		case since > 2*o.latency && since > 2*mine:
 			// Late: copy.
-		case 2*o.rate >= t.rate || sc.remainingLocked(o, b, since) < 2*mine:
+		case 2*o.rate >= t.rate || sc.remainingLocked(o, b) < 2*mine:
 			return false
 		}
 	}
 	return true
 }
 
-// remainingLocked estimates how long o should still take to answer b, in
-// flight at o for since: what is left of o's usual answer time, or, once b
-// is overdue by that (o slowed down: a capped intake, a busy disk), o's
-// data in flight launched no later than b over o's rate, what o answers
-// first.
-func (sc *scheduler) remainingLocked(o *target, b *batch, since time.Duration) time.Duration {
-	if left := o.latency - since; left > 0 {
-		return left
-	}
+// remainingLocked estimates how long o should still take to answer b: its
+// data in flight launched no later than b (what it answers first), over
+// its rate. (What is left of o's usual answer time was used before: that
+// average lags, and went negative for a target that slowed down, a capped
+// intake, so the source waited on it.)
+func (sc *scheduler) remainingLocked(o *target, b *batch) time.Duration {
 	var ahead int64
 	for c := range sc.flying {
 		if c.inflight&o.bit != 0 && !c.launched.After(b.launched) {
