@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
@@ -141,6 +142,9 @@ func (sc *scheduler) pushManifest(ctx context.Context, nodes []manifest.Node, he
 		}
 		t.sent.Add(size)
 		sc.manifestPushed.Add(size)
+		sc.led.mu.Lock()
+		t.landed = time.Now() // checked again if it was already
+		sc.led.mu.Unlock()
 		have = append(have, t)
 	}
 	if len(have) < copies {

@@ -88,6 +88,20 @@ type target struct {
 	// in flight; streams are its push streams (reset when it stalls).
 	lastProgress time.Time
 	streams      []Pusher
+	// The liveness check at the end (under led.mu): one is running, and
+	// when the last one that answered began; landed is when t last
+	// answered a push.
+	checking bool
+	checked  time.Time
+	landed   time.Time
+}
+
+// checkedSinceLandingLocked reports whether t is known to be there since
+// it last answered a push: it answered a liveness check begun after that,
+// or that answer came less than its quickest answer time ago (a check
+// would take as long to tell no more).
+func (t *target) checkedSinceLandingLocked() bool {
+	return (!t.checked.IsZero() && !t.checked.Before(t.landed)) || time.Since(t.landed) < t.minLatency
 }
 
 // stallLimitLocked is how long t may leave pushes unanswered before it
@@ -555,61 +569,77 @@ func (sc *scheduler) run(ctx context.Context) error {
 const livenessTimeout = 2 * time.Second
 
 // watch waits for completion; before declaring it, it checks that every
-// relay holding chunks still answers, repairing what a lost one held.
+// relay holding chunks still answers, repairing what a lost one held. A
+// relay is checked as soon as it has drained (nothing left to read or
+// queue, nothing of its own in flight), beside the others' last batches;
+// one that takes more after its check is checked again, and one that has
+// just answered its last push needs none.
 func (sc *scheduler) watch(ctx context.Context) error {
+	var checks sync.WaitGroup // owned here: each ends within livenessTimeout
+	defer checks.Wait()
+	sc.led.mu.Lock()
 	for {
-		sc.led.mu.Lock()
-		for sc.failed == nil && !sc.doneLocked() {
-			sc.cond.Wait()
-		}
 		if sc.failed != nil {
 			err := sc.failed
 			sc.led.mu.Unlock()
 			return err
 		}
-		var relays []*target
+		done := sc.doneLocked()
+		drained := sc.prodDone && len(sc.queue) == 0 && sc.repairing == 0
+		pending := false
 		for _, t := range sc.targets {
-			if !t.dest && !t.dead && t.sent.Load() > 0 {
-				relays = append(relays, t)
+			switch {
+			case t.dest || t.dead || t.sent.Load() == 0:
+			case t.checking:
+				pending = true
+			case t.checkedSinceLandingLocked() && (t.flight == 0 || done):
+			// (At the end, what it still has in flight is spare.)
+			case done || (drained && t.flight == 0):
+				sc.checkLocked(ctx, t, &checks)
+				pending = true
 			}
 		}
-		sc.led.mu.Unlock()
-		// Every relay at once: a live one answers in a round trip; a
-		// crashed one never does, and its connection may take seconds to
-		// be declared dead: do not wait for that.
-		var lost atomic.Bool
-		var wg sync.WaitGroup
-		for _, t := range relays {
-			wg.Go(func() {
-				cctx, cancel := context.WithTimeout(ctx, livenessTimeout)
-				_, err := sc.e.cl.Capacity(cctx, t.peer)
-				cancel()
-				if err != nil {
-					sc.e.log.Warn("intermediate lost before the end of the eviction; repairing", "peer", t.peer, "err", err)
-					sc.led.mu.Lock()
-					sc.loseTargetLocked(t)
-					sc.led.mu.Unlock()
-					lost.Store(true)
-				}
-			})
+		if done && !pending {
+			break
 		}
-		wg.Wait()
-		if !lost.Load() {
-			sc.led.mu.Lock()
-			sc.finished = true
-			sc.cond.Broadcast()
-			streams := sc.streams
-			sc.led.mu.Unlock()
-			// What is still in flight is a spare copy: reset the streams
-			// rather than wait for a slow target to drain them (a write
-			// blocked on flow control does not see a context).
-			sc.stopPush()
-			for _, ps := range streams {
-				ps.Abort()
-			}
-			return nil
-		}
+		sc.cond.Wait()
 	}
+	sc.finished = true
+	sc.cond.Broadcast()
+	streams := sc.streams
+	sc.led.mu.Unlock()
+	// What is still in flight is a spare copy: reset the streams rather
+	// than wait for a slow target to drain them (a write blocked on flow
+	// control does not see a context).
+	sc.stopPush()
+	for _, ps := range streams {
+		ps.Abort()
+	}
+	return nil
+}
+
+// checkLocked asks t whether it is still there, in a goroutine counted in
+// checks. Every relay at once: a live one answers in a round trip; a
+// crashed one never does, and its connection may take seconds to be
+// declared dead: do not wait for that.
+func (sc *scheduler) checkLocked(ctx context.Context, t *target, checks *sync.WaitGroup) {
+	t.checking = true
+	started := time.Now()
+	checks.Go(func() {
+		cctx, cancel := context.WithTimeout(ctx, livenessTimeout)
+		_, err := sc.e.cl.Capacity(cctx, t.peer)
+		cancel()
+		sc.led.mu.Lock()
+		defer sc.led.mu.Unlock()
+		t.checking = false
+		if err != nil {
+			sc.e.log.Warn("intermediate lost before the end of the eviction; repairing", "peer", t.peer, "err", err)
+			sc.loseTargetLocked(t)
+		} else {
+			t.checked = started
+		}
+		sc.cond.Broadcast()
+	})
 }
 
 // watchStalls gives up on a relay that stops answering (a host that
@@ -831,7 +861,7 @@ func (sc *scheduler) onAck(t *target, b *batch, items []int, size int64, start t
 	sc.landedLocked(t, b, items, size)
 	if err == nil {
 		t.measureLocked(size, start, time.Now())
-		t.lastProgress = time.Now()
+		t.lastProgress, t.landed = time.Now(), time.Now()
 	}
 	var due []placement
 	if err == nil && t.dead {
