@@ -466,7 +466,6 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 			e.abortSessions()
 			return nil, fmt.Errorf("evict %s: %w", v.Name, err)
 		}
-		e.log.Debug("DBG handover")
 		if err := e.handOver(ctx, sc, v); err != nil {
 			e.abortSessions()
 			return nil, fmt.Errorf("evict %s: hand over manifest: %w", v.Name, err)
