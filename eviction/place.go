@@ -1,8 +1,10 @@
 package eviction
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -92,6 +94,10 @@ func (p *placer) flush(ctx context.Context) error {
 	p.pending = make([][]wire.Placement, len(p.e.vms))
 	p.mu.Unlock()
 	for vi, ps := range work {
+		// In position order, placements share run headers on the wire.
+		slices.SortStableFunc(ps, func(a, b wire.Placement) int {
+			return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.Index, b.Index))
+		})
 		for len(ps) > 0 {
 			n := min(len(ps), p.e.cfg.PlacementBatch, wire.MaxPlacements)
 			if err := p.e.vms[vi].session.Placements(ctx, ps[:n]); err != nil {

@@ -20,7 +20,7 @@ import (
 
 // ProtoMigrate carries migration control (source → destination) and
 // positional demand reads (destination → source).
-const ProtoMigrate protocol.ID = "/sg/migrate/1"
+const ProtoMigrate protocol.ID = "/sg/migrate/2"
 
 // MigrationSink receives migrations opened to this node (the destination).
 // An error refuses the frame and ends the session.

@@ -31,6 +31,7 @@ func FuzzFrames(f *testing.F) {
 		AppendHolders(nil, []Holder{{0, "12D3KooWdest"}, {1, "12D3KooWrelay"}}),
 		AppendPlacements(nil, []Placement{{Region: 0, Index: 7, ID: c[0].ID, Holders: 3}}, false),
 		AppendPlacements(nil, []Placement{{Region: 0, Index: 7, ID: c[0].ID, Holders: 3, Plain: c[1].ID}}, true),
+		AppendPlacements(nil, []Placement{{Index: 7, ID: c[0].ID, Holders: 3}, {Index: 8, ID: c[1].ID, Holders: 3}, {Index: 9, ID: c[0].ID, Holders: 1}}, false),
 		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}, Secret: seal.Secret{7}}),
 		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}, PullDuringScatter: true}),
 		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}, Secret: seal.Secret{7}, PullDuringScatter: true}),

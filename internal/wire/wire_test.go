@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"bytes"
 	"errors"
 	"io"
@@ -217,5 +218,57 @@ func TestOpenTrailers(t *testing.T) {
 	frame := AppendOpen(nil, base)
 	if _, err := DecodeOpen(append(frame[5:], 0x02)); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("unknown flag accepted: %v", err)
+	}
+}
+
+// Placements at consecutive positions with the same holders share a run
+// header; anything else starts a new run; the decoder gives back the same
+// placements, and refuses runs that should have been one.
+func TestPlacementRuns(t *testing.T) {
+	c := chunks(4, 64)
+	ps := []Placement{
+		{Region: 0, Index: 7, ID: c[0].ID, Holders: 1},
+		{Region: 0, Index: 8, ID: c[1].ID, Holders: 1},
+		{Region: 0, Index: 9, ID: c[2].ID, Holders: 1},
+		{Region: 0, Index: 10, ID: c[3].ID, Holders: 2}, // other holders
+		{Region: 1, Index: 11, ID: c[0].ID, Holders: 2}, // other region
+		{Region: 1, Index: 13, ID: c[1].ID, Holders: 2}, // a gap
+	}
+	frame := AppendPlacements(nil, ps, false)
+	if want := headerSize + 2 + 4*runHeaderSize + len(ps)*chunk.Size; len(frame) != want {
+		t.Fatalf("frame of %d bytes, want %d (four runs)", len(frame), want)
+	}
+	got, err := DecodePlacements(frame[headerSize:], nil, false)
+	must(t, err)
+	if len(got) != len(ps) {
+		t.Fatalf("%d placements back, want %d", len(got), len(ps))
+	}
+	for i := range ps {
+		if got[i] != ps[i] {
+			t.Fatalf("placement %d: %+v, want %+v", i, got[i], ps[i])
+		}
+	}
+	// Two runs that should have been one: 7 (count 1) then 8 (count 1).
+	run := func(index uint64, id chunk.ID) []byte {
+		b := binary.BigEndian.AppendUint16(nil, 0)
+		b = binary.BigEndian.AppendUint64(b, index)
+		b = binary.BigEndian.AppendUint16(b, 1)
+		b = binary.BigEndian.AppendUint32(b, 1)
+		return append(b, id[:]...)
+	}
+	split := append(append([]byte{0, 2}, run(7, c[0].ID)...), run(8, c[1].ID)...)
+	if _, err := DecodePlacements(split, nil, false); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("split run: %v, want ErrMalformed", err)
+	}
+	for name, p := range map[string][]byte{
+		"count over n":  append([]byte{0, 1}, append(run(7, c[0].ID)[:10], 0, 2, 0, 0, 0, 1)...),
+		"zero count":    append([]byte{0, 1}, append(run(7, c[0].ID)[:10], 0, 0, 0, 0, 0, 1)...),
+		"trailing":      append(append([]byte{0, 1}, run(7, c[0].ID)...), 9),
+		"short entries": append([]byte{0, 1}, run(7, c[0].ID)[:runHeaderSize+5]...),
+		"overflow":      append(append([]byte{0, 2}, run(^uint64(0), c[0].ID)[:10]...), append([]byte{0, 2, 0, 0, 0, 1}, make([]byte, 2*chunk.Size)...)...),
+	} {
+		if _, err := DecodePlacements(p, nil, false); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
 	}
 }
