@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strconv"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -48,9 +49,14 @@ func runCluster(t *testing.T, topo *Topology) (*Cluster, *Result) {
 	return c, res
 }
 
-// paperVM is a 64 MiB guest: 30% zero pages, 10% repeated.
+// paperVM is a 64 MiB guest (SG_VM_MIB sets another size, to see how the
+// per-eviction fixed costs shrink with it): 30% zero pages, 10% repeated.
 func paperVM(name string, seed uint64) VMSpec {
-	return VMSpec{Name: name, Spec: workload.Spec{Seed: seed, BaseSeed: 100, MemSize: 64 << 20, PageSize: 4096,
+	mib := int64(64)
+	if v, err := strconv.ParseInt(os.Getenv("SG_VM_MIB"), 10, 64); err == nil && v > 0 {
+		mib = v
+	}
+	return VMSpec{Name: name, Spec: workload.Spec{Seed: seed, BaseSeed: 100, MemSize: mib << 20, PageSize: 4096,
 		ZeroFrac: 0.3, RepeatFrac: 0.1}}
 }
 
