@@ -105,17 +105,12 @@ func (sc *scheduler) remainingLocked(o *target, b *batch) time.Duration {
 // batch too many at a 200 Mbit/s destination cost 10 ms in one run of
 // two. Erasure-coded evictions take no part: a shard may go only to
 // certain targets.
-func (sc *scheduler) landsInTimeLocked(t *target, b *batch, items []int) bool {
+// queued is the chunk bytes of the queue.
+func (sc *scheduler) landsInTimeLocked(t *target, b *batch, items []int, queued int64) bool {
 	// An idle target always takes: were every target to leave a batch
 	// to another, none would push it.
 	if sc.e.cfg.NoEndgame || sc.e.cfg.Redundancy.On() || t.rate <= 0 || t.flight == 0 {
 		return true
-	}
-	var queued int64
-	for _, q := range sc.queue {
-		for _, d := range q.data {
-			queued += int64(len(d))
-		}
 	}
 	var size int64
 	for _, i := range items {

@@ -17,12 +17,12 @@ import (
 // buildManifest builds a VM's manifest tree from the chunks at its
 // positions (and its stripes) and records its root and size.
 func (e *Eviction) buildManifest(v *vmState) error {
-	if !e.cfg.Seal && len(v.stripes) == 0 {
-		// What the destination builds from the placements (destBuilds).
-		regions := make([]manifest.Region, len(v.Regions))
-		for i, r := range v.Regions {
-			regions[i] = manifest.Region{Name: r.Name, Kind: r.Kind, Size: r.Size, ChunkSize: r.ChunkSize}
-		}
+	regions := make([]manifest.Region, len(v.Regions))
+	for i, r := range v.Regions {
+		regions[i] = manifest.Region{Name: r.Name, Kind: r.Kind, Size: r.Size, ChunkSize: r.ChunkSize}
+	}
+	if e.destBuilds(v) {
+		// The very tree the destination builds from the placements.
 		root, nodes, err := manifest.BuildTree(v.Name, regions, v.ids)
 		if err != nil {
 			return err
@@ -32,32 +32,38 @@ func (e *Eviction) buildManifest(v *vmState) error {
 	}
 	m := manifest.Manifest{Name: v.Name, Sealed: e.cfg.Seal}
 	var nodes []manifest.Node
-	for i, r := range v.Regions {
-		mr := manifest.Region{Name: r.Name, Kind: r.Kind, Size: r.Size, ChunkSize: r.ChunkSize}
+	for i := range regions {
+		mr := &regions[i]
 		var ns []manifest.Node
 		var err error
 		if e.cfg.Seal {
-			ns, err = manifest.BuildSealed(&mr, i, v.ids[i], v.plains[i], v.secret)
+			ns, err = manifest.BuildSealed(mr, i, v.ids[i], v.plains[i], v.secret)
 		} else {
-			ns, err = manifest.Build(&mr, v.ids[i])
+			ns, err = manifest.Build(mr, v.ids[i])
 		}
 		if err != nil {
 			return err
 		}
 		nodes = append(nodes, ns...)
-		m.Regions = append(m.Regions, mr)
+		m.Regions = append(m.Regions, *mr)
 	}
-	if len(v.stripes) > 0 {
-		for _, nd := range manifest.BuildStripes(v.stripes) {
-			nodes = append(nodes, nd)
-			m.StripeBlocks = append(m.StripeBlocks, nd.ID)
-		}
+	for _, nd := range manifest.BuildStripes(v.stripes) {
+		nodes = append(nodes, nd)
+		m.StripeBlocks = append(m.StripeBlocks, nd.ID)
 	}
 	rootData := m.Encode()
 	root := chunk.Sum(rootData)
 	nodes = append(nodes, manifest.Node{ID: root, Data: rootData})
 	v.manifest, v.res.Root, v.res.ManifestBytes = nodes, root, manifestSize(nodes)
 	return nil
+}
+
+// destBuilds reports whether the destination builds v's manifest from the
+// placements rather than be sent it: not when it is sealed (its key
+// blocks need the plain IDs in order, which the source has) or striped
+// (the stripes are not placed).
+func (e *Eviction) destBuilds(v *vmState) bool {
+	return !e.cfg.Seal && len(v.stripes) == 0
 }
 
 func manifestSize(nodes []manifest.Node) int64 {
@@ -69,11 +75,9 @@ func manifestSize(nodes []manifest.Node) int64 {
 }
 
 // manifestBuilders lists the targets that build v's manifest themselves
-// rather than be sent it: the destination, from the placements, unless the
-// manifest is sealed (its key blocks need the plain IDs in order, which
-// the source has) or striped (the stripes are not placed).
+// (destBuilds): none, or the destination.
 func (sc *scheduler) manifestBuilders(v *vmState) []*target {
-	if sc.e.cfg.Seal || len(v.stripes) > 0 {
+	if !sc.e.destBuilds(v) {
 		return nil
 	}
 	return []*target{sc.targets[destIndex]}

@@ -358,6 +358,14 @@ func (sc *scheduler) take(t *target) (*batch, []int) {
 			return nil, nil
 		}
 		relayMayTake := sc.prodDone || len(sc.queue) >= sc.e.cfg.RelayBacklog || !sc.destUsable()
+		var queued int64 // for landsInTimeLocked, once nothing more comes
+		if sc.prodDone {
+			for _, q := range sc.queue {
+				for _, d := range q.data {
+					queued += int64(len(d))
+				}
+			}
+		}
 		for qi, b := range sc.queue {
 			items := sc.eligible(b, t)
 			if len(items) == 0 {
@@ -366,7 +374,7 @@ func (sc *scheduler) take(t *target) (*batch, []int) {
 			if !t.dest && !relayMayTake && !sc.heldByDest(b) {
 				continue
 			}
-			if sc.prodDone && !sc.landsInTimeLocked(t, b, items) {
+			if sc.prodDone && !sc.landsInTimeLocked(t, b, items, queued) {
 				continue
 			}
 			size, ok := sc.claimLocked(t, b, items)

@@ -382,17 +382,7 @@ func (ms *MigrationSession) Placements(ctx context.Context, ps []wire.Placement)
 // waits until it has acknowledged: by then it has stopped anything it had
 // started from the migration (a guest), so the source may resume its own.
 func (ms *MigrationSession) Cancel(ctx context.Context, reason string) error {
-	done := make(chan error, 1)
-	if err := ms.rs.send(ctx, func(b []byte) []byte { return wire.AppendAbort(b, reason) },
-		func(t wire.Type, p []byte, err error) { done <- ackErr(t, p, err) }); err != nil {
-		return err
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return ms.ask(ctx, func(b []byte) []byte { return wire.AppendAbort(b, reason) })
 }
 
 // Done hands over the manifest root and waits until the destination has
