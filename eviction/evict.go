@@ -409,6 +409,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 		if err != nil {
 			return err
 		}
+		pl.hurry()
 		// Every position's chunk is known: the manifests travel beside
 		// the chunks still in flight rather than after them.
 		for i := range e.vms {

@@ -27,6 +27,7 @@ type placer struct {
 	mu      sync.Mutex
 	pending [][]wire.Placement // per VM
 	kick    chan struct{}      // capacity 1: a frame's worth is waiting
+	hurried bool               // every placement is sent as it comes
 	done    chan struct{}      // closed by close: flush and return
 	once    sync.Once
 }
@@ -46,12 +47,27 @@ func (p *placer) add(ps []placement) {
 		p.pending[pl.at.vm] = append(p.pending[pl.at.vm], wp)
 		n = max(n, len(p.pending[pl.at.vm]))
 	}
+	hurried := p.hurried
 	p.mu.Unlock()
-	if n >= p.e.cfg.PlacementBatch {
+	if hurried || n >= p.e.cfg.PlacementBatch {
 		select {
 		case p.kick <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// hurry makes every placement from now on travel at once, not in a frame
+// of PlacementBatch: called once everything is read, so that at the end
+// only the last acks' placements stand between the source and Done (a
+// full frame is ~35 KB, 2 ms on a 130 Mbit/s destination's link).
+func (p *placer) hurry() {
+	p.mu.Lock()
+	p.hurried = true
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
 	}
 }
 

@@ -49,10 +49,10 @@ func runCluster(t *testing.T, topo *Topology) (*Cluster, *Result) {
 	return c, res
 }
 
-// paperVM is a 64 MiB guest (SG_VM_MIB sets another size, to see how the
-// per-eviction fixed costs shrink with it): 30% zero pages, 10% repeated.
-func paperVM(name string, seed uint64) VMSpec {
-	mib := int64(64)
+// paperVM is a guest of mib MiB (SG_VM_MIB sets another size for every
+// experiment, to see how the per-eviction fixed costs shrink with it): 30%
+// zero pages, 10% repeated.
+func paperVM(name string, seed uint64, mib int64) VMSpec {
 	if v, err := strconv.ParseInt(os.Getenv("SG_VM_MIB"), 10, 64); err == nil && v > 0 {
 		mib = v
 	}
@@ -60,9 +60,39 @@ func paperVM(name string, seed uint64) VMSpec {
 		ZeroFrac: 0.3, RepeatFrac: 0.1}}
 }
 
+// Experiments 1 and 2 measure ET against a bandwidth model, so their
+// guests are large enough that what each eviction costs whatever its size
+// (~12 ms: two round trips, QUIC's slow start, the last ack) stays near 1%
+// of it, as it does in the paper's 5 GB (the README gives the 64 MiB
+// figures too). The others use 64 MiB guests.
+const (
+	modelVMMiB = 256
+	vmMiB      = 64
+)
+
+// simulateAll runs every topology in its own bubble, in parallel (each
+// bubble is one goroutine-bound simulation; virtual time is unaffected by
+// how many run at once), and returns their results in order.
+func simulateAll(t *testing.T, names []string, topos []*Topology) []*Result {
+	t.Helper()
+	res := make([]*Result, len(topos))
+	t.Run("runs", func(t *testing.T) {
+		for i, topo := range topos {
+			t.Run(names[i], func(t *testing.T) {
+				t.Parallel()
+				res[i] = simulate(t, topo)
+			})
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	return res
+}
+
 // slowDestination: a 1 Gbit/s source, one 1 Gbit/s intermediate and a
-// destination that takes destMbps.
-func slowDestination(destMbps float64, direct bool) *Topology {
+// destination that takes destMbps; the guest has mib MiB.
+func slowDestination(destMbps float64, direct bool, mib int64) *Topology {
 	return &Topology{
 		Nodes: []NodeSpec{
 			{Name: "src", Role: Source, UpMbps: srcMbps, DownMbps: srcMbps},
@@ -70,7 +100,7 @@ func slowDestination(destMbps float64, direct bool) *Topology {
 			{Name: "mid", Role: Intermediate, UpMbps: srcMbps, DownMbps: srcMbps},
 		},
 		Latency: LatencySpec{Default: Duration(time.Millisecond)},
-		VMs:     []VMSpec{paperVM("vm", 1)},
+		VMs:     []VMSpec{paperVM("vm", 1, mib)},
 		Evict:   EvictSpec{Direct: direct},
 		Seed:    1,
 	}
@@ -86,14 +116,22 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", d.Seconds()*1000
 // Experiment 1. Paper: ET flat (~49 s for 5 GB) while direct grows to
 // ~310 s at the slowest destination (6x).
 func TestPaper1SlowDestination(t *testing.T) {
+	t.Parallel()
 	speeds := []float64{130, 300, 600, 900}
 	if testing.Short() {
 		speeds = []float64{130}
 	}
 	var rows []plotRow
 	t.Logf("%-10s %10s %10s %10s %10s %8s %8s %10s %9s %9s", "dest", "ET sg", "ET direct", "TMT sg", "TMT dir", "ratio", "bw ratio", "ET/ideal", "wire sg", "wire dir")
+	var names []string
+	var topos []*Topology
 	for _, mbps := range speeds {
-		sg, direct := simulate(t, slowDestination(mbps, false)), simulate(t, slowDestination(mbps, true))
+		names = append(names, fmt.Sprintf("%.0f/sg", mbps), fmt.Sprintf("%.0f/direct", mbps))
+		topos = append(topos, slowDestination(mbps, false, modelVMMiB), slowDestination(mbps, true, modelVMMiB))
+	}
+	results := simulateAll(t, names, topos)
+	for i, mbps := range speeds {
+		sg, direct := results[2*i], results[2*i+1]
 		model := ideal(sg.UniqueBytes, srcMbps)
 		ratio := direct.ET.Seconds() / sg.ET.Seconds()
 		bw := math.Min(srcMbps, mbps+srcMbps) / mbps
@@ -128,26 +166,30 @@ func TestPaper1SlowDestination(t *testing.T) {
 
 // Experiment 2. Paper: ~315/125/78/53/50 s with 0-4 intermediates.
 func TestPaper2IntermediateScaling(t *testing.T) {
+	t.Parallel()
 	const destMbps, relayMbps = 200, 200
-	var base time.Duration
-	t.Logf("%-6s %10s %12s %10s", "relays", "ET", "model ET", "off")
-	for k := 0; k <= 4; k++ {
+	const relays = 4
+	var names []string
+	var topos []*Topology
+	for k := 0; k <= relays; k++ {
 		topo := &Topology{
 			Nodes: []NodeSpec{
 				{Name: "src", Role: Source, UpMbps: srcMbps, DownMbps: srcMbps},
 				{Name: "dst", Role: Destination, UpMbps: srcMbps, DownMbps: destMbps},
 			},
 			Latency: LatencySpec{Default: Duration(time.Millisecond)},
-			VMs:     []VMSpec{paperVM("vm", 2)},
+			VMs:     []VMSpec{paperVM("vm", 2, modelVMMiB)},
 			Seed:    2,
 		}
 		for i := range k {
 			topo.Nodes = append(topo.Nodes, NodeSpec{Name: fmt.Sprintf("mid%d", i), Role: Intermediate, UpMbps: srcMbps, DownMbps: relayMbps})
 		}
-		res := simulate(t, topo)
-		if k == 0 {
-			base = res.ET
-		}
+		names, topos = append(names, fmt.Sprintf("%d-relays", k)), append(topos, topo)
+	}
+	results := simulateAll(t, names, topos)
+	base := results[0].ET
+	t.Logf("%-6s %10s %12s %10s", "relays", "ET", "model ET", "off")
+	for k, res := range results {
 		// The bandwidth model: ET ∝ 1 / min(source, destination + relays),
 		// scaled from the run without relays (same bytes, same overheads).
 		model := time.Duration(float64(base) * destMbps / math.Min(srcMbps, destMbps+float64(k)*relayMbps))
@@ -164,6 +206,7 @@ func TestPaper2IntermediateScaling(t *testing.T) {
 
 // Experiment 3. Paper (gang migration): ~52 → ~34.5 GB with dedup.
 func TestPaper3SharedBaseImage(t *testing.T) {
+	t.Parallel()
 	topo := &Topology{
 		Nodes: []NodeSpec{
 			{Name: "src", Role: Source, UpMbps: srcMbps, DownMbps: srcMbps},
@@ -207,8 +250,9 @@ func TestPaper3SharedBaseImage(t *testing.T) {
 // Experiment 4. A cap on the destination's intake (protecting its
 // foreground traffic) does not slow the eviction: relays take the rest.
 func TestPaper4CappedDestinationIntake(t *testing.T) {
+	t.Parallel()
 	mk := func(capMBps float64) *Topology {
-		topo := slowDestination(400, false)
+		topo := slowDestination(400, false, vmMiB)
 		topo.Nodes[1].IngestMBps = capMBps
 		topo.Seed = 4
 		return topo
@@ -226,8 +270,9 @@ func TestPaper4CappedDestinationIntake(t *testing.T) {
 // network faults. The guest replays the same trace with and without
 // prefetching.
 func TestPaper5PrefetchAvoidsFaults(t *testing.T) {
+	t.Parallel()
 	mk := func(noPrefetch bool) *Topology {
-		topo := slowDestination(300, false)
+		topo := slowDestination(300, false, vmMiB)
 		topo.Gather = GatherSpec{NoPrefetch: noPrefetch, Trace: TraceSpec{Reads: 3000, Burst: 64, Spread: 24,
 			Think: Duration(200 * time.Microsecond), Seed: 5}}
 		topo.Seed = 5
@@ -247,6 +292,7 @@ func TestPaper5PrefetchAvoidsFaults(t *testing.T) {
 // Experiment 6. Demand reads go to the nearest holder, and move when it
 // slows down.
 func TestPaper6NearestHolder(t *testing.T) {
+	t.Parallel()
 	topo := &Topology{
 		Nodes: []NodeSpec{
 			{Name: "src", Role: Source, UpMbps: srcMbps, DownMbps: srcMbps},
@@ -311,6 +357,7 @@ func TestPaper6NearestHolder(t *testing.T) {
 // Experiment 7. An intermediate killed during the gather, with two
 // replicas: the VM still arrives whole.
 func TestPaper7IntermediateKilledDuringGather(t *testing.T) {
+	t.Parallel()
 	topo := &Topology{
 		Nodes: []NodeSpec{
 			{Name: "src", Role: Source, UpMbps: srcMbps, DownMbps: srcMbps},
@@ -319,7 +366,7 @@ func TestPaper7IntermediateKilledDuringGather(t *testing.T) {
 			{Name: "mid2", Role: Intermediate, UpMbps: srcMbps, DownMbps: srcMbps},
 		},
 		Latency: LatencySpec{Default: Duration(time.Millisecond)},
-		VMs:     []VMSpec{paperVM("vm", 7)},
+		VMs:     []VMSpec{paperVM("vm", 7, vmMiB)},
 		Evict:   EvictSpec{Replicas: 2},
 		Gather:  GatherSpec{Verify: true},
 		// The eviction ends well before the 150 Mbit/s destination has

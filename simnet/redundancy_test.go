@@ -35,6 +35,7 @@ func redundancyTopology(evict EvictSpec) *Topology {
 // 4+1 stripes cost the source about 1.25x the unique bytes where two
 // replicas cost 2x, and so free it sooner.
 func TestRedundancyAgainstReplicas(t *testing.T) {
+	t.Parallel()
 	ec := simulate(t, redundancyTopology(EvictSpec{Redundancy: "4+1"}))
 	rep := simulate(t, redundancyTopology(EvictSpec{Replicas: 2}))
 	for _, r := range []struct {
@@ -72,6 +73,7 @@ func TestRedundancyAgainstReplicas(t *testing.T) {
 // moment after it is free, with 4+1 stripes over five relays and with two
 // replicas: the VM always arrives byte for byte.
 func TestRelayKilledAtRandomMoment(t *testing.T) {
+	t.Parallel()
 	for seed := uint64(1); seed <= 4; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 0))
 		evict, mode := EvictSpec{Redundancy: "4+1"}, "4+1"

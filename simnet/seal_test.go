@@ -47,6 +47,7 @@ func plaintextPages(t testing.TB, vms []VMSpec) (map[chunk.ID]bool, map[[32]byte
 // under another secret, finds the shared pages already at the
 // destination: sealing converges across evictions.
 func TestEncryptedAtRest(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		topo := &Topology{
 			Nodes: []NodeSpec{

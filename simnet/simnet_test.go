@@ -31,6 +31,7 @@ func smallTopology() *Topology {
 // One eviction end to end on the harness: the VM arrives byte for byte,
 // the source sent each unique chunk once, the numbers are consistent.
 func TestSmallEviction(t *testing.T) {
+	t.Parallel()
 	res := simulate(t, smallTopology())
 	reads, faults := res.DemandReads()
 	t.Logf("ET %v TMT %v downtime %v unique %d holders %v reads %d faults %d", res.ET, res.TMT, res.Downtime, res.UniqueBytes, res.HolderBytes, reads, faults)
@@ -56,6 +57,7 @@ func TestSmallEviction(t *testing.T) {
 // same virtual instant run in no fixed order, so figures may differ by a
 // hair (a few percent, measured); they must agree within 5%.
 func TestRepeatable(t *testing.T) {
+	t.Parallel()
 	a, b := simulate(t, smallTopology()), simulate(t, smallTopology())
 	for _, c := range []struct {
 		name string
@@ -79,6 +81,7 @@ func TestRepeatable(t *testing.T) {
 // gather still complete and verify (QUIC retransmits; the cut relay is
 // replaced).
 func TestLossAndCut(t *testing.T) {
+	t.Parallel()
 	topo := smallTopology()
 	topo.Nodes = append(topo.Nodes, NodeSpec{Name: "mid2", Role: Intermediate, UpMbps: 1000, DownMbps: 1000, Loss: 0.01})
 	topo.Nodes[0].Loss = 0.01
@@ -120,6 +123,7 @@ func TestTopologyErrors(t *testing.T) {
 // is not closed): the source gives it up after its stall limit, repairs
 // what it had acknowledged, and the destination still gets the VM whole.
 func TestRelayKilledMidScatter(t *testing.T) {
+	t.Parallel()
 	topo := smallTopology()
 	topo.Nodes = append(topo.Nodes, NodeSpec{Name: "mid2", Role: Intermediate, UpMbps: 1000, DownMbps: 1000})
 	topo.Faults = []Fault{{At: Duration(100 * time.Millisecond), Kill: "mid"}}

@@ -21,7 +21,7 @@ func TestLinkTimeline(t *testing.T) {
 		t.Skip("SG_TIMELINE=<destination Mbit/s> runs it")
 	}
 	synctest.Test(t, func(t *testing.T) {
-		c, err := Start(slowDestination(mbps, false), t.TempDir())
+		c, err := Start(slowDestination(mbps, false, modelVMMiB), t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
