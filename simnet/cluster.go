@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -135,8 +136,12 @@ func (c *Cluster) startNode(i int, spec NodeSpec, key crypto.PrivKey, infos []pe
 		Uplink:   simnet.LinkSettings{BitsPerSecond: int(spec.UpMbps * 1e6)},
 		Downlink: simnet.LinkSettings{BitsPerSecond: int(spec.DownMbps * 1e6)},
 	}
+	spare, err := newSpareSocket()
+	if err != nil {
+		return nil, err
+	}
 	wrap := func(_ *net.UDPAddr, pc net.PacketConn) net.PacketConn {
-		sn.conn = newLinkConn(pc, c, i, spec.Loss, c.topo.Seed)
+		sn.conn = newLinkConn(pc, spare, c, i, spec.Loss, c.topo.Seed)
 		return sn.conn
 	}
 	cfg := node.DefaultConfig()
@@ -158,6 +163,7 @@ func (c *Cluster) startNode(i int, spec NodeSpec, key crypto.PrivKey, infos []pe
 	}
 	n, err := node.New(cfg, store)
 	if err != nil {
+		spare.close()
 		store.Close()
 		return nil, err
 	}
@@ -301,17 +307,18 @@ func (t *Topology) latencyMatrix() [][]time.Duration {
 // and counts the bytes it sends to each peer.
 type linkConn struct {
 	net.PacketConn
-	c    *Cluster
-	self int
-	loss float64
+	spare *spareSocket
+	c     *Cluster
+	self  int
+	loss  float64
 
 	mu   sync.Mutex
 	rng  *rand.Rand
 	sent map[int]int64
 }
 
-func newLinkConn(pc net.PacketConn, c *Cluster, self int, loss float64, seed uint64) *linkConn {
-	return &linkConn{PacketConn: pc, c: c, self: self, loss: loss,
+func newLinkConn(pc net.PacketConn, spare *spareSocket, c *Cluster, self int, loss float64, seed uint64) *linkConn {
+	return &linkConn{PacketConn: pc, spare: spare, c: c, self: self, loss: loss,
 		rng: rand.New(rand.NewPCG(seed, uint64(self))), sent: map[int]int64{}}
 }
 
@@ -336,6 +343,14 @@ func (l *linkConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // buffer sizes (the simulated socket has none).
 func (l *linkConn) SetReadBuffer(int) error  { return nil }
 func (l *linkConn) SetWriteBuffer(int) error { return nil }
+
+// SyscallConn hands quic-go the spare socket, for its socket options.
+func (l *linkConn) SyscallConn() (syscall.RawConn, error) { return l.spare, nil }
+
+func (l *linkConn) Close() error {
+	l.spare.close()
+	return l.PacketConn.Close()
+}
 
 // sentTo returns the bytes sent to each peer index so far.
 func (l *linkConn) sentTo() map[int]int64 {

@@ -1,8 +1,12 @@
 package simnet
 
 import (
+	"errors"
+	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
@@ -42,4 +46,39 @@ func simulatedQUIC(wrap func(*net.UDPAddr, net.PacketConn) net.PacketConn, nw *s
 		l.Append(fx.StopHook(cm.Close))
 		return cm, nil
 	}, opts...)
+}
+
+// spareSocket lets quic-go discover the path MTU over a simulated link as
+// it does over a real UDP socket. quic-go probes packets larger than its
+// 1252-byte floor only where it can set the don't-fragment bit, which it
+// does through the connection's SyscallConn; a simulated endpoint has no
+// socket, so it lends quic-go a real one that carries nothing (unbound,
+// never read or written) for those socket options. Over the simulated
+// links, which carry 1500-byte packets, quic-go then sends 1452-byte
+// packets as it would on a real host.
+type spareSocket struct {
+	fd   int
+	once sync.Once
+}
+
+func newSpareSocket() (*spareSocket, error) {
+	fd, err := syscall.Socket(syscall.AF_INET6, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("simnet: a socket for quic-go's socket options: %w", err)
+	}
+	return &spareSocket{fd: fd}, nil
+}
+
+// Control runs f on the spare socket: quic-go sets and reads options there.
+func (s *spareSocket) Control(f func(fd uintptr)) error {
+	f(uintptr(s.fd))
+	return nil
+}
+
+// Read and Write are refused: packets go over the simulated link only.
+func (s *spareSocket) Read(func(fd uintptr) bool) error  { return errors.ErrUnsupported }
+func (s *spareSocket) Write(func(fd uintptr) bool) error { return errors.ErrUnsupported }
+
+func (s *spareSocket) close() {
+	s.once.Do(func() { _ = syscall.Close(s.fd) })
 }
