@@ -1,6 +1,7 @@
 package simnet
 
 import (
+	"fmt"
 	"image/color"
 	"time"
 
@@ -15,9 +16,9 @@ type plotRow struct {
 }
 
 // plotSlowDestination draws ET and TMT against destination bandwidth.
-func plotSlowDestination(path string, rows []plotRow) error {
+func plotSlowDestination(path string, vmMiB int64, rows []plotRow) error {
 	p := plot.New()
-	p.Title.Text = "Slow destination (64 MiB VM, 1 Gbit/s source, one 1 Gbit/s intermediate)"
+	p.Title.Text = fmt.Sprintf("Slow destination (%d MiB VM, 1 Gbit/s source, one 1 Gbit/s intermediate)", vmMiB)
 	p.X.Label.Text = "destination bandwidth (Mbit/s)"
 	p.Y.Label.Text = "seconds (virtual time)"
 	line := func(f func(plotRow) time.Duration) plotter.XYs {
