@@ -229,6 +229,9 @@ func (c *Cluster) stopNode(sn *simNode) {
 		}
 		_ = sn.node.Close()
 		_ = sn.store.Close()
+		if sn.conn != nil {
+			sn.conn.spare.close() // libp2p may keep the endpoint open
+		}
 	})
 }
 
@@ -312,9 +315,10 @@ type linkConn struct {
 	self  int
 	loss  float64
 
-	mu   sync.Mutex
-	rng  *rand.Rand
-	sent map[int]int64
+	mu      sync.Mutex
+	rng     *rand.Rand
+	sent    map[int]int64
+	largest int // the largest packet sent
 }
 
 func newLinkConn(pc net.PacketConn, spare *spareSocket, c *Cluster, self int, loss float64, seed uint64) *linkConn {
@@ -331,6 +335,7 @@ func (l *linkConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	lost := l.loss > 0 && l.rng.Float64() < l.loss
 	if !lost {
 		l.sent[j] += int64(len(p))
+		l.largest = max(l.largest, len(p))
 	}
 	l.mu.Unlock()
 	if lost {
@@ -350,6 +355,13 @@ func (l *linkConn) SyscallConn() (syscall.RawConn, error) { return l.spare, nil 
 func (l *linkConn) Close() error {
 	l.spare.close()
 	return l.PacketConn.Close()
+}
+
+// largestPacket returns the size of the largest packet sent so far.
+func (l *linkConn) largestPacket() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.largest
 }
 
 // sentTo returns the bytes sent to each peer index so far.

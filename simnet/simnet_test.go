@@ -3,6 +3,7 @@ package simnet
 import (
 	"math"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sgrelay/sg/internal/workload"
@@ -139,4 +140,19 @@ func TestRelayKilledMidScatter(t *testing.T) {
 	if res.HolderBytes["mid"] != 0 {
 		t.Fatalf("the destination fetched %d bytes from the dead relay", res.HolderBytes["mid"])
 	}
+}
+
+// quic-go discovers the path MTU over the simulated links (through the
+// spare socket it sets DF on), so packets are as large as on a real host,
+// not its 1280-byte floor.
+func TestPathMTUDiscovered(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := runCluster(t, smallTopology())
+		largest := c.nodes[0].conn.largestPacket()
+		t.Logf("largest packet the source sent: %d bytes", largest)
+		if largest <= 1280 || largest > 1452 {
+			t.Errorf("largest packet %d bytes; want above quic-go's 1280-byte floor, at most its 1452-byte limit", largest)
+		}
+	})
 }
