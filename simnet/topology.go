@@ -3,9 +3,11 @@ package simnet
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/sgrelay/sg/eviction"
+	"github.com/sgrelay/sg/internal/units"
 	"github.com/sgrelay/sg/internal/workload"
 )
 
@@ -78,7 +80,25 @@ type LatencyChange struct {
 type VMSpec struct {
 	Name string `toml:"name"`
 	workload.Spec
+	// MemBytes and DiskBytes are the sizes a scenario file gives
+	// ("64MiB"): ParseTopology sets Spec's MemSize and DiskSize from them.
+	MemBytes  Size `toml:"mem"`
+	DiskBytes Size `toml:"disk"`
 }
+
+// Size is a byte count written with a unit ("64MiB", "1GiB") in scenario
+// files.
+type Size int64
+
+// UnmarshalText parses a size.
+func (s *Size) UnmarshalText(b []byte) error {
+	v, err := units.ParseSize(string(b))
+	*s = Size(v)
+	return err
+}
+
+// MarshalText writes a size in bytes.
+func (s Size) MarshalText() ([]byte, error) { return []byte(strconv.FormatInt(int64(s), 10)), nil }
 
 // EvictSpec is how the source evicts.
 type EvictSpec struct {

@@ -57,6 +57,9 @@ type MigrationID [16]byte
 
 func (m MigrationID) String() string { return hex.EncodeToString(m[:]) }
 
+// MarshalText writes the ID in hex, as String does (JSON reports).
+func (m MigrationID) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
 // ParseMigrationID parses the hex form.
 func ParseMigrationID(s string) (MigrationID, error) {
 	var m MigrationID

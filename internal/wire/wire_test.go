@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"testing"
@@ -270,5 +271,16 @@ func TestPlacementRuns(t *testing.T) {
 		if _, err := DecodePlacements(p, nil, false); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v, want ErrMalformed", name, err)
 		}
+	}
+}
+
+func TestMigrationIDJSON(t *testing.T) {
+	id := MigrationID{0xab, 1}
+	b, err := json.Marshal(map[string]MigrationID{"id": id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"id":"ab010000000000000000000000000000"}`; string(b) != want {
+		t.Fatalf("JSON %s, want %s", b, want)
 	}
 }

@@ -19,18 +19,20 @@ import (
 	"os"
 )
 
-// Spec describes one VM's images.
+// Spec describes one VM's images. The TOML keys are those of simnet's
+// scenario files, which write the two sizes with units ("64MiB") in
+// fields of their own.
 type Spec struct {
-	Seed       uint64  // this VM
-	BaseSeed   uint64  // its base image: VMs with the same BaseSeed share pages
-	MemSize    int64   // bytes; a multiple of PageSize
-	DiskSize   int64   // bytes; a multiple of DiskBlock (0: no disk)
-	PageSize   int     // memory page size (4096)
-	DiskBlock  int     // disk chunk size (65536)
-	ZeroFrac   float64 // of all pages
-	SharedFrac float64 // of all pages
-	RepeatFrac float64 // of all pages
-	RepeatPool int     // distinct repeated pages (default 64)
+	Seed       uint64  `toml:"seed"`        // this VM
+	BaseSeed   uint64  `toml:"base_seed"`   // its base image: VMs with the same BaseSeed share pages
+	MemSize    int64   `toml:"-"`           // bytes; a multiple of PageSize
+	DiskSize   int64   `toml:"-"`           // bytes; a multiple of DiskBlock (0: no disk)
+	PageSize   int     `toml:"page_size"`   // memory page size (4096)
+	DiskBlock  int     `toml:"disk_block"`  // disk chunk size (65536)
+	ZeroFrac   float64 `toml:"zero_frac"`   // of all pages
+	SharedFrac float64 `toml:"shared_frac"` // of all pages
+	RepeatFrac float64 `toml:"repeat_frac"` // of all pages
+	RepeatPool int     `toml:"repeat_pool"` // distinct repeated pages (default 64)
 }
 
 // Class is what a page is.
