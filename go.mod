@@ -14,7 +14,7 @@ require (
 	golang.org/x/sync v0.24.0
 )
 
-require github.com/klauspost/reedsolomon v1.14.2 // indirect
+require github.com/klauspost/reedsolomon v1.14.2
 
 require (
 	codeberg.org/go-fonts/liberation v0.5.0 // indirect
