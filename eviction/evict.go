@@ -45,6 +45,9 @@ type Capacity struct {
 type Session interface {
 	Holders(ctx context.Context, hs []wire.Holder) error
 	Placements(ctx context.Context, ps []wire.Placement) error
+	// PushPlacements places acknowledged pushes by their digests (unsealed
+	// migrations): the destination asks the holders for the IDs.
+	PushPlacements(ctx context.Context, pps []wire.PushPlacement) error
 	// Done hands over the manifest root. With build, no copy of the
 	// manifest was stored at the destination: it builds it from the
 	// placements, or answers ErrManifestNeeded.
@@ -381,7 +384,7 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 		holders[i] = wire.Holder{Index: uint8(i), Peer: t}
 	}
 	pl := newPlacer(e)
-	sc.placed = pl.add
+	sc.placed, sc.placedPush = pl.add, pl.addPush
 	var total int64
 	for _, v := range e.vms {
 		total += v.res.Bytes

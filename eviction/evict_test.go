@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -44,11 +45,14 @@ type fakeCluster struct {
 	refusedFull map[string]int // chunks a peer answered "full"
 	sessions    []*fakeSession
 	pushedByID  map[chunk.ID]int
+	// pushLog: the IDs of each push every chunk of which was stored, by
+	// digest, as a node remembers them (push placements name pushes).
+	pushLog map[chunk.ID][]chunk.ID
 }
 
 func newFakeCluster(peers ...string) *fakeCluster {
 	c := &fakeCluster{stores: map[string]*chunkstore.Memory{}, pushed: map[string]int64{},
-		failAfter: map[string]int{}, blackHoleAfter: map[string]int{}, gone: map[string]bool{}, delay: map[string]time.Duration{}, dieOnCheck: map[string]bool{}, claimsFree: map[string]int64{}, downlink: map[string]int64{}, saysEmpty: map[string]bool{}, slowAfter: map[string]int{}, refusedFull: map[string]int{}, pushedByID: map[chunk.ID]int{}}
+		failAfter: map[string]int{}, blackHoleAfter: map[string]int{}, gone: map[string]bool{}, delay: map[string]time.Duration{}, dieOnCheck: map[string]bool{}, claimsFree: map[string]int64{}, downlink: map[string]int64{}, saysEmpty: map[string]bool{}, slowAfter: map[string]int{}, refusedFull: map[string]int{}, pushedByID: map[chunk.ID]int{}, pushLog: map[chunk.ID][]chunk.ID{}}
 	for _, p := range peers {
 		c.stores[p] = chunkstore.NewMemory(1 << 30)
 	}
@@ -104,7 +108,9 @@ func (f *fakePusher) Push(_ context.Context, cs []wire.Chunk, done func([]wire.S
 		f.c.blackHoleAfter[f.peer] = n - 1
 	}
 	st := make([]wire.Status, len(cs))
+	ids := make([]chunk.ID, len(cs))
 	for i, ch := range cs {
+		ids[i] = ch.ID
 		if !chunk.Verify(ch.ID, ch.Data) {
 			st[i] = wire.StatusBadHash
 			continue
@@ -116,6 +122,9 @@ func (f *fakePusher) Push(_ context.Context, cs []wire.Chunk, done func([]wire.S
 		}
 		f.c.pushed[f.peer] += int64(len(ch.Data))
 		f.c.pushedByID[ch.ID]++
+	}
+	if !slices.ContainsFunc(st, func(s wire.Status) bool { return s != wire.StatusOK }) {
+		f.c.pushLog[wire.IDsDigest(ids)] = ids
 	}
 	f.c.mu.Unlock()
 	done(st, nil)
@@ -170,6 +179,7 @@ func (c *fakeCluster) freeCapacity(_ context.Context, p string) (int64, error) {
 }
 
 type fakeSession struct {
+	c         *fakeCluster
 	mu        sync.Mutex
 	open      wire.Open
 	holders   map[uint8]string
@@ -181,11 +191,12 @@ type fakeSession struct {
 	// built: the destination built the manifest from the placements;
 	// refuseBuild makes it answer that it cannot.
 	built, refuseBuild bool
+	pushPlaced         int // pushes placed by digest
 }
 
 func (c *fakeCluster) OpenMigration(_ context.Context, dest string, o wire.Open) (Session, error) {
 	c.mu.Lock()
-	s := &fakeSession{open: o, holders: map[uint8]string{}, placed: map[[2]uint64]wire.Placement{}, dest: c.stores[dest], refuseBuild: c.refuseBuild}
+	s := &fakeSession{c: c, open: o, holders: map[uint8]string{}, placed: map[[2]uint64]wire.Placement{}, dest: c.stores[dest], refuseBuild: c.refuseBuild}
 	c.mu.Unlock()
 	c.mu.Lock()
 	c.sessions = append(c.sessions, s)
@@ -208,6 +219,30 @@ func (s *fakeSession) Placements(_ context.Context, ps []wire.Placement) error {
 	for _, p := range ps {
 		s.placed[[2]uint64{uint64(p.Region), p.Index}] = p
 	}
+	return nil
+}
+
+// PushPlacements resolves each push from the cluster's push log, as a
+// destination asks the holder; an unknown push stays unplaced.
+func (s *fakeSession) PushPlacements(_ context.Context, pps []wire.PushPlacement) error {
+	for _, pp := range pps {
+		s.c.mu.Lock()
+		ids, ok := s.c.pushLog[pp.Digest]
+		s.c.mu.Unlock()
+		if !ok {
+			continue
+		}
+		ps, err := pp.Placements(ids, nil)
+		if err != nil {
+			return err
+		}
+		if err := s.Placements(context.Background(), ps); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.pushPlaced += len(pps)
+	s.mu.Unlock()
 	return nil
 }
 
@@ -388,6 +423,13 @@ func TestEvictOneVMAccounting(t *testing.T) {
 	if !c.sessions[0].built {
 		t.Fatal("the destination did not build the manifest from the placements")
 	}
+	// Pushes are placed whole, by digest; only further positions of a
+	// chunk (repeated pages) need their own placement.
+	if pushes := c.sessions[0].pushPlaced; pushes == 0 {
+		t.Fatal("no push placed by its digest")
+	} else {
+		t.Logf("%d pushes placed by digest for %d unique chunks", pushes, res.UniqueChunks)
+	}
 	for id, n := range c.pushedByID {
 		if n != 1 {
 			t.Fatalf("chunk %s pushed %d times", id.Short(), n)
@@ -441,6 +483,11 @@ func TestEvictReplicas(t *testing.T) {
 	}
 	if res.ManifestPushed != res.ManifestBytes {
 		t.Fatalf("manifest pushed %d bytes, want one copy of %d", res.ManifestPushed, res.ManifestBytes)
+	}
+	// Two holders of a chunk answered different pushes: each chunk is
+	// placed by its ID.
+	if n := c.sessions[0].pushPlaced; n != 0 {
+		t.Fatalf("%d pushes placed by digest with two replicas", n)
 	}
 }
 

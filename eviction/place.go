@@ -26,14 +26,16 @@ type placer struct {
 	e       *Eviction
 	mu      sync.Mutex
 	pending [][]wire.Placement // per VM
-	kick    chan struct{}      // capacity 1: a frame's worth is waiting
-	hurried bool               // every placement is sent as it comes
-	done    chan struct{}      // closed by close: flush and return
+	pushes  [][]wire.PushPlacement
+	kick    chan struct{} // capacity 1: a frame's worth is waiting
+	hurried bool          // every placement is sent as it comes
+	done    chan struct{} // closed by close: flush and return
 	once    sync.Once
 }
 
 func newPlacer(e *Eviction) *placer {
-	return &placer{e: e, pending: make([][]wire.Placement, len(e.vms)), kick: make(chan struct{}, 1), done: make(chan struct{})}
+	return &placer{e: e, pending: make([][]wire.Placement, len(e.vms)), pushes: make([][]wire.PushPlacement, len(e.vms)),
+		kick: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 func (p *placer) add(ps []placement) {
@@ -50,6 +52,24 @@ func (p *placer) add(ps []placement) {
 	hurried := p.hurried
 	p.mu.Unlock()
 	if hurried || n >= p.e.cfg.PlacementBatch {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// pushesPerFrame push placements (a megabyte of chunks each, in ~1 KB)
+// make a frame worth sending before the next flush.
+const pushesPerFrame = 16
+
+// addPush queues a push placement.
+func (p *placer) addPush(pp pushPlacement) {
+	p.mu.Lock()
+	p.pushes[pp.vm] = append(p.pushes[pp.vm], pp.pp)
+	kick := p.hurried || len(p.pushes[pp.vm]) >= pushesPerFrame
+	p.mu.Unlock()
+	if kick {
 		select {
 		case p.kick <- struct{}{}:
 		default:
@@ -106,9 +126,18 @@ func (p *placer) run(ctx context.Context, opened <-chan struct{}) error {
 
 func (p *placer) flush(ctx context.Context) error {
 	p.mu.Lock()
-	work := p.pending
-	p.pending = make([][]wire.Placement, len(p.e.vms))
+	work, pushes := p.pending, p.pushes
+	p.pending, p.pushes = make([][]wire.Placement, len(p.e.vms)), make([][]wire.PushPlacement, len(p.e.vms))
 	p.mu.Unlock()
+	for vi, pps := range pushes {
+		for len(pps) > 0 {
+			n := min(len(pps), wire.MaxPushPlacements)
+			if err := p.e.vms[vi].session.PushPlacements(ctx, pps[:n]); err != nil {
+				return fmt.Errorf("placements to destination for %s: %w", p.e.vms[vi].Name, err)
+			}
+			pps = pps[n:]
+		}
+	}
 	for vi, ps := range work {
 		// In position order, placements share run headers on the wire.
 		slices.SortStableFunc(ps, func(a, b wire.Placement) int {

@@ -193,9 +193,11 @@ type scheduler struct {
 	failed    error
 	repairing int
 
-	placed  func([]placement)
-	limiter *ratelimit.Limiter
-	pool    sync.Pool
+	placed func([]placement)
+	// placedPush takes a push placement instead (see asPushLocked).
+	placedPush func(pushPlacement)
+	limiter    *ratelimit.Limiter
+	pool       sync.Pool
 
 	uniqueDone     atomic.Int64
 	endgame        atomic.Int64 // bytes handed to a second target in the endgame
@@ -903,6 +905,12 @@ func (sc *scheduler) onAck(t *target, b *batch, items []int, size int64, start t
 		t.sent.Add(bytes)
 		before := sc.countNeeds(b)
 		due = sc.ackedLocked(b, ok, t.idx)
+		if len(ok) == len(items) {
+			if pp, rest, whole := sc.asPushLocked(b, ok, due); whole {
+				sc.placedPush(pp) // under the lock: see acked
+				due = rest
+			}
+		}
 		after := sc.countNeeds(b)
 		sc.unsatisfied -= int64(before - after)
 		if after > 0 && b.inflight == 0 {

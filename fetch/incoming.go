@@ -93,7 +93,7 @@ func (in *Incoming) Status() IncomingStatus {
 func (in *Incoming) Holders(id chunk.ID) []string {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	mask := in.holders[id]
+	mask := in.holderMaskLocked(id)
 	var out []string
 	for i := range wire.MaxHolders {
 		if mask&(1<<i) != 0 {
@@ -110,7 +110,21 @@ func (in *Incoming) Holders(id chunk.ID) []string {
 func (in *Incoming) holderMask(id chunk.ID) (uint32, map[uint8]string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.holders[id], in.peers
+	return in.holderMaskLocked(id), in.peers
+}
+
+// holderMaskLocked is id's holders as placed; for a chunk no placement
+// named (known from the manifest only: a push whose IDs no holder could
+// say), every declared holder, to be asked in turn.
+func (in *Incoming) holderMaskLocked(id chunk.ID) uint32 {
+	if mask := in.holders[id]; mask != 0 {
+		return mask
+	}
+	var all uint32
+	for i := range in.peers {
+		all |= 1 << i
+	}
+	return all
 }
 
 // Peers lists every holder the source declared, in index order.

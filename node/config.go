@@ -55,6 +55,10 @@ type Config struct {
 	BanFor   time.Duration
 	// PushWindow is how many push batches one stream keeps in flight.
 	PushWindow int
+	// PushLogIDs bounds the chunk IDs of recent pushes remembered for
+	// destinations that ask which chunks a placed push carried (32 bytes
+	// each; 0: none, and those destinations are sent the manifest).
+	PushLogIDs int
 
 	// HostOptions are extra libp2p options (simnet plugs its simulated
 	// QUIC transport in here). Not settable from a config file.
@@ -73,6 +77,7 @@ func DefaultConfig() Config {
 		RequestTimeout:  30 * time.Second,
 		PingTimeout:     3 * time.Second,
 		PushWindow:      8,
+		PushLogIDs:      1 << 20,
 		BanAfter:        3,
 		RequestRate:     DefaultRequestRate,
 		BanFor:          10 * time.Minute,
@@ -99,8 +104,8 @@ func (c Config) Validate() error {
 	if len(c.Zone) > wire.MaxZoneLen {
 		return fmt.Errorf("node: zone label longer than %d bytes", wire.MaxZoneLen)
 	}
-	if c.RequestRate < 0 {
-		return errors.New("node: request rate is negative")
+	if c.RequestRate < 0 || c.PushLogIDs < 0 {
+		return errors.New("node: request rate or push log size is negative")
 	}
 	if c.RefreshInterval <= 0 || c.RequestTimeout <= 0 || c.PingTimeout <= 0 || c.PushWindow <= 0 {
 		return errors.New("node: refresh interval, request and ping timeouts and push window must be positive")

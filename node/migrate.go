@@ -159,12 +159,15 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 		return err
 	}
 	done := false
+	res := newPushResolver(n, from, o.ID, sink)
 	defer func() {
+		res.wait()
 		if !done {
 			sink.AbandonMigration(from, o.ID, errAbandoned)
 		}
 	}()
 	var ps []wire.Placement
+	var pps []wire.PushPlacement
 	for {
 		_ = s.SetReadDeadline(time.Now().Add(serveIdleFactor * n.cfg.RequestTimeout))
 		t, p, err := r.Next()
@@ -178,13 +181,21 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 		case wire.TypeHolders:
 			var hs []wire.Holder
 			if hs, err = wire.DecodeHolders(p); err == nil {
-				err = sink.AddHolders(from, o.ID, hs)
+				if err = sink.AddHolders(from, o.ID, hs); err == nil {
+					res.setHolders(hs)
+				}
 			}
 		case wire.TypePlacements, wire.TypeSealedPlacements:
 			if sealed := t == wire.TypeSealedPlacements; sealed != o.Sealed() {
 				err = fmt.Errorf("migration control: %s on a migration with sealed=%v: %w", t, o.Sealed(), wire.ErrUnexpected)
 			} else if ps, err = wire.DecodePlacements(p, ps, sealed); err == nil {
 				err = sink.AddPlacements(from, o.ID, ps)
+			}
+		case wire.TypePushPlacements:
+			if o.Sealed() {
+				err = fmt.Errorf("migration control: %s on a sealed migration: %w", t, wire.ErrUnexpected)
+			} else if pps, err = wire.DecodePushPlacements(p, pps); err == nil {
+				res.add(pps)
 			}
 		case wire.TypeAbort:
 			var reason string
@@ -198,6 +209,7 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 			var root chunk.ID
 			var build bool
 			if root, build, err = wire.DecodeDone(p); err == nil {
+				res.wait() // everything placed before Done is placed
 				err = sink.FinishMigration(from, o.ID, root, build)
 			}
 			if errors.Is(err, fetch.ErrManifestNeeded) {
@@ -376,6 +388,12 @@ func (ms *MigrationSession) Holders(ctx context.Context, hs []wire.Holder) error
 // Placements streams where chunks are (at most wire.MaxPlacements a call).
 func (ms *MigrationSession) Placements(ctx context.Context, ps []wire.Placement) error {
 	return ms.send(ctx, func(b []byte) []byte { return wire.AppendPlacements(b, ps, ms.sealed) })
+}
+
+// PushPlacements places the chunks of acknowledged pushes by the pushes'
+// digests (at most wire.MaxPushPlacements; unsealed migrations only).
+func (ms *MigrationSession) PushPlacements(ctx context.Context, pps []wire.PushPlacement) error {
+	return ms.send(ctx, func(b []byte) []byte { return wire.AppendPushPlacements(b, pps) })
 }
 
 // Cancel tells the destination the migration is given up, for reason, and

@@ -32,6 +32,9 @@ const (
 	ProtoHave protocol.ID = "/sg/have/1"
 	ProtoGet  protocol.ID = "/sg/get/1"
 	ProtoInfo protocol.ID = "/sg/info/1"
+	// ProtoPushIDs answers a destination's "which IDs did that push
+	// carry?" (see wire.PushPlacement).
+	ProtoPushIDs protocol.ID = "/sg/pushids/1"
 )
 
 // Store is what a node serves chunks from and stores pushed chunks in.
@@ -62,8 +65,10 @@ type Node struct {
 	ingest *ratelimit.Limiter
 	// quota caps what each peer's pushes may occupy here.
 	quota *pushQuota
-	offs  offences
-	rates requestRates
+	// pushes remembers the IDs of recent pushes stored here.
+	pushes *pushLog
+	offs   offences
+	rates  requestRates
 	// fullSince is when pushes were last refused for a full store (unix
 	// ns): the warning is logged once per fullWarnEvery, not per chunk.
 	fullSince atomic.Int64
@@ -102,7 +107,7 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 		opt(&o)
 	}
 	n := &Node{cfg: cfg, store: store, log: o.log, peers: make(map[peer.ID]*peerState), kick: make(chan struct{}, 1),
-		ingest: ratelimit.New(cfg.IngestRate), quota: newPushQuota(cfg.PushQuota),
+		ingest: ratelimit.New(cfg.IngestRate), quota: newPushQuota(cfg.PushQuota), pushes: newPushLog(cfg.PushLogIDs),
 		rates: newRequestRates(cfg.RequestRate)}
 	n.life, n.stopLife = context.WithCancel(context.Background())
 	n.gater = &gater{allowed: make(map[peer.ID]bool), allowAny: cfg.AllowAny}
@@ -157,6 +162,7 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 	h.SetStreamHandler(ProtoHave, n.handleHave)
 	h.SetStreamHandler(ProtoGet, n.handleGet)
 	h.SetStreamHandler(ProtoInfo, n.handleInfo)
+	h.SetStreamHandler(ProtoPushIDs, n.handlePushIDs)
 	h.SetStreamHandler(ProtoMigrate, n.handleMigrate)
 	return n, nil
 }
@@ -176,6 +182,7 @@ func newResourceManager() (network.ResourceManager, error) {
 		all, per int
 	}{
 		{ProtoPush, 1024, 64}, {ProtoGet, 1024, 64}, {ProtoHave, 256, 16}, {ProtoInfo, 256, 8}, {ProtoMigrate, 512, 32},
+		{ProtoPushIDs, 256, 16},
 	} {
 		base, inc := perProto(p.all)
 		limits.AddProtocolLimit(p.id, base, inc)

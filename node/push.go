@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -30,7 +31,11 @@ func (n *Node) handlePush(s network.Stream) {
 			chunks[i].ID = chunk.Sum(chunks[i].Data)
 		}
 		st = n.storePushed(from, chunks, st[:0])
-		return wire.AppendPushAck(dst, st, wire.PushDigest(chunks)), nil
+		digest := wire.PushDigest(chunks)
+		if !slices.ContainsFunc(st, func(s wire.Status) bool { return s != wire.StatusOK }) {
+			n.pushes.add(digest, chunks)
+		}
+		return wire.AppendPushAck(dst, st, digest), nil
 	})(s)
 }
 

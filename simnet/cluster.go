@@ -149,6 +149,9 @@ func (c *Cluster) startNode(i int, spec NodeSpec, key crypto.PrivKey, infos []pe
 	cfg.Listen = []string{infos[i].Addrs[0].String()}
 	cfg.Zone = spec.Zone
 	cfg.IngestRate = int64(spec.IngestMBps * 1e6)
+	if spec.ForgetPushes {
+		cfg.PushLogIDs = 0
+	}
 	cfg.Uplink, cfg.Downlink = int64(spec.UpMbps*1e6/8), int64(spec.DownMbps*1e6/8)
 	for j, in := range infos {
 		if j != i {

@@ -156,3 +156,20 @@ func TestPathMTUDiscovered(t *testing.T) {
 		}
 	})
 }
+
+// A relay that remembers none of its pushes' IDs: the destination cannot
+// place the pushes the source placed by digest there, so it cannot build
+// the manifest at Done; the source sends it, and the VM arrives whole.
+func TestForgetfulRelay(t *testing.T) {
+	t.Parallel()
+	topo := smallTopology()
+	topo.Nodes[2].ForgetPushes = true
+	res := simulate(t, topo)
+	t.Logf("ET %v, manifest pushed %d bytes, verified %v", res.ET, res.Evict.ManifestPushed, res.Verified)
+	if !res.Verified {
+		t.Fatal("not verified")
+	}
+	if res.Evict.ManifestPushed == 0 {
+		t.Fatal("no manifest pushed: the destination placed pushes no holder could describe")
+	}
+}

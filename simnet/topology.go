@@ -51,6 +51,10 @@ type NodeSpec struct {
 	Loss float64 `toml:"loss"`
 	// StoreMiB is the chunk store's memory budget (default 1024).
 	StoreMiB int64 `toml:"store_mib"`
+	// ForgetPushes makes the node remember no push's chunk IDs (as if
+	// asked too late): a destination cannot place what the source placed
+	// by push there, and must be sent the manifest.
+	ForgetPushes bool `toml:"forget_pushes"`
 }
 
 // LatencySpec gives one-way latencies: Pairs override Zones, which

@@ -64,6 +64,12 @@ func (t Type) String() string {
 		return "release"
 	case TypeAbort:
 		return "abort"
+	case TypePushPlacements:
+		return "push-placements"
+	case TypePushIDs:
+		return "push-ids"
+	case TypePushIDsAck:
+		return "push-ids-ack"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }

@@ -44,6 +44,10 @@ func FuzzFrames(f *testing.F) {
 		AppendDemandAck(nil, StatusZero, nil),
 		AppendRelease(nil, Release{ID: MigrationID{3}, Chunks: ids}),
 		AppendAbort(nil, "eviction failed"),
+		AppendPushPlacements(nil, []PushPlacement{{Holders: 2, Digest: c[0].ID, Runs: []Run{{0, 7, 2}, {1, 0, 1}}}}),
+		AppendPushIDs(nil, c[0].ID),
+		AppendPushIDsAck(nil, StatusOK, ids),
+		AppendPushIDsAck(nil, StatusMissing, nil),
 		{0, 0, 0, 0},
 		{0xff, 0xff, 0xff, 0xff, 1},
 	}
@@ -146,6 +150,18 @@ func checkPayload(t *testing.T, typ Type, p []byte) {
 	case TypeAbort:
 		if v, err := DecodeAbort(p); err == nil {
 			re = AppendAbort(nil, v)
+		}
+	case TypePushPlacements:
+		if v, err := DecodePushPlacements(p, nil); err == nil {
+			re = AppendPushPlacements(nil, v)
+		}
+	case TypePushIDs:
+		if v, err := DecodePushIDs(p); err == nil {
+			re = AppendPushIDs(nil, v)
+		}
+	case TypePushIDsAck:
+		if st, v, err := DecodePushIDsAck(p, nil); err == nil {
+			re = AppendPushIDsAck(nil, st, v)
 		}
 	}
 	if re != nil && !bytes.Equal(re[headerSize:], p) {
