@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
 	"math/bits"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -13,6 +15,12 @@ import (
 // resolveParallel bounds a migration's push placements being resolved at
 // once; past it the control stream waits, and so does the source.
 const resolveParallel = 16
+
+// resolveTimeout bounds one question to a holder. It is answered from
+// memory in a round trip; one that does not answer in this long (crashed,
+// cut off) is asked nothing more for this migration, so that its pushes
+// wait for the manifest rather than stall the control stream.
+const resolveTimeout = time.Second
 
 // pushResolver turns one migration's push placements into placements: it
 // asks a holder of each push for the push's IDs (checked against its
@@ -29,10 +37,12 @@ type pushResolver struct {
 
 	mu      sync.Mutex
 	holders map[uint8]peer.ID
+	failed  map[peer.ID]bool // did not answer: not asked again
 }
 
 func newPushResolver(n *Node, from peer.ID, id wire.MigrationID, sink MigrationSink) *pushResolver {
-	return &pushResolver{n: n, from: from, id: id, sink: sink, sem: make(chan struct{}, resolveParallel), holders: map[uint8]peer.ID{}}
+	return &pushResolver{n: n, from: from, id: id, sink: sink, sem: make(chan struct{}, resolveParallel),
+		holders: map[uint8]peer.ID{}, failed: map[peer.ID]bool{}}
 }
 
 // setHolders learns the migration's holders by index (a Holders frame).
@@ -67,15 +77,21 @@ func (r *pushResolver) resolve(pp wire.PushPlacement) {
 		idx := uint8(bits.TrailingZeros32(mask))
 		r.mu.Lock()
 		p, ok := r.holders[idx]
+		ok = ok && !r.failed[p]
 		r.mu.Unlock()
 		if !ok {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(r.n.life, r.n.cfg.RequestTimeout)
+		ctx, cancel := context.WithTimeout(r.n.life, resolveTimeout)
 		ids, err := r.n.PushIDs(ctx, p, pp.Digest)
 		cancel()
 		if err != nil {
 			r.n.log.Debug("push placement: holder cannot say the push's IDs", "migration", r.id, "push", pp.Digest.Short(), "holder", p, "err", err)
+			if !errors.Is(err, errPushUnknown) {
+				r.mu.Lock()
+				r.failed[p] = true
+				r.mu.Unlock()
+			}
 			continue
 		}
 		ps, err := pp.Placements(ids, nil)
