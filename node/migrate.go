@@ -161,7 +161,7 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 	done := false
 	res := newPushResolver(n, from, o.ID, sink)
 	defer func() {
-		res.wait()
+		res.close()
 		if !done {
 			sink.AbandonMigration(from, o.ID, errAbandoned)
 		}

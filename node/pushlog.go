@@ -86,19 +86,29 @@ func (n *Node) PushIDs(ctx context.Context, p peer.ID, digest chunk.ID) ([]chunk
 	var ids []chunk.ID
 	err := n.call(ctx, p, ProtoPushIDs, func(dst []byte) []byte { return wire.AppendPushIDs(dst, digest) },
 		wire.TypePushIDsAck, func(payload []byte) error {
-			st, got, err := wire.DecodePushIDsAck(payload, nil)
-			switch {
-			case err != nil:
-				return err
-			case st != wire.StatusOK:
-				return fmt.Errorf("push %s at %s: %w", digest.Short(), p, errPushUnknown)
-			case wire.IDsDigest(got) != digest:
-				return fmt.Errorf("push %s: %s answered IDs that hash to something else: %w", digest.Short(), p, wire.ErrMalformed)
-			}
-			ids = got
-			return nil
+			var err error
+			ids, err = decodePushIDsAnswer(wire.TypePushIDsAck, payload, digest, p)
+			return err
 		})
 	return ids, err
+}
+
+// decodePushIDsAnswer decodes p's answer to a question about the push
+// digest and checks that the IDs hash to it.
+func decodePushIDsAnswer(t wire.Type, payload []byte, digest chunk.ID, p peer.ID) ([]chunk.ID, error) {
+	if err := expect(t, payload, wire.TypePushIDsAck); err != nil {
+		return nil, err
+	}
+	st, ids, err := wire.DecodePushIDsAck(payload, nil)
+	switch {
+	case err != nil:
+		return nil, err
+	case st != wire.StatusOK:
+		return nil, fmt.Errorf("push %s at %s: %w", digest.Short(), p, errPushUnknown)
+	case wire.IDsDigest(ids) != digest:
+		return nil, fmt.Errorf("push %s: %s answered IDs that hash to something else: %w", digest.Short(), p, wire.ErrMalformed)
+	}
+	return ids, nil
 }
 
 var errPushUnknown = errors.New("the holder does not remember that push")
