@@ -141,9 +141,9 @@ func TestPaper1SlowDestination(t *testing.T) {
 			ms(sg.TMT), ms(direct.TMT), ratio, bw, sg.ET.Seconds()/model.Seconds(), wire(sg), wire(direct))
 		rows = append(rows, plotRow{mbps, sg.ET, direct.ET, sg.TMT, direct.TMT})
 		// The goals: ET ≤ 1.05x the source-link model (measured
-		// 1.042-1.049x: 3.4% is bytes, QUIC framing and placements; the
-		// rest ~12 ms of round trips and slow start), a ratio ≥ 0.95x the
-		// bandwidth ratio (0.99-1.00x) and TMT ≤ 1.05x direct (≤ 1.031x).
+		// 1.034-1.037x: 2.5% is bytes, mostly QUIC framing; the rest ~12
+		// ms of round trips and slow start), a ratio ≥ 0.95x the bandwidth
+		// ratio (0.99-1.00x) and TMT ≤ 1.05x direct (≤ 1.020x).
 		if sg.ET > time.Duration(1.05*float64(model)) {
 			t.Errorf("%.0f Mb/s: ET %v is more than 1.05x the source-link model %v", mbps, sg.ET, model)
 		}
@@ -193,7 +193,7 @@ func TestPaper2IntermediateScaling(t *testing.T) {
 		model := time.Duration(float64(base) * destMbps / math.Min(srcMbps, destMbps+float64(k)*relayMbps))
 		off := res.ET.Seconds()/model.Seconds() - 1
 		t.Logf("%-6d %10s %12s %+9.1f%%", k, ms(res.ET), ms(model), off*100)
-		// The goal: within 5% of the model (measured +0.2..+1.2%).
+		// The goal: within 5% of the model (measured +0.7..+2.1%).
 		if off > 0.05 {
 			t.Errorf("%d relays: ET %v is %.1f%% above the bandwidth model %v", k, res.ET, off*100, model)
 		}
