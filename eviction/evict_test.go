@@ -191,7 +191,7 @@ type fakeSession struct {
 	// built: the destination built the manifest from the placements;
 	// refuseBuild makes it answer that it cannot.
 	built, refuseBuild bool
-	pushPlaced         int // pushes placed by digest
+	pushPlaced         int // pushes the source placed by digest
 }
 
 func (c *fakeCluster) OpenMigration(_ context.Context, dest string, o wire.Open) (Session, error) {

@@ -52,15 +52,12 @@ func (p *placer) add(ps []placement) {
 	hurried := p.hurried
 	p.mu.Unlock()
 	if hurried || n >= p.e.cfg.PlacementBatch {
-		select {
-		case p.kick <- struct{}{}:
-		default:
-		}
+		p.wake()
 	}
 }
 
-// pushesPerFrame push placements (a megabyte of chunks each, in ~1 KB)
-// make a frame worth sending before the next flush.
+// pushesPerFrame push placements (a batch of chunks each; sixteen take
+// under a kilobyte) make a frame worth sending before the next flush.
 const pushesPerFrame = 16
 
 // addPush queues a push placement.
@@ -70,10 +67,7 @@ func (p *placer) addPush(pp pushPlacement) {
 	kick := p.hurried || len(p.pushes[pp.vm]) >= pushesPerFrame
 	p.mu.Unlock()
 	if kick {
-		select {
-		case p.kick <- struct{}{}:
-		default:
-		}
+		p.wake()
 	}
 }
 
@@ -85,6 +79,11 @@ func (p *placer) hurry() {
 	p.mu.Lock()
 	p.hurried = true
 	p.mu.Unlock()
+	p.wake()
+}
+
+// wake makes run flush now (once, however many call it meanwhile).
+func (p *placer) wake() {
 	select {
 	case p.kick <- struct{}{}:
 	default:

@@ -77,11 +77,7 @@ func (n *Node) handlePushIDs(s network.Stream) {
 // here.
 func (n *Node) PushIDs(ctx context.Context, p peer.ID, digest chunk.ID) ([]chunk.ID, error) {
 	if p == n.host.ID() {
-		ids, ok := n.pushes.get(digest)
-		if !ok {
-			return nil, fmt.Errorf("push %s: %w", digest.Short(), errPushUnknown)
-		}
-		return ids, nil
+		return n.ownPushIDs(digest)
 	}
 	var ids []chunk.ID
 	err := n.call(ctx, p, ProtoPushIDs, func(dst []byte) []byte { return wire.AppendPushIDs(dst, digest) },
@@ -91,6 +87,15 @@ func (n *Node) PushIDs(ctx context.Context, p peer.ID, digest chunk.ID) ([]chunk
 			return err
 		})
 	return ids, err
+}
+
+// ownPushIDs looks a push this node stored up in its own log.
+func (n *Node) ownPushIDs(digest chunk.ID) ([]chunk.ID, error) {
+	ids, ok := n.pushes.get(digest)
+	if !ok {
+		return nil, fmt.Errorf("push %s: %w", digest.Short(), errPushUnknown)
+	}
+	return ids, nil
 }
 
 // decodePushIDsAnswer decodes p's answer to a question about the push

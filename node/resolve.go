@@ -99,9 +99,9 @@ func (r *pushResolver) resolve(pp wire.PushPlacement) {
 	case p == "":
 		r.unresolved(pp, errors.New("no live holder declared"))
 	case p == r.n.host.ID():
-		ids, ok := r.n.pushes.get(pp.Digest)
-		if !ok {
-			r.unresolved(pp, errPushUnknown)
+		ids, err := r.n.ownPushIDs(pp.Digest)
+		if err != nil {
+			r.unresolved(pp, err)
 			return
 		}
 		r.place(pp, ids)

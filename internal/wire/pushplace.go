@@ -86,17 +86,18 @@ func IDsDigest(ids []chunk.ID) chunk.ID {
 // AppendRuns appends position (region, index) to runs, extending the last
 // run when it is the next position.
 func AppendRuns(runs []Run, region uint16, index uint64) []Run {
-	if k := len(runs) - 1; k >= 0 && runs[k].Count < ^uint16(0) && runs[k].continuedBy(region, index) {
+	if k := len(runs) - 1; k >= 0 && runs[k].continuedBy(region, index) {
 		runs[k].Count++
 		return runs
 	}
 	return append(runs, Run{Region: region, First: index, Count: 1})
 }
 
-// continuedBy reports whether (region, index) is the position just after r.
+// continuedBy reports whether r can grow by (region, index), the position
+// just after it.
 func (r Run) continuedBy(region uint16, index uint64) bool {
 	end := r.First + uint64(r.Count)
-	return r.Region == region && end > r.First && end == index
+	return r.Region == region && r.Count < ^uint16(0) && end > r.First && end == index
 }
 
 // AppendPushPlacements encodes a PushPlacements frame (at most
@@ -161,7 +162,7 @@ func DecodePushPlacements(p []byte, dst []PushPlacement) ([]PushPlacement, error
 			case r.First+uint64(r.Count-1) < r.First:
 				return dst, fmt.Errorf("push placements: run at index %d of %d overflows: %w", r.First, r.Count, ErrMalformed)
 			}
-			if k := len(pp.Runs) - 1; k >= 0 && pp.Runs[k].Count < ^uint16(0) && pp.Runs[k].continuedBy(r.Region, r.First) {
+			if k := len(pp.Runs) - 1; k >= 0 && pp.Runs[k].continuedBy(r.Region, r.First) {
 				return dst, fmt.Errorf("push placements: run at index %d continues the one before: %w", r.First, ErrMalformed)
 			}
 			pp.Runs = append(pp.Runs, r)
