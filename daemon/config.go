@@ -26,8 +26,12 @@ type QEMUConfig struct {
 	// Resume starts an incoming guest at once on the lazy views of its
 	// memory and disks.
 	Resume bool
-	// Binary is the QEMU to run; empty: the source's binary name from PATH.
+	// Binary is the QEMU to run; empty: qemu-system-<arch> of the guest's
+	// architecture from PATH. Never taken from the network.
 	Binary string
+	// User is the account QEMU drops to; empty: qemu.DefaultUser if the
+	// host has it, else "nobody"; "root" keeps root.
+	User string
 }
 
 // DefaultConfig returns the defaults for a data directory.

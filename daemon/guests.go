@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +24,8 @@ const resumeTimeout = 3 * time.Minute
 
 // guests are the QEMU guests resumed on this node, by migration.
 type guests struct {
+	host    qemu.Host // binary, user, sandbox (its probes cached)
+	setHost sync.Once
 	mu      sync.Mutex
 	m       map[wire.MigrationID]*guestState
 	noStart map[wire.MigrationID]bool // gathers resumed after a restart
@@ -158,13 +161,21 @@ func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion in
 		warmed <- err
 	}()
 	socks := d.views.nbdSockets(in.ID)
+	run := guestRunDir(d.cfg.DataDir, in)
+	dirs := []string{lazy, run}
+	for _, s := range socks {
+		if dir := filepath.Dir(s); !slices.Contains(dirs, dir) {
+			dirs = append(dirs, dir)
+		}
+	}
 	guest, err := qemu.Resume(ctx, cfg, qemu.ResumeConfig{
-		Binary: d.cfg.QEMU.Binary,
-		Log:    d.log,
+		Host: d.qemuHost(),
+		Log:  d.log,
 		Placement: qemu.Placement{
+			Dirs:   dirs,
 			File:   func(region string) string { return filepath.Join(lazy, region) },
-			Disk:   func(region string) string { return "nbd+unix:///" + region + "?socket=" + socks[region] },
-			RunDir: guestRunDir(d.cfg.DataDir, in),
+			Disk:   func(region string) qemu.Disk { return qemu.Disk{Path: socks[region], NBD: true} },
+			RunDir: run,
 		},
 	})
 	if err != nil {
@@ -176,8 +187,18 @@ func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion in
 	return guest, cfg, err
 }
 
+// guestRunDir is a guest's own directory (QMP socket, serial log, pid
+// file), named by its migration ID: no name from the network is a path.
 func guestRunDir(dataDir string, in *fetch.Incoming) string {
-	return filepath.Join(dataDir, "guests", fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
+	return filepath.Join(dataDir, "guests", in.ID.String())
+}
+
+// qemuHost is how this node runs QEMU: its local settings only.
+func (d *Daemon) qemuHost() *qemu.Host {
+	d.guests.setHost.Do(func() {
+		d.guests.host.Binary, d.guests.host.User = d.cfg.QEMU.Binary, d.cfg.QEMU.User
+	})
+	return &d.guests.host
 }
 
 // afterGather deals with a guest once its gather has ended (or its source
@@ -243,13 +264,21 @@ func (d *Daemon) settleGuest(in *fetch.Incoming, g *fetch.Gatherer) {
 	}
 	ctx, cancel := context.WithTimeout(d.runCtx, resumeTimeout)
 	defer cancel()
+	run := filepath.Join(guestRunDir(d.cfg.DataDir, in), "local")
+	dirs := []string{run}
+	for _, p := range paths {
+		if dir := filepath.Dir(p); !slices.Contains(dirs, dir) {
+			dirs = append(dirs, dir)
+		}
+	}
 	next, err := qemu.Rehome(ctx, guest, cfg, qemu.ResumeConfig{
-		Binary: d.cfg.QEMU.Binary,
-		Log:    d.log,
+		Host: d.qemuHost(),
+		Log:  d.log,
 		Placement: qemu.Placement{
+			Dirs:   dirs,
 			File:   func(region string) string { return paths[region] },
-			Disk:   func(region string) string { return paths[region] },
-			RunDir: filepath.Join(guestRunDir(d.cfg.DataDir, in), "local"),
+			Disk:   func(region string) qemu.Disk { return qemu.Disk{Path: paths[region]} },
+			RunDir: run,
 		},
 	}, flush)
 	d.guests.set(in.ID, func(s *guestState) {

@@ -117,7 +117,7 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 	}
 	cfg.Node.AllowAny = fc.AllowAny
 	cfg.Node.Zone = fc.Zone
-	cfg.QEMU.Binary = fc.QEMUBinary
+	cfg.QEMU.Binary, cfg.QEMU.User = fc.QEMUBinary, fc.QEMUUser
 	if fc.QEMUResume != nil {
 		cfg.QEMU.Resume = *fc.QEMUResume
 	}

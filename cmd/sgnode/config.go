@@ -29,6 +29,7 @@ type fileConfig struct {
 	RequestRate *int64 `toml:"request_rate"`
 	QEMUBinary  string `toml:"qemu_binary"`
 	QEMUResume  *bool  `toml:"qemu_resume"`
+	QEMUUser    string `toml:"qemu_user"`
 	LogLevel    string `toml:"log_level"`
 	LogFormat   string `toml:"log_format"`
 }
@@ -90,9 +91,14 @@ request_rate = 2500000
 
 # QEMU guests evicted to this node: start them here at once, on the lazy
 # views of their memory and disks (false: gather only; start them yourself
-# from the views). qemu_binary: empty runs the source's binary name from PATH.
+# from the views). qemu_binary: the QEMU to run; empty runs this host's
+# qemu-system-<arch> from PATH (the guest's architecture, from an
+# allow-list; nothing the source sends names a program). qemu_user: the
+# account QEMU drops to once it has opened the guest's files; empty:
+# "sg-qemu" if this host has it, else "nobody"; "root" keeps root.
 qemu_resume = true
 qemu_binary = ""
+qemu_user = ""
 
 # debug, info, warn or error; text or json.
 log_level = "info"

@@ -1,6 +1,8 @@
 package qemu
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -13,55 +15,75 @@ var guestArgs = []string{"/usr/bin/qemu-system-x86_64", "-accel", "tcg", "-nogra
 	"-kernel", "/boot/vmlinuz", "-initrd", "/boot/initrd", "-append", "console=ttyS0 quiet",
 	"-drive", "file=/vm/web1.disk,format=raw,if=virtio,cache=none",
 	"-drive", "if=none,id=cd",
-	"--drive", "file=/vm/data.qcow2,format=qcow2,if=virtio",
+	"--drive", "file=/vm/data.img,format=raw,if=virtio",
+	"-device", "virtio-rng-pci,id=rng0",
 	"-serial", "file:/vm/serial.log", "-serial", "unix:/vm/s2.sock,server=on,wait=off",
-	"-chardev", "socket,id=ch0,path=/vm/ch0.sock,server=on,wait=off",
-	"-qmp", "unix:/vm/qmp.sock,server=on,wait=off", "-pidfile", "/vm/pid", "-daemonize", "-S"}
+	"-qmp", "unix:/vm/qmp.sock,server=on,wait=off", "-pidfile", "/vm/pid", "-daemonize", "-S", "-nodefaults"}
 
-func TestParseArgsFindsHostPaths(t *testing.T) {
+// testPlacement keeps everything below /g.
+var testPlacement = Placement{
+	Dirs:   []string{"/g"},
+	File:   func(r string) string { return "/g/lazy/" + r },
+	Disk:   func(r string) Disk { return Disk{Path: "/g/nbd/" + r + ".sock", NBD: true} },
+	RunDir: "/g/run",
+}
+
+func TestParseArgsDescribesGuest(t *testing.T) {
 	m, err := ParseArgs(guestArgs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Memory) != 1 || m.Memory[0] != (Memory{ID: "mem", Path: "/vm/web,1.mem", Size: 256 << 20, Region: "mem", opt: 4}) {
+	if len(m.Memory) != 1 || m.Memory[0] != (Memory{Path: "/vm/web,1.mem", Size: 256 << 20, Region: "mem"}) {
 		t.Fatalf("memory: %+v", m.Memory)
 	}
-	if len(m.Drives) != 2 || m.Drives[0].Path != "/vm/web1.disk" || m.Drives[0].Region != "disk0" ||
-		m.Drives[1].Path != "/vm/data.qcow2" || m.Drives[1].Format != "qcow2" || m.Drives[1].Region != "disk1" {
+	if len(m.Drives) != 2 || m.Drives[0] != (Drive{"/vm/web1.disk", "disk0"}) || m.Drives[1] != (Drive{"/vm/data.img", "disk1"}) {
 		t.Fatalf("drives: %+v", m.Drives)
 	}
 	if m.Kernel != "/boot/vmlinuz" || m.Initrd != "/boot/initrd" {
 		t.Fatalf("kernel %q initrd %q", m.Kernel, m.Initrd)
 	}
+	d := m.Guest
+	if d.Arch != "x86_64" || d.MemSize != 256<<20 || d.Serials != 2 || !d.Kernel || !d.Initrd ||
+		d.Machine.Get("type") != "q35" || d.Accel.Get("accel") != "tcg" || !slices.Equal(d.Flags, []string{"nodefaults"}) ||
+		len(d.Drives) != 3 || !d.Drives[0].Image || d.Drives[1].Image || len(d.Devices) != 1 {
+		t.Fatalf("description: %+v", d)
+	}
+	// Nothing of the source's host travels: no path in the description.
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("/vm/")) || bytes.Contains(b, []byte("/boot/")) || bytes.Contains(b, []byte("qemu-system")) {
+		t.Fatalf("description carries host paths or the binary: %s", b)
+	}
 }
 
-func TestDestinationArgsReplaceEveryHostPath(t *testing.T) {
+func TestArgsPlaceEveryHostPathInTheGuestsDirectories(t *testing.T) {
 	m, err := ParseArgs(guestArgs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := m.DestinationArgs(Placement{
-		File:   func(r string) string { return "/lazy/" + r },
-		Disk:   func(r string) string { return "nbd+unix:///" + r + "?socket=/nbd/" + r + ".sock" },
-		RunDir: "/run/g",
-	})
+	got, err := m.Guest.Args(testPlacement)
+	if err != nil {
+		t.Fatal(err)
+	}
 	joined := strings.Join(got, " ")
 	for _, want := range []string{
-		"memory-backend-file,id=mem,size=256M,mem-path=/lazy/mem,share=on",
-		"-kernel /lazy/kernel", "-initrd /lazy/initrd",
-		"file=nbd+unix:///disk0?socket=/nbd/disk0.sock,format=raw,if=virtio,cache=none",
+		"-machine type=q35,memory-backend=mem", "-accel accel=tcg", "-m 256M",
+		"-object memory-backend-file,id=mem,size=268435456,mem-path=/g/lazy/mem,share=on",
+		"-kernel /g/lazy/kernel", "-initrd /g/lazy/initrd",
+		"-drive file=nbd+unix:///disk0?socket=/g/nbd/disk0.sock,format=raw,if=virtio,cache=none",
 		"-drive if=none,id=cd",
-		"file=nbd+unix:///disk1?socket=/nbd/disk1.sock,format=qcow2",
-		"-serial file:/run/g/serial.log", "-serial null",
-		"socket,id=ch0,path=/run/g/ch0-path,server=on,wait=off",
-		"-display none", "-append console=ttyS0 quiet",
-		"-qmp unix:/run/g/qmp.sock,server=on,wait=off", "-S -incoming defer",
+		"-drive file=nbd+unix:///disk1?socket=/g/nbd/disk1.sock,format=raw,if=virtio",
+		"-device driver=virtio-rng-pci,id=rng0",
+		"-serial file:/g/run/serial.log", "-serial null", "-display none", "-append console=ttyS0 quiet",
+		"-qmp unix:/g/run/qmp.sock,server=on,wait=off", "-pidfile /g/run/qemu.pid", "-S -incoming defer", "-nodefaults",
 	} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("destination args lack %q:\n%s", want, joined)
 		}
 	}
-	for _, gone := range []string{"/vm/", "-daemonize", "-pidfile", "-nographic"} {
+	for _, gone := range []string{"/vm/", "/boot/", "-daemonize", "-nographic", "qemu-system"} {
 		if strings.Contains(joined, gone) {
 			t.Errorf("destination args keep %q:\n%s", gone, joined)
 		}
@@ -69,9 +91,22 @@ func TestDestinationArgsReplaceEveryHostPath(t *testing.T) {
 	if n := strings.Count(joined, "-qmp"); n != 1 {
 		t.Errorf("%d -qmp options", n)
 	}
-	// The QEMU binary is not part of the arguments.
-	if slices.Contains(got, guestArgs[0]) {
-		t.Errorf("binary in the arguments: %q", got)
+}
+
+func TestArgsRefusesPlacementOutsideTheGuestsDirectories(t *testing.T) {
+	m, err := ParseArgs(guestArgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string]Placement{
+		"file":    {Dirs: []string{"/g"}, File: func(r string) string { return "/g/../etc/" + r }, Disk: testPlacement.Disk, RunDir: "/g/run"},
+		"disk":    {Dirs: []string{"/g"}, File: testPlacement.File, Disk: func(string) Disk { return Disk{Path: "/dev/sda"} }, RunDir: "/g/run"},
+		"run dir": {Dirs: []string{"/g"}, File: testPlacement.File, Disk: testPlacement.Disk, RunDir: "/tmp"},
+		"no dirs": {File: testPlacement.File, Disk: testPlacement.Disk, RunDir: "/g/run"},
+	} {
+		if _, err := m.Guest.Args(p); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "outside the guest's directories") {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
 
@@ -89,7 +124,7 @@ func TestParseArgsRefusesWhatCannotMove(t *testing.T) {
 		"bad size":           {append(slices.Clone(base), "-object", "memory-backend-file,id=mem,size=lots,mem-path=/m,share=on"), "size"},
 		"hda":                {append(append(slices.Clone(base), mem...), "-hda", "/vm/d"), "-drive file=PATH"},
 		"blockdev":           {append(append(slices.Clone(base), mem...), "-blockdev", "driver=file,filename=/d"), "-drive file=PATH"},
-		"URL drive":          {append(append(slices.Clone(base), mem...), "-drive", "file=nbd://h/x"), "absolute path"},
+		"URL drive":          {append(append(slices.Clone(base), mem...), "-drive", "file=nbd://h/x,format=raw"), "absolute path"},
 		"incoming":           {append(append(slices.Clone(base), mem...), "-incoming", "defer"), "incoming"},
 		"bare image":         {append(append(slices.Clone(base), mem...), "/vm/disk.img"), "unexpected argument"},
 		"option at the end":  {append(append(slices.Clone(base), mem...), "-m"), "no value"},
@@ -104,26 +139,135 @@ func TestParseArgsRefusesWhatCannotMove(t *testing.T) {
 	}
 }
 
+// hostileArgs are command lines that would make the destination run a
+// program or touch a host file, each with what the refusal must name.
+var hostileArgs = map[string]struct {
+	args []string
+	want string
+}{
+	"bash as the binary":    {[]string{"bash", "-c", "touch /tmp/x"}, `program "bash"`},
+	"parallel to a file":    {[]string{"-parallel", "file:/tmp/x"}, "-parallel"},
+	"nested drive filename": {[]string{"-drive", "file.filename=/etc/shadow,format=raw"}, `"file.filename"`},
+	"drive driver":          {[]string{"-drive", "driver=raw,file.filename=/etc/shadow"}, "-drive"},
+	"fw_cfg file":           {[]string{"-fw_cfg", "name=x,file=/etc/shadow"}, "-fw_cfg"},
+	"loader device":         {[]string{"-device", "loader,file=/etc/shadow"}, "-device loader"},
+	"device romfile":        {[]string{"-device", "e1000,romfile=/etc/shadow"}, `"romfile"`},
+	"virtfs":                {[]string{"-virtfs", "local,path=/,mount_tag=r,security_model=none"}, "-virtfs"},
+	"plugin":                {[]string{"-plugin", "/tmp/evil.so"}, "-plugin"},
+	"hostfwd":               {[]string{"-netdev", "user,id=n,hostfwd=tcp::22-:22"}, `"hostfwd"`},
+	"tap script":            {[]string{"-netdev", "tap,id=n,script=/tmp/x"}, "-netdev"},
+	"duplicate mem-path":    {[]string{"-object", "memory-backend-file,id=m2,size=1M,mem-path=/vm/a,share=on,mem-path=/etc/passwd"}, `"mem-path" given twice`},
+	"machine dumpdtb":       {[]string{"-machine", "q35,dumpdtb=/tmp/x"}, `"dumpdtb"`},
+	"qcow2 image":           {[]string{"-drive", "file=/vm/d.qcow2,format=qcow2"}, "qcow2"},
+	"probed format":         {[]string{"-drive", "file=/vm/d.img"}, "format=raw is required"},
+	"chardev":               {[]string{"-chardev", "file,id=c,path=/tmp/x"}, "-chardev"},
+	"gdb stub":              {[]string{"-gdb", "tcp::1234"}, "-gdb"},
+	"cpu properties":        {[]string{"-cpu", "max,x-foo=on"}, "-cpu"},
+}
+
+// HostileCommandLine is a guest's argv with one hostile piece.
+func hostileCommandLine(extra []string) []string {
+	if extra[0] == "bash" {
+		return extra
+	}
+	return append([]string{"qemu-system-x86_64", "-m", "1G",
+		"-object", "memory-backend-file,id=mem,size=1G,mem-path=/vm/m,share=on"}, extra...)
+}
+
+func TestParseArgsRefusesWhatIsNotOnTheAllowList(t *testing.T) {
+	for name, tc := range hostileArgs {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseArgs(hostileCommandLine(tc.args))
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want ErrRefused naming %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A modified source sends a description the parser would never make: the
+// destination's check (in ReadConfig and again in Args) refuses it.
+func TestHostileDescriptionsAreRefused(t *testing.T) {
+	good := func() Description {
+		m, err := ParseArgs(guestArgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Guest
+	}
+	for name, tc := range map[string]struct {
+		edit func(*Description)
+		want string
+	}{
+		"arch with a path":     {func(d *Description) { d.Arch = "../../bin/bash" }, "architecture"},
+		"machine kernel":       {func(d *Description) { d.Machine = append(d.Machine, Prop{"kernel", "/etc/shadow"}) }, `"kernel"`},
+		"duplicate machine":    {func(d *Description) { d.Machine = append(d.Machine, Prop{"type", "pc"}) }, `"type" given twice`},
+		"drive file":           {func(d *Description) { d.Drives[1].Props = append(d.Drives[1].Props, Prop{"file", "/etc/shadow"}) }, `"file"`},
+		"drive nested file":    {func(d *Description) { d.Drives[0].Props = append(d.Drives[0].Props, Prop{"file.filename", "/x"}) }, `"file.filename"`},
+		"loader device":        {func(d *Description) { d.Devices = append(d.Devices, Props{{"driver", "loader"}, {"file", "/x"}}) }, "loader"},
+		"device without type":  {func(d *Description) { d.Devices = append(d.Devices, Props{{"file", "/x"}}) }, "without a driver"},
+		"netdev helper":        {func(d *Description) { d.Netdevs = append(d.Netdevs, Props{{"type", "bridge"}, {"helper", "/x"}}) }, "bridge"},
+		"memory with a path":   {func(d *Description) { d.Memory[0].Props = Props{{"mem-path", "/etc/passwd"}} }, `"mem-path"`},
+		"flag":                 {func(d *Description) { d.Flags = append(d.Flags, "daemonize") }, "-daemonize"},
+		"cpu with properties":  {func(d *Description) { d.CPU = "max,x=1" }, "-cpu"},
+		"append on two lines":  {func(d *Description) { d.Append = "a\nb" }, "-append"},
+		"too many serials":     {func(d *Description) { d.Serials = 1 << 20 }, "serial"},
+		"value with a comma":   {func(d *Description) { d.Drives[0].Props = Props{{"id", "x,file=/etc/shadow"}} }, "plain name"},
+		"huge memory":          {func(d *Description) { d.Memory[0].Size = 1 << 60 }, "size"},
+		"unknown backend":      {func(d *Description) { d.Machine = Props{{"memory-backend", "other"}} }, "memory-backend"},
+		"vga with an argument": {func(d *Description) { d.VGA = "qxl" }, "-vga"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := good()
+			tc.edit(&d)
+			_, err := d.Args(testPlacement)
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Args: got %v, want ErrRefused naming %q", err, tc.want)
+			}
+			b, _ := json.Marshal(Config{VM: "web1", Guest: d})
+			if _, err := ReadConfig(bytes.NewReader(b), int64(len(b))); !errors.Is(err, ErrRefused) {
+				t.Fatalf("ReadConfig: %v", err)
+			}
+		})
+	}
+}
+
+func TestReadConfigRefusesACommandLine(t *testing.T) {
+	b := []byte(`{"vm":"web1","args":["bash","-c","touch /tmp/x"]}`)
+	if _, err := ReadConfig(bytes.NewReader(b), int64(len(b))); err == nil || !strings.Contains(err.Error(), `unknown field "args"`) {
+		t.Fatalf("got %v", err)
+	}
+	b = []byte(`{"vm":"../x","guest":{}}`)
+	if _, err := ReadConfig(bytes.NewReader(b), int64(len(b))); err == nil {
+		t.Fatal("a VM name with a path accepted")
+	}
+}
+
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{"4096": 4096, "256M": 256 << 20, "1G": 1 << 30, "2k": 2048, "1T": 1 << 40, "512B": 512} {
-		if got, err := parseSize(in); err != nil || got != want {
+		if got, err := parseSize(in, 1); err != nil || got != want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
+	if got, err := parseSize("256", 1<<20); err != nil || got != 256<<20 {
+		t.Errorf("-m 256 = %d, %v", got, err)
+	}
 	for _, bad := range []string{"", "M", "-1G", "1.5G", "99999999999T"} {
-		if _, err := parseSize(bad); err == nil {
+		if _, err := parseSize(bad, 1); err == nil {
 			t.Errorf("parseSize(%q) accepted", bad)
 		}
 	}
 }
 
-func TestKVRoundTrip(t *testing.T) {
-	for _, s := range []string{"q35,memory-backend=mem", "file=/a,,b,format=raw", "x", "a=1,b=,c"} {
-		if got := parseKV(s).String(); got != s {
-			t.Errorf("%q -> %q", s, got)
-		}
+func TestParsePropsRoundTrip(t *testing.T) {
+	ps, err := parseProps("drive", "file=/a,,b,format=raw", "")
+	if err != nil || !slices.Equal(ps, Props{{"file", "/a,b"}, {"format", "raw"}}) {
+		t.Fatalf("%v %v", ps, err)
 	}
-	if got := parseKV("a=1").with("b", "x,y").String(); got != "a=1,b=x,,y" {
-		t.Errorf("with: %q", got)
+	if got := propsString(ps); got != "file=/a,,b,format=raw" {
+		t.Errorf("%q", got)
+	}
+	if _, err := parseProps("drive", "a=1,x", ""); err == nil {
+		t.Error("bare item accepted")
 	}
 }

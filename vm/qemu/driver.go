@@ -28,13 +28,14 @@ const (
 // maxConfigSize bounds the guest config a destination will read.
 const maxConfigSize = 1 << 20
 
-// Config is what the destination needs besides the regions: the machine
-// arguments and when the source paused (downtime is measured from it, so
-// it assumes the hosts' clocks agree, as NTP keeps them).
+// Config is what the destination needs besides the regions: the guest's
+// description (never a command line) and when the source paused
+// (downtime is measured from it, so it assumes the hosts' clocks agree,
+// as NTP keeps them).
 type Config struct {
-	VM       string    `json:"vm"`
-	Args     []string  `json:"args"` // argv as on the source, argv[0] first
-	PausedAt time.Time `json:"paused_at"`
+	VM       string      `json:"vm"`
+	Guest    Description `json:"guest"`
+	PausedAt time.Time   `json:"paused_at"`
 }
 
 // Timeouts of the QMP steps.
@@ -199,7 +200,7 @@ func (d *Driver) Pause(ctx context.Context) (_ *vm.Snapshot, err error) {
 	if err := q.saveState(ctx, statePath); err != nil {
 		return nil, fmt.Errorf("VM %s: save device state: %w", name, err)
 	}
-	cfg, err := json.MarshalIndent(Config{VM: name, Args: argv, PausedAt: pausedAt}, "", "  ")
+	cfg, err := json.MarshalIndent(Config{VM: name, Guest: m.Guest, PausedAt: pausedAt}, "", "  ")
 	if err != nil {
 		return nil, err
 	}
@@ -327,9 +328,4 @@ func (d *Driver) closeQMP() {
 		d.qmp.Close()
 		d.qmp = nil
 	}
-}
-
-// shellQuote quotes s for /bin/sh (QEMU runs exec: URIs through it).
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -2,57 +2,148 @@ package qemu
 
 import (
 	"bytes"
+	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 )
 
-// FuzzGuestConfig: any bytes in a guest config region (it comes from the
-// network, verified only against the manifest) give a config or an
-// error, and any command line in it that parses is rewritten into one
-// that parses again and names only the destination's memory, disk,
-// kernel and initrd paths.
-func FuzzGuestConfig(f *testing.F) {
-	f.Add([]byte(`{"vm":"web1","args":["qemu-system-x86_64","-m","1G","-object","memory-backend-file,id=mem,size=1G,mem-path=/vm/m,share=on","-drive","file=/vm/d,format=raw","-kernel","/k","-initrd","/i","-serial","file:/s","-chardev","socket,id=c,path=/p","-nographic"],"paused_at":"2026-11-22T08:00:00Z"}`))
-	f.Add([]byte(`{"vm":"x","args":["q","-object","memory-backend-file,,id=a,size=1,mem-path=/,,m,share=on","--drive","file=/a,,b"]}`))
-	f.Add([]byte(`{"args":[]}`))
+// FuzzDestinationArgs: for any bytes in a guest config region (it comes
+// from the network), ReadConfig and Args either refuse, or build a
+// command line whose every option is one the builder may write, whose
+// every sub-key is on the allow-list, and whose every host path lies in
+// the guest's own directory.
+func FuzzDestinationArgs(f *testing.F) {
+	m, err := ParseArgs(guestArgs)
+	if err != nil {
+		f.Fatal(err)
+	}
+	seed, _ := jsonConfig(Config{VM: "web1", Guest: m.Guest})
+	f.Add(seed)
+	f.Add([]byte(`{"vm":"x","guest":{"arch":"x86_64","machine":[{"k":"type","v":"q35"},{"k":"type","v":"pc"}],"memory":[{"id":"m","size":4096}]}}`))
+	f.Add([]byte(`{"vm":"x","guest":{"arch":"aarch64","memory":[{"id":"a","size":4096},{"id":"b","size":8192,"props":[{"k":"prealloc","v":"on"}]}],"drives":[{"image":true,"props":[{"k":"if","v":"virtio"}]},{}],"devices":[[{"k":"driver","v":"virtio-net-pci"},{"k":"netdev","v":"n"}]],"netdevs":[[{"k":"type","v":"user"},{"k":"id","v":"n"}]],"kernel":true,"initrd":true,"append":"a,b","serials":2,"flags":["nodefaults"]}}`))
+	f.Add([]byte(`{"vm":"x","args":["bash"]}`))
 	f.Add([]byte(`not json`))
+	const dir = "/g"
+	p := Placement{
+		Dirs:   []string{dir},
+		File:   func(r string) string { return dir + "/lazy/" + r },
+		Disk:   func(r string) Disk { return Disk{Path: dir + "/nbd/" + r + ".sock", NBD: true} },
+		RunDir: dir + "/run",
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ReadConfig(bytes.NewReader(data), int64(len(data)))
 		if err != nil {
 			return
 		}
-		m, err := ParseArgs(cfg.Args)
+		out, err := cfg.Guest.Args(p)
 		if err != nil {
 			return
 		}
-		out := m.DestinationArgs(Placement{
-			File:   func(r string) string { return "/lazy/" + r },
-			Disk:   func(r string) string { return "/nbd/" + r },
-			RunDir: "/run/g",
-		})
-		// The rewritten line parses again (without its -incoming) and names
-		// only the destination's paths.
-		if n := len(out); n < 2 || out[n-2] != "-incoming" {
-			t.Fatalf("no -incoming at the end: %q", out)
-		}
-		again, err := ParseArgs(append([]string{"qemu"}, out[:len(out)-2]...))
-		if err != nil {
-			t.Fatalf("rewritten command line does not parse: %v\n%q", err, out)
-		}
-		if len(again.Memory) != len(m.Memory) || len(again.Drives) != len(m.Drives) {
-			t.Fatalf("rewritten line has %d memories, %d drives; had %d, %d", len(again.Memory), len(again.Drives), len(m.Memory), len(m.Drives))
-		}
-		for _, mem := range again.Memory {
-			if mem.Path != "/lazy/"+mem.Region {
-				t.Fatalf("memory %s at %q", mem.Region, mem.Path)
-			}
-		}
-		for _, d := range again.Drives {
-			if d.Path != "/nbd/"+d.Region {
-				t.Fatalf("drive %s at %q", d.Region, d.Path)
-			}
-		}
-		if m.Kernel != "" && again.Kernel != "/lazy/kernel" || m.Initrd != "" && again.Initrd != "/lazy/initrd" {
-			t.Fatalf("kernel %q initrd %q", again.Kernel, again.Initrd)
-		}
+		checkBuilt(t, out, dir)
 	})
 }
+
+// valueOptions take a value; every other option Args writes is a flag.
+var valueOptions = slices.DeleteFunc(slices.Clone(builtOptions), func(o string) bool { return o == "S" })
+
+// checkBuilt fails t unless every option of out is one Args may write,
+// every sub-key is allowed and every host path lies below dir.
+func checkBuilt(t *testing.T, out []string, dir string) {
+	t.Helper()
+	in := func(what, path string) {
+		if !inside(path, []string{dir}) {
+			t.Fatalf("%s path %q outside %s: %q", what, path, dir, out)
+		}
+	}
+	keysOK := func(opt, v string, implied string, keys map[string]rule, extra ...string) Props {
+		ps, err := parseProps(opt, v, implied)
+		if err != nil {
+			t.Fatalf("-%s %q does not parse: %v", opt, v, err)
+		}
+		for _, p := range ps {
+			if _, ok := keys[p.Key]; !ok && !slices.Contains(extra, p.Key) {
+				t.Fatalf("-%s carries key %q: %q", opt, p.Key, out)
+			}
+		}
+		return ps
+	}
+	for i := 0; i < len(out); i++ {
+		name, ok := strings.CutPrefix(out[i], "-")
+		if !ok {
+			t.Fatalf("argument %q where an option was due: %q", out[i], out)
+		}
+		if !slices.Contains(valueOptions, name) {
+			if name != "S" && !slices.Contains(flags, name) {
+				t.Fatalf("option -%s is not one the builder may write: %q", name, out)
+			}
+			continue
+		}
+		if i+1 >= len(out) {
+			t.Fatalf("-%s without a value: %q", name, out)
+		}
+		i++
+		v := out[i]
+		switch name {
+		case "machine":
+			keysOK(name, v, "", machineKeys)
+		case "accel":
+			keysOK(name, v, "", accelKeys)
+		case "smp":
+			keysOK(name, v, "", smpKeys)
+		case "device":
+			keysOK(name, v, "", deviceKeys)
+		case "netdev":
+			keysOK(name, v, "", netdevKeys)
+		case "object":
+			ps := keysOK(name, v, "qom-type", memoryKeys, "qom-type", "id", "size", "mem-path", "share")
+			if ps.Get("qom-type") != "memory-backend-file" || ps.Get("share") != "on" {
+				t.Fatalf("-object %q", v)
+			}
+			in("memory", ps.Get("mem-path"))
+		case "drive":
+			ps := keysOK(name, v, "", driveKeys, "file", "format")
+			if f := ps.Get("file"); f != "" {
+				sock, ok := strings.CutPrefix(f, "nbd+unix:///")
+				_, sock, _ = strings.Cut(sock, "?socket=")
+				if !ok || ps.Get("format") != "raw" {
+					t.Fatalf("-drive %q", v)
+				}
+				in("disk", sock)
+			}
+		case "kernel", "initrd":
+			in(name, v)
+		case "serial":
+			if v != "null" {
+				f, ok := strings.CutPrefix(v, "file:")
+				if !ok {
+					t.Fatalf("-serial %q", v)
+				}
+				in("serial", f)
+			}
+		case "qmp":
+			s, ok := strings.CutPrefix(v, "unix:")
+			s, _, _ = strings.Cut(s, ",")
+			if !ok || strings.Count(v, ",") != 2 {
+				t.Fatalf("-qmp %q", v)
+			}
+			in("qmp", s)
+		case "pidfile":
+			in("pidfile", v)
+		case "display", "monitor", "vga", "incoming", "cpu", "m":
+			if strings.ContainsAny(v, ",=/") && name != "m" {
+				t.Fatalf("-%s %q", name, v)
+			}
+		case "append":
+			// The guest kernel's command line: the guest's, not the host's.
+		}
+	}
+}
+
+func jsonConfig(c Config) ([]byte, error) {
+	var b bytes.Buffer
+	err := jsonEncode(&b, c)
+	return b.Bytes(), err
+}
+
+func jsonEncode(b *bytes.Buffer, v any) error { return json.NewEncoder(b).Encode(v) }

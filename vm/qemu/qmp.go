@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -91,6 +93,12 @@ func (q *QMP) Close() error { return q.conn.Close() }
 // Execute runs one command; out (may be nil) receives its "return" value.
 // Asynchronous events that arrive meanwhile are skipped.
 func (q *QMP) Execute(ctx context.Context, cmd string, args, out any) error {
+	return q.execute(ctx, cmd, args, out, nil)
+}
+
+// execute runs one command, passing file's descriptor with it (SCM_RIGHTS)
+// if file is not nil.
+func (q *QMP) execute(ctx context.Context, cmd string, args, out any, file *os.File) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { q.conn.SetDeadline(time.Now()) })
@@ -103,7 +111,16 @@ func (q *QMP) Execute(ctx context.Context, cmd string, args, out any) error {
 	if err != nil {
 		return err
 	}
-	if _, err := q.conn.Write(append(b, '\n')); err != nil {
+	if file != nil {
+		uc, ok := q.conn.(*net.UnixConn)
+		if !ok {
+			return fmt.Errorf("qmp %s: passing a descriptor needs a unix socket", cmd)
+		}
+		_, _, err = uc.WriteMsgUnix(append(b, '\n'), unix.UnixRights(int(file.Fd())), nil)
+	} else {
+		_, err = q.conn.Write(append(b, '\n'))
+	}
+	if err != nil {
 		return fmt.Errorf("qmp %s: %w", cmd, ctxErr(ctx, err))
 	}
 	for {
@@ -159,22 +176,67 @@ func (q *QMP) Status(ctx context.Context) (string, error) {
 	return st.Status, err
 }
 
+// stateFD is the name the device state's descriptor has in QEMU.
+const stateFD = "sg-state"
+
 // saveState writes a stopped guest's device state to path (guest RAM,
-// shared, stays out of it).
+// shared, stays out of it). sgnode opens the file and hands QEMU the
+// descriptor: QEMU opens nothing and runs no program (a sandboxed QEMU
+// may not), and needs no right to path.
 func (q *QMP) saveState(ctx context.Context, path string) error {
-	return q.migrate(ctx, "migrate", "exec:cat > "+shellQuote(path))
-}
-
-// loadState loads a device state from path into a QEMU started with
-// -incoming defer.
-func (q *QMP) loadState(ctx context.Context, path string) error {
-	return q.migrate(ctx, "migrate-incoming", "exec:cat "+shellQuote(path))
-}
-
-func (q *QMP) migrate(ctx context.Context, cmd, uri string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
 	if err := q.setIgnoreShared(ctx); err != nil {
 		return err
 	}
+	if err := q.execute(ctx, "getfd", map[string]any{"fdname": stateFD}, nil, f); err != nil {
+		return err
+	}
+	return q.migrate(ctx, "migrate", "fd:"+stateFD)
+}
+
+// loadState loads a device state from path into a QEMU started with
+// -incoming defer. QEMU reads it from a pipe that sgnode fills: it opens
+// nothing, and its main loop stays free while a lazily gathered state
+// arrives.
+func (q *QMP) loadState(ctx context.Context, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pw.Close() // also ends the copy if QEMU never reads
+	if err := q.setIgnoreShared(ctx); err != nil {
+		pr.Close()
+		return err
+	}
+	err = q.execute(ctx, "getfd", map[string]any{"fdname": stateFD}, nil, pr)
+	pr.Close() // QEMU has its own copy
+	if err != nil {
+		return err
+	}
+	copied := make(chan error, 1)
+	go func() { // waited for below
+		_, err := io.Copy(pw, f)
+		pw.Close() // end of the state
+		copied <- err
+	}()
+	err = q.migrate(ctx, "migrate-incoming", "fd:"+stateFD)
+	pw.Close()
+	if cerr := <-copied; err == nil && cerr != nil && !errors.Is(cerr, os.ErrClosed) {
+		err = fmt.Errorf("read device state: %w", cerr)
+	}
+	return err
+}
+
+func (q *QMP) migrate(ctx context.Context, cmd, uri string) error {
 	ctx, cancel := context.WithTimeout(ctx, saveTimeout)
 	defer cancel()
 	if err := q.Execute(ctx, cmd, map[string]any{"uri": uri}, nil); err != nil {

@@ -109,12 +109,12 @@ func TestQMPHonoursContext(t *testing.T) {
 }
 
 func TestReadConfig(t *testing.T) {
-	good := `{"vm":"web1","args":["qemu-system-x86_64","-m","1G"],"paused_at":"2026-11-22T08:00:00Z"}`
+	good := `{"vm":"web1","guest":{"arch":"x86_64","mem_size":1073741824,"memory":[{"id":"mem","size":1073741824}]},"paused_at":"2026-11-22T08:00:00Z"}`
 	c, err := ReadConfig(strings.NewReader(good), int64(len(good)))
-	if err != nil || c.VM != "web1" || len(c.Args) != 3 {
+	if err != nil || c.VM != "web1" || c.Guest.MemSize != 1<<30 || len(c.Guest.Memory) != 1 {
 		t.Fatalf("%+v, %v", c, err)
 	}
-	for name, in := range map[string]string{"not JSON": "{", "no args": `{"vm":"x"}`, "empty": ""} {
+	for name, in := range map[string]string{"not JSON": "{", "no guest": `{"vm":"x"}`, "empty": "", "two documents": good + good} {
 		if _, err := ReadConfig(strings.NewReader(in), int64(len(in))); err == nil {
 			t.Errorf("%s: accepted", name)
 		}

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,12 +11,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/sgrelay/sg/vm"
 )
 
-// ReadConfig reads a guest config region.
+// ReadConfig reads a guest config region: it comes from the network, so
+// an unknown field (a command line, say) is refused by name, and the
+// description is checked against the allow-list before anything uses it.
 func ReadConfig(r io.ReaderAt, size int64) (Config, error) {
 	var c Config
 	if size <= 0 || size > maxConfigSize {
@@ -25,20 +30,26 @@ func ReadConfig(r io.ReaderAt, size int64) (Config, error) {
 	if _, err := r.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
 		return c, fmt.Errorf("guest config: %w", err)
 	}
-	if err := json.Unmarshal(b, &c); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
 		return c, fmt.Errorf("guest config: %w", err)
 	}
-	if len(c.Args) == 0 {
-		return c, errors.New("guest config: no command line")
+	if dec.More() {
+		return c, errors.New("guest config: data after the document")
+	}
+	if err := vm.CheckName(c.VM); err != nil {
+		return c, fmt.Errorf("guest config: %w", err)
+	}
+	if err := c.Guest.Check(); err != nil {
+		return c, fmt.Errorf("guest config: %w", err)
 	}
 	return c, nil
 }
 
 // ResumeConfig says how to start a guest here.
 type ResumeConfig struct {
-	// Binary is the QEMU to run; empty: the source's binary name, looked
-	// up in PATH.
-	Binary    string
+	Host      *Host // binary, user, sandbox: local settings
 	Placement Placement
 	Log       *slog.Logger
 }
@@ -51,6 +62,8 @@ type Guest struct {
 	Args      []string
 	PausedAt  time.Time // at the source
 	ResumedAt time.Time // `cont` answered here
+
+	exited chan struct{} // closed once QEMU has exited and been reaped
 }
 
 // Downtime is pause at the source to `cont` here.
@@ -62,36 +75,35 @@ func (g *Guest) QMP() string { return QMPSocket(g.RunDir) }
 // Serial is the file its first serial port writes to.
 func (g *Guest) Serial() string { return SerialLog(g.RunDir) }
 
-// Resume starts the guest of cfg with its regions where rc.Placement says,
-// loads its device state from the state region and continues it. QEMU
-// daemonizes (it outlives this call and sgnode restarts); on error it is
-// stopped, so nothing half-started claims to be the guest.
+// Resume builds the command line of cfg's guest from its checked
+// description (Description.Args) with the regions where rc.Placement
+// says, starts the host's QEMU on it, unprivileged and sandboxed where
+// the binary can (Host.Command), loads its device state from the state
+// region and continues it. QEMU runs in a session of its own, so it
+// outlives this call and sgnode; on error it is stopped, so nothing
+// half-started claims to be the guest.
 func Resume(ctx context.Context, cfg Config, rc ResumeConfig) (*Guest, error) {
-	m, err := ParseArgs(cfg.Args)
+	args, err := cfg.Guest.Args(rc.Placement)
 	if err != nil {
 		return nil, fmt.Errorf("VM %s: %w", cfg.VM, err)
 	}
-	bin := rc.Binary
-	if bin == "" {
-		bin = filepath.Base(m.Binary)
+	if rc.Host == nil {
+		rc.Host = &Host{}
 	}
-	if bin, err = exec.LookPath(bin); err != nil {
-		return nil, fmt.Errorf("VM %s: QEMU binary: %w", cfg.VM, err)
+	bin, confine, err := rc.Host.Command(ctx, cfg.Guest.Arch)
+	if err != nil {
+		return nil, fmt.Errorf("VM %s: %w", cfg.VM, err)
 	}
+	args = append(args, confine...)
 	run := rc.Placement.RunDir
 	if err := os.MkdirAll(run, 0o700); err != nil {
 		return nil, fmt.Errorf("VM %s: run directory: %w", cfg.VM, err)
 	}
 	_ = os.Remove(QMPSocket(run))
-	pidFile := filepath.Join(run, "qemu.pid")
-	_ = os.Remove(pidFile)
-	args := append(m.DestinationArgs(rc.Placement), "-daemonize", "-pidfile", pidFile)
+	_ = os.Remove(PIDFile(run))
 	g := &Guest{VM: cfg.VM, RunDir: run, Args: append([]string{bin}, args...), PausedAt: cfg.PausedAt}
-	if err := start(ctx, bin, args, filepath.Join(run, "qemu.log")); err != nil {
+	if err := g.start(ctx, bin, args, filepath.Join(run, "qemu.log")); err != nil {
 		return nil, fmt.Errorf("VM %s: start QEMU: %w", cfg.VM, err)
-	}
-	if b, err := os.ReadFile(pidFile); err == nil {
-		g.PID, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
 	if err := g.loadAndContinue(ctx, rc.Placement.File(StateRegion)); err != nil {
 		g.Stop()
@@ -100,19 +112,44 @@ func Resume(ctx context.Context, cfg Config, rc ResumeConfig) (*Guest, error) {
 	return g, nil
 }
 
-// start runs QEMU until it has daemonized; its output goes to logPath.
-func start(ctx context.Context, bin string, args []string, logPath string) error {
+// start runs QEMU in a session of its own (sgnode's signals do not reach
+// it) and waits until its monitor answers; its output goes to logPath.
+// QEMU does not -daemonize: a sandbox that denies spawning forbids the
+// fork. A goroutine owned by g reaps it when it exits.
+func (g *Guest) start(ctx context.Context, bin string, args []string, logPath string) error {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%w: %s", err, tailOf(logPath))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	logf.Close() // QEMU has its own copy
+	if err != nil {
+		return err
 	}
-	return nil
+	g.PID = cmd.Process.Pid
+	g.exited = make(chan struct{})
+	go func() { // owned by g: ends when QEMU exits
+		_ = cmd.Wait()
+		close(g.exited)
+	}()
+	for {
+		q, err := DialQMP(ctx, g.QMP())
+		if err == nil {
+			q.Close()
+			return nil
+		}
+		select {
+		case <-g.exited:
+			return fmt.Errorf("QEMU exited: %s", tailOf(logPath))
+		case <-ctx.Done():
+			g.kill()
+			return fmt.Errorf("%w: %s", ctx.Err(), tailOf(logPath))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // loadAndContinue loads the device state from statePath over the guest's
@@ -135,19 +172,32 @@ func (g *Guest) loadAndContinue(ctx context.Context, statePath string) error {
 	return nil
 }
 
-// Stop quits the guest's QEMU (killing it if its monitor does not answer).
+// Stop quits the guest's QEMU (killing it if its monitor does not answer
+// or it does not exit).
 func (g *Guest) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), qmpTimeout)
 	defer cancel()
 	if q, err := DialQMP(ctx, g.QMP()); err == nil {
 		_ = q.Execute(ctx, "quit", nil, nil)
 		q.Close()
+	}
+	if g.exited == nil {
 		return
 	}
+	select {
+	case <-g.exited:
+	case <-time.After(quitTimeout):
+		g.kill()
+	}
+}
+
+// kill ends QEMU at once.
+func (g *Guest) kill() {
 	if g.PID > 0 {
-		if p, err := os.FindProcess(g.PID); err == nil {
-			_ = p.Kill()
-		}
+		_ = syscall.Kill(g.PID, syscall.SIGKILL)
+	}
+	if g.exited != nil {
+		<-g.exited
 	}
 }
 

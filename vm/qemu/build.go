@@ -1,0 +1,153 @@
+package qemu
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// Placement says where the destination keeps a guest's regions and its
+// own files. Every path it gives must lie inside one of Dirs (the guest's
+// own directories, made by the destination); Args refuses any other.
+type Placement struct {
+	Dirs   []string                   // the guest's own directories
+	File   func(region string) string // a region as a file (FUSE view or local copy)
+	Disk   func(region string) Disk   // a disk region
+	RunDir string                     // QMP socket, serial log, pid file (one of Dirs or inside one)
+}
+
+// Disk is where a disk region is: a file, or the unix socket of an NBD
+// export named after the region.
+type Disk struct {
+	Path string
+	NBD  bool
+}
+
+// QMPSocket, SerialLog and PIDFile are where a resumed guest's monitor,
+// first serial port and process ID live in its run directory.
+func QMPSocket(runDir string) string { return filepath.Join(runDir, "qmp.sock") }
+func SerialLog(runDir string) string { return filepath.Join(runDir, "serial.log") }
+func PIDFile(runDir string) string   { return filepath.Join(runDir, "qemu.pid") }
+
+// builtOptions are the only options Args writes (besides the flags).
+var builtOptions = []string{"machine", "accel", "cpu", "smp", "m", "object", "kernel", "initrd", "append",
+	"drive", "device", "netdev", "vga", "display", "serial", "qmp", "monitor", "pidfile", "S", "incoming"}
+
+// inside reports whether path is a clean absolute path below one of dirs.
+func inside(path string, dirs []string) bool {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return false
+	}
+	for _, d := range dirs {
+		if d != "" && filepath.IsAbs(d) && strings.HasPrefix(path, filepath.Clean(d)+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// Args checks d (Check) and builds the destination's QEMU arguments
+// (without the binary, the user and the sandbox, which are local
+// settings): the described hardware, every host path one of p's inside
+// p.Dirs, the monitor on the run directory's QMP socket, the first
+// serial port logged there, stopped (-S) and waiting for its device state
+// (-incoming defer).
+func (d *Description) Args(p Placement) ([]string, error) {
+	if err := d.Check(); err != nil {
+		return nil, err
+	}
+	var bad error
+	path := func(what, s string) string {
+		if !inside(s, p.Dirs) && bad == nil {
+			bad = fmt.Errorf("%w: %s path %q is outside the guest's directories", ErrRefused, what, s)
+		}
+		return s
+	}
+	out := []string{}
+	add := func(opt string, v ...string) { out = append(append(out, "-"+opt), v...) }
+	if len(d.Machine) > 0 {
+		add("machine", propsString(d.Machine))
+	}
+	if len(d.Accel) > 0 {
+		add("accel", propsString(d.Accel))
+	}
+	if d.CPU != "" {
+		add("cpu", d.CPU)
+	}
+	if len(d.SMP) > 0 {
+		add("smp", propsString(d.SMP))
+	}
+	if d.MemSize > 0 {
+		add("m", fmt.Sprintf("%dM", d.MemSize>>20))
+	}
+	for i, m := range d.Memory {
+		ps := Props{{"id", m.ID}, {"size", fmt.Sprint(m.Size)},
+			{"mem-path", path("memory", p.File(MemoryRegion(i, len(d.Memory))))}, {"share", "on"}}
+		add("object", "memory-backend-file,"+propsString(append(ps, m.Props...)))
+	}
+	if d.Kernel {
+		add("kernel", path("kernel", p.File(KernelRegion)))
+	}
+	if d.Initrd {
+		add("initrd", path("initrd", p.File(InitrdRegion)))
+	}
+	if d.Append != "" {
+		add("append", d.Append)
+	}
+	disk := 0
+	for _, dr := range d.Drives {
+		ps := Props{}
+		if dr.Image {
+			region := DiskRegion(disk)
+			disk++
+			at := p.Disk(region)
+			file := path("disk", at.Path)
+			if at.NBD {
+				file = "nbd+unix:///" + region + "?socket=" + file
+			}
+			ps = Props{{"file", file}, {"format", "raw"}}
+		}
+		add("drive", propsString(append(ps, dr.Props...)))
+	}
+	for _, dev := range d.Devices {
+		add("device", propsString(dev))
+	}
+	for _, nd := range d.Netdevs {
+		add("netdev", propsString(nd))
+	}
+	if d.VGA != "" {
+		add("vga", d.VGA)
+	}
+	for _, f := range d.Flags {
+		add(f)
+	}
+	run := path("run directory", filepath.Join(p.RunDir, "x"))
+	run = filepath.Dir(run)
+	add("display", "none")
+	for i := range d.Serials {
+		if i == 0 {
+			add("serial", "file:"+SerialLog(run))
+		} else {
+			add("serial", "null")
+		}
+	}
+	add("qmp", "unix:"+QMPSocket(run)+",server=on,wait=off")
+	add("monitor", "none")
+	add("pidfile", PIDFile(run))
+	add("S")
+	add("incoming", "defer")
+	if bad != nil {
+		return nil, bad
+	}
+	return out, nil
+}
+
+// propsString is a QEMU option string: key=value pairs, a "," inside a
+// value doubled.
+func propsString(ps Props) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.Key + "=" + strings.ReplaceAll(p.Value, ",", ",,")
+	}
+	return strings.Join(parts, ",")
+}
