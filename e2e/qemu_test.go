@@ -8,10 +8,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,8 +21,12 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/daemon"
+	"github.com/sgrelay/sg/eviction"
 	"github.com/sgrelay/sg/fetch/fuseview"
+	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/lab"
+	"github.com/sgrelay/sg/node"
 	"github.com/sgrelay/sg/vm/qemu"
 )
 
@@ -486,4 +492,234 @@ func TestQEMUEvictionAbortedGuestStaysAtSource(t *testing.T) {
 		t.Fatalf("at the source after the abort: %+v, want %s", next, g.sum)
 	}
 	t.Logf("eviction aborted with the guest running at dst (pid %d, stopped there); the source guest went on from n=%d to n=%d", destPID, last.n, next.n)
+}
+
+// fakeQMPEnv makes this test binary, exec'd under any argv, a QMP
+// responder on the socket it names: a guest whose command line is
+// whatever a test chooses, as `vm add` reads it from /proc.
+const fakeQMPEnv = "SG_E2E_FAKE_QMP"
+
+func init() {
+	if sock := os.Getenv(fakeQMPEnv); sock != "" {
+		serveFakeQMP(sock)
+		os.Exit(0)
+	}
+}
+
+// serveFakeQMP answers every QMP command with success until killed.
+func serveFakeQMP(sock string) {
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			os.Exit(1)
+		}
+		go func() { // one per monitor connection; ends with it
+			defer c.Close()
+			c.Write([]byte(`{"QMP": {"version": {}, "capabilities": []}}` + "\n"))
+			sc := bufio.NewScanner(c)
+			for sc.Scan() {
+				if strings.Contains(sc.Text(), "query-status") {
+					c.Write([]byte(`{"return": {"status": "running", "running": true}}` + "\n"))
+					continue
+				}
+				c.Write([]byte(`{"return": {}}` + "\n"))
+			}
+		}()
+	}
+}
+
+// startFakeGuest runs the QMP responder under argv and returns its socket.
+func startFakeGuest(t *testing.T, argv []string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	cmd := &exec.Cmd{Path: self, Args: argv, Env: append(os.Environ(), fakeQMPEnv+"="+sock)}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			return sock
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal("the fake guest did not listen")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// TestQEMUHostileGuestRefusedAtVMAdd registers guests whose command lines
+// would make a destination run a program or touch host files: `sgctl vm
+// add` refuses each with a message naming the program or option, and
+// nothing is registered or executed.
+func TestQEMUHostileGuestRefusedAtVMAdd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	c := startCluster(t, "src")
+	src := c.Nodes[0]
+	outside := t.TempDir()
+	marker := filepath.Join(outside, "marker")
+	mem := createFile(t, filepath.Join(t.TempDir(), "mem"))
+	if err := os.Truncate(mem, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"qemu-system-x86_64", "-machine", "q35,memory-backend=mem", "-m", "1M",
+		"-object", "memory-backend-file,id=mem,size=1M,mem-path=" + mem + ",share=on"}
+	for name, tc := range map[string]struct {
+		argv []string
+		want string
+	}{
+		"bash":               {[]string{"bash", "-c", "touch " + marker}, `program "bash"`},
+		"parallel":           {append(slices.Clone(base), "-parallel", "file:"+marker), "-parallel"},
+		"drive filename":     {append(slices.Clone(base), "-drive", "driver=raw,file.filename=/etc/shadow"), "-drive"},
+		"fw_cfg":             {append(slices.Clone(base), "-fw_cfg", "name=x,file="+marker), "-fw_cfg"},
+		"loader":             {append(slices.Clone(base), "-device", "loader,file="+marker), "-device loader"},
+		"virtfs":             {append(slices.Clone(base), "-virtfs", "local,path=/,mount_tag=r,security_model=none"), "-virtfs"},
+		"plugin":             {append(slices.Clone(base), "-plugin", marker), "-plugin"},
+		"hostfwd":            {append(slices.Clone(base), "-netdev", "user,id=n,hostfwd=tcp::2222-:22"), `"hostfwd"`},
+		"duplicate mem-path": {append(slices.Clone(base[:6]), "memory-backend-file,id=mem,size=1M,mem-path="+mem+",share=on,mem-path="+marker), `"mem-path" given twice`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			qmp := startFakeGuest(t, tc.argv)
+			out, err := src.Sgctl(ctx, "vm", "add", "g1", "--qemu-qmp", qmp)
+			if err == nil {
+				t.Fatalf("vm add accepted %q: %s", tc.argv, out)
+			}
+			if msg := err.Error() + string(out); !strings.Contains(msg, tc.want) {
+				t.Fatalf("vm add refused %q without naming %s: %s", tc.argv, tc.want, msg)
+			}
+		})
+	}
+	var vms []api.VM
+	if err := src.SgctlJSON(ctx, &vms, "vm", "list"); err != nil {
+		t.Fatal(err)
+	}
+	if len(vms) != 0 {
+		t.Fatalf("hostile guests registered: %+v", vms)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("files created outside the data directory: %v", ents)
+	}
+}
+
+// TestQEMUHostileDescriptionRefusedAtDestination plays a modified source:
+// an in-process sgnode (the project's daemon and eviction packages) that
+// evicts "guests" whose config region carries what vm add would refuse
+// (a raw command line running bash, keys naming host files, a duplicated
+// key, an architecture that is a path) to a real destination sgnode. The
+// destination refuses each guest with a message naming it, starts no
+// QEMU, runs nothing and creates no file outside its data directory.
+func TestQEMUHostileDescriptionRefusedAtDestination(t *testing.T) {
+	if err := fuseview.Available(); err != nil {
+		t.Skipf("lazy FUSE views unavailable: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	c := startCluster(t, "dst", "evil")
+	dst, evil := c.Nodes[0], c.Nodes[1]
+	killGuestsAtCleanup(t, dst)
+	if err := evil.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	src := startInProcessNode(t, ctx, evil, c.PeersFile, dst.PeerID)
+
+	outside := t.TempDir()
+	marker := filepath.Join(outside, "marker")
+	guest := func(extra string) string {
+		return `{"arch":"x86_64","machine":[{"k":"type","v":"q35"},{"k":"memory-backend","v":"mem"}],"mem_size":1048576,` +
+			`"memory":[{"id":"mem","size":1048576` + extra
+	}
+	configs := map[string]struct {
+		config, want string
+	}{
+		"evil-bash":     {`{"vm":"evil-bash","args":["bash","-c","touch ` + marker + `"]}`, `unknown field "args"`},
+		"evil-loader":   {`{"vm":"evil-loader","guest":` + guest(`}],"devices":[[{"k":"driver","v":"loader"},{"k":"file","v":"`+marker+`"}]]}}`), "loader"},
+		"evil-filename": {`{"vm":"evil-filename","guest":` + guest(`}],"drives":[{"props":[{"k":"file.filename","v":"/etc/shadow"}]}]}}`), `"file.filename"`},
+		"evil-mempath":  {`{"vm":"evil-mempath","guest":` + guest(`,"props":[{"k":"mem-path","v":"`+marker+`"}]}]}}`), `"mem-path"`},
+		"evil-dupkey":   {`{"vm":"evil-dupkey","guest":` + guest(`,"props":[{"k":"prealloc","v":"on"},{"k":"prealloc","v":"off"}]}]}}`), `"prealloc" given twice`},
+		"evil-hostfwd":  {`{"vm":"evil-hostfwd","guest":` + guest(`}],"netdevs":[[{"k":"type","v":"user"},{"k":"hostfwd","v":"tcp::2222-:22"}]]}}`), `"hostfwd"`},
+		"evil-dumpdtb":  {`{"vm":"evil-dumpdtb","guest":` + strings.Replace(guest(`}]}}`), `"v":"q35"}`, `"v":"q35"},{"k":"dumpdtb","v":"`+marker+`"}`, 1), `"dumpdtb"`},
+		"evil-arch":     {`{"vm":"evil-arch","guest":` + strings.Replace(guest(`}]}}`), `"x86_64"`, `"../../../../bin/sh"`, 1), "architecture"},
+	}
+	var vms []eviction.VM
+	for name, tc := range configs {
+		vms = append(vms, eviction.VM{Name: name, Regions: []eviction.Region{
+			{Name: qemu.ConfigRegion, Kind: manifest.KindFile, Size: int64(len(tc.config)), ChunkSize: 64 << 10, Data: strings.NewReader(tc.config)},
+			{Name: qemu.StateRegion, Kind: manifest.KindState, Size: 4096, ChunkSize: 64 << 10, Data: bytes.NewReader(bytes.Repeat([]byte("s"), 4096))},
+			{Name: "mem", Kind: manifest.KindMemory, Size: 1 << 20, ChunkSize: 4096, Data: bytes.NewReader(bytes.Repeat([]byte("m"), 1<<20))},
+		}})
+	}
+	cfg := eviction.DefaultConfig(dst.PeerID)
+	cfg.Direct = true
+	e, err := eviction.New(src.Node().Cluster(), vms, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Run(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range configs {
+		_, err := waitGuest(ctx, dst, name)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: the destination did not refuse it naming %s: %v", name, tc.want, err)
+		}
+	}
+	// Nothing ran: no QEMU started for any of them, no marker, no file
+	// outside the data directory.
+	if pids, _ := filepath.Glob(filepath.Join(dst.Dir, "guests", "*", "qemu.pid")); len(pids) != 0 {
+		t.Errorf("QEMU started for a refused guest: %v", pids)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("files created outside the data directory: %v", ents)
+	}
+	// The destination stays up and answers.
+	if _, err := dst.Sgctl(ctx, "status"); err != nil {
+		t.Fatalf("destination down after the hostile guests: %v", err)
+	}
+}
+
+// startInProcessNode runs sgnode's daemon in this process on n's data
+// directory and address (n's own process stopped), and waits until it is
+// connected to peer.
+func startInProcessNode(t *testing.T, ctx context.Context, n *lab.Node, peersFile, peerID string) *daemon.Daemon {
+	t.Helper()
+	cfg := daemon.DefaultConfig(n.Dir)
+	listen, _, _ := strings.Cut(n.Addr, "/p2p/")
+	cfg.Node.Listen = []string{listen}
+	peers, err := node.ReadPeersFile(peersFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Node.Peers = peers
+	cfg.Store.MemoryBudget = 512 << 20
+	d, err := daemon.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- d.Run(runCtx) }() // stopped at cleanup
+	t.Cleanup(func() { stop(); <-ran })
+	for {
+		for _, p := range d.Node().Peers() {
+			if p.ID.String() == peerID && p.Connected {
+				return d
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("in-process node not connected to %s", peerID)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

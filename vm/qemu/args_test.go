@@ -16,7 +16,7 @@ var guestArgs = []string{"/usr/bin/qemu-system-x86_64", "-accel", "tcg", "-nogra
 	"-drive", "file=/vm/web1.disk,format=raw,if=virtio,cache=none",
 	"-drive", "if=none,id=cd",
 	"--drive", "file=/vm/data.img,format=raw,if=virtio",
-	"-device", "virtio-rng-pci,id=rng0",
+	"-device", "virtio-rng-pci,id=rng0", "-netdev", "user,id=n0",
 	"-serial", "file:/vm/serial.log", "-serial", "unix:/vm/s2.sock,server=on,wait=off",
 	"-qmp", "unix:/vm/qmp.sock,server=on,wait=off", "-pidfile", "/vm/pid", "-daemonize", "-S", "-nodefaults"}
 
@@ -75,7 +75,7 @@ func TestArgsPlaceEveryHostPathInTheGuestsDirectories(t *testing.T) {
 		"-drive file=nbd+unix:///disk0?socket=/g/nbd/disk0.sock,format=raw,if=virtio,cache=none",
 		"-drive if=none,id=cd",
 		"-drive file=nbd+unix:///disk1?socket=/g/nbd/disk1.sock,format=raw,if=virtio",
-		"-device driver=virtio-rng-pci,id=rng0",
+		"-device driver=virtio-rng-pci,id=rng0", "-netdev type=user,id=n0,restrict=on",
 		"-serial file:/g/run/serial.log", "-serial null", "-display none", "-append console=ttyS0 quiet",
 		"-qmp unix:/g/run/qmp.sock,server=on,wait=off", "-pidfile /g/run/qemu.pid", "-S -incoming defer", "-nodefaults",
 	} {
@@ -155,6 +155,7 @@ var hostileArgs = map[string]struct {
 	"virtfs":                {[]string{"-virtfs", "local,path=/,mount_tag=r,security_model=none"}, "-virtfs"},
 	"plugin":                {[]string{"-plugin", "/tmp/evil.so"}, "-plugin"},
 	"hostfwd":               {[]string{"-netdev", "user,id=n,hostfwd=tcp::22-:22"}, `"hostfwd"`},
+	"unrestricted netdev":   {[]string{"-netdev", "user,id=n,restrict=off"}, `restrict: "off"`},
 	"tap script":            {[]string{"-netdev", "tap,id=n,script=/tmp/x"}, "-netdev"},
 	"duplicate mem-path":    {[]string{"-object", "memory-backend-file,id=m2,size=1M,mem-path=/vm/a,share=on,mem-path=/etc/passwd"}, `"mem-path" given twice`},
 	"machine dumpdtb":       {[]string{"-machine", "q35,dumpdtb=/tmp/x"}, `"dumpdtb"`},

@@ -3,6 +3,7 @@ package qemu
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -113,6 +114,9 @@ func (d *Description) Args(p Placement) ([]string, error) {
 		add("device", propsString(dev))
 	}
 	for _, nd := range d.Netdevs {
+		if nd.Get("restrict") == "" {
+			nd = append(slices.Clone(nd), Prop{"restrict", "on"})
+		}
 		add("netdev", propsString(nd))
 	}
 	if d.VGA != "" {

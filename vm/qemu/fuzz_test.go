@@ -94,7 +94,9 @@ func checkBuilt(t *testing.T, out []string, dir string) {
 		case "device":
 			keysOK(name, v, "", deviceKeys)
 		case "netdev":
-			keysOK(name, v, "", netdevKeys)
+			if ps := keysOK(name, v, "", netdevKeys); ps.Get("restrict") != "on" {
+				t.Fatalf("-netdev %q not restricted", v)
+			}
 		case "object":
 			ps := keysOK(name, v, "qom-type", memoryKeys, "qom-type", "id", "size", "mem-path", "share")
 			if ps.Get("qom-type") != "memory-backend-file" || ps.Get("share") != "on" {

@@ -158,7 +158,10 @@ var (
 		"addr": match(addrRE), "mac": match(macRE), "bootindex": count(64), "serial": token,
 		"chassis": count(255), "slot": count(255), "port": count(255),
 	}
-	netdevKeys = map[string]rule{"type": oneOf("user"), "id": token, "restrict": onOff, "ipv4": onOff, "ipv6": onOff}
+	// A user netdev is always restricted (Args adds restrict=on): an
+	// unrestricted one would let the guest reach the destination's own
+	// network and its loopback services.
+	netdevKeys = map[string]rule{"type": oneOf("user"), "id": token, "restrict": oneOf("on"), "ipv4": onOff, "ipv6": onOff}
 	vgaTypes   = []string{"none", "std", "virtio", "cirrus"}
 	flags      = []string{"nodefaults", "no-user-config", "no-reboot", "no-shutdown", "no-hpet", "no-acpi", "only-migratable"}
 )

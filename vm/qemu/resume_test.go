@@ -125,4 +125,3 @@ func TestResumeRunsUnprivilegedAndSandboxed(t *testing.T) {
 		t.Fatal("QEMU still runs after Stop")
 	}
 }
-
