@@ -160,8 +160,14 @@ func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion in
 		d.log.Debug("guest's state, kernel and initrd here", "vm", in.VM, "took", time.Since(t0), "err", err)
 		warmed <- err
 	}()
-	socks := d.views.nbdSockets(in.ID)
-	run := guestRunDir(d.cfg.DataDir, in)
+	// QEMU is given absolute paths only (a relative data directory
+	// would leave them relative to wherever QEMU runs).
+	lazy = absPath(lazy)
+	socks := map[string]string{}
+	for region, s := range d.views.nbdSockets(in.ID) {
+		socks[region] = absPath(s)
+	}
+	run := absPath(guestRunDir(d.cfg.DataDir, in))
 	dirs := []string{lazy, run}
 	for _, s := range socks {
 		if dir := filepath.Dir(s); !slices.Contains(dirs, dir) {
@@ -191,6 +197,15 @@ func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion in
 // file), named by its migration ID: no name from the network is a path.
 func guestRunDir(dataDir string, in *fetch.Incoming) string {
 	return filepath.Join(dataDir, "guests", in.ID.String())
+}
+
+// absPath is p made absolute (p itself if that fails: the placement
+// check then refuses it).
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 // qemuHost is how this node runs QEMU: its local settings only.
@@ -238,7 +253,7 @@ func (d *Daemon) settleGuest(in *fetch.Incoming, g *fetch.Gatherer) {
 	}
 	paths := map[string]string{}
 	for i, r := range in.Regions {
-		paths[r.Name] = g.Paths()[i]
+		paths[r.Name] = absPath(g.Paths()[i])
 	}
 	lazy := d.lazyDir(in.ID.String())
 	flush := func() error {
@@ -264,7 +279,7 @@ func (d *Daemon) settleGuest(in *fetch.Incoming, g *fetch.Gatherer) {
 	}
 	ctx, cancel := context.WithTimeout(d.runCtx, resumeTimeout)
 	defer cancel()
-	run := filepath.Join(guestRunDir(d.cfg.DataDir, in), "local")
+	run := absPath(filepath.Join(guestRunDir(d.cfg.DataDir, in), "local"))
 	dirs := []string{run}
 	for _, p := range paths {
 		if dir := filepath.Dir(p); !slices.Contains(dirs, dir) {
