@@ -194,9 +194,11 @@ func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion in
 }
 
 // guestRunDir is a guest's own directory (QMP socket, serial log, pid
-// file), named by its migration ID: no name from the network is a path.
+// file), named by its migration ID (no name from the network is a path),
+// cut to 64 bits so that the QMP socket's path stays within the 108
+// bytes of a unix socket address.
 func guestRunDir(dataDir string, in *fetch.Incoming) string {
-	return filepath.Join(dataDir, "guests", in.ID.String())
+	return filepath.Join(dataDir, "guests", in.ID.String()[:16])
 }
 
 // absPath is p made absolute (p itself if that fails: the placement

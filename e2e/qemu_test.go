@@ -598,6 +598,7 @@ func TestQEMUHostileGuestRefusedAtVMAdd(t *testing.T) {
 			if msg := err.Error() + string(out); !strings.Contains(msg, tc.want) {
 				t.Fatalf("vm add refused %q without naming %s: %s", tc.argv, tc.want, msg)
 			}
+			t.Logf("refused: %v", err)
 		})
 	}
 	var vms []api.VM
@@ -672,7 +673,9 @@ func TestQEMUHostileDescriptionRefusedAtDestination(t *testing.T) {
 		_, err := waitGuest(ctx, dst, name)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: the destination did not refuse it naming %s: %v", name, tc.want, err)
+			continue
 		}
+		t.Logf("%s refused: %v", name, err)
 	}
 	// Nothing ran: no QEMU started for any of them, no marker, no file
 	// outside the data directory.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -63,9 +64,12 @@ func TestArgsPlaceEveryHostPathInTheGuestsDirectories(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := m.Guest.Args(testPlacement)
+	got, handed, err := m.Guest.Args(testPlacement)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(handed) != 0 {
+		t.Errorf("NBD disks handed as files: %v", handed)
 	}
 	joined := strings.Join(got, " ")
 	for _, want := range []string{
@@ -93,6 +97,36 @@ func TestArgsPlaceEveryHostPathInTheGuestsDirectories(t *testing.T) {
 	}
 }
 
+// Disk images that are files reach QEMU as descriptors in -add-fd sets:
+// read-only and read-write, or read-only only for a read-only drive.
+func TestArgsHandFileDisksAsDescriptors(t *testing.T) {
+	m, err := ParseArgs(append(slices.Clone(guestArgs), "-drive", "file=/vm/ro.img,format=raw,readonly=on"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testPlacement
+	p.Disk = func(r string) Disk { return Disk{Path: "/g/vms/" + r + ".img"} }
+	got, handed, err := m.Guest.Args(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Handed{{"/g/vms/disk0.img", os.O_RDONLY}, {"/g/vms/disk0.img", os.O_RDWR},
+		{"/g/vms/disk1.img", os.O_RDONLY}, {"/g/vms/disk1.img", os.O_RDWR}, {"/g/vms/disk2.img", os.O_RDONLY}}
+	if !slices.Equal(handed, want) {
+		t.Fatalf("handed %v, want %v", handed, want)
+	}
+	joined := strings.Join(got, " ")
+	for _, w := range []string{"-add-fd fd=3,set=1 -add-fd fd=4,set=1", "-add-fd fd=7,set=3",
+		"-drive file=/dev/fdset/1,format=raw,if=virtio,cache=none", "-drive file=/dev/fdset/3,format=raw,readonly=on"} {
+		if !strings.Contains(joined, w) {
+			t.Errorf("args lack %q:\n%s", w, joined)
+		}
+	}
+	if strings.Contains(joined, "/g/vms/") {
+		t.Errorf("a disk image's path on the command line: %s", joined)
+	}
+}
+
 func TestArgsRefusesPlacementOutsideTheGuestsDirectories(t *testing.T) {
 	m, err := ParseArgs(guestArgs)
 	if err != nil {
@@ -104,7 +138,7 @@ func TestArgsRefusesPlacementOutsideTheGuestsDirectories(t *testing.T) {
 		"run dir": {Dirs: []string{"/g"}, File: testPlacement.File, Disk: testPlacement.Disk, RunDir: "/tmp"},
 		"no dirs": {File: testPlacement.File, Disk: testPlacement.Disk, RunDir: "/g/run"},
 	} {
-		if _, err := m.Guest.Args(p); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "outside the guest's directories") {
+		if _, _, err := m.Guest.Args(p); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "outside the guest's directories") {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -221,7 +255,7 @@ func TestHostileDescriptionsAreRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			d := good()
 			tc.edit(&d)
-			_, err := d.Args(testPlacement)
+			_, _, err := d.Args(testPlacement)
 			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Args: got %v, want ErrRefused naming %q", err, tc.want)
 			}

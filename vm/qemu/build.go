@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,6 +25,19 @@ type Disk struct {
 	NBD  bool
 }
 
+// Handed is a file sgnode opens and hands to QEMU as a descriptor (fd
+// firstHandedFD+i for the i-th): QEMU, by then unprivileged, reopens a
+// disk image when it activates it after an incoming migration, and finds
+// it in its -add-fd set instead of the file system.
+type Handed struct {
+	Path string
+	Flag int // os.O_RDONLY or os.O_RDWR
+}
+
+// firstHandedFD is the descriptor of the first handed file (after stdin,
+// stdout and stderr).
+const firstHandedFD = 3
+
 // QMPSocket, SerialLog and PIDFile are where a resumed guest's monitor,
 // first serial port and process ID live in its run directory.
 func QMPSocket(runDir string) string { return filepath.Join(runDir, "qmp.sock") }
@@ -32,7 +46,7 @@ func PIDFile(runDir string) string   { return filepath.Join(runDir, "qemu.pid") 
 
 // builtOptions are the only options Args writes (besides the flags).
 var builtOptions = []string{"machine", "accel", "cpu", "smp", "m", "object", "kernel", "initrd", "append",
-	"drive", "device", "netdev", "vga", "display", "serial", "qmp", "monitor", "pidfile", "S", "incoming"}
+	"add-fd", "drive", "device", "netdev", "vga", "display", "serial", "qmp", "monitor", "pidfile", "S", "incoming"}
 
 // inside reports whether path is a clean absolute path below one of dirs.
 func inside(path string, dirs []string) bool {
@@ -52,10 +66,11 @@ func inside(path string, dirs []string) bool {
 // settings): the described hardware, every host path one of p's inside
 // p.Dirs, the monitor on the run directory's QMP socket, the first
 // serial port logged there, stopped (-S) and waiting for its device state
-// (-incoming defer).
-func (d *Description) Args(p Placement) ([]string, error) {
+// (-incoming defer). Disk images that are files are handed over as
+// descriptors: handed lists them, in descriptor order.
+func (d *Description) Args(p Placement) (args []string, handed []Handed, err error) {
 	if err := d.Check(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var bad error
 	path := func(what, s string) string {
@@ -105,6 +120,19 @@ func (d *Description) Args(p Placement) ([]string, error) {
 			file := path("disk", at.Path)
 			if at.NBD {
 				file = "nbd+unix:///" + region + "?socket=" + file
+			} else {
+				// One set per image, a read-only and (unless the drive
+				// is) a read-write descriptor: QEMU picks by access mode.
+				set := disk
+				flags := []int{os.O_RDONLY, os.O_RDWR}
+				if dr.Props.Get("readonly") == "on" {
+					flags = flags[:1]
+				}
+				for _, f := range flags {
+					add("add-fd", fmt.Sprintf("fd=%d,set=%d", firstHandedFD+len(handed), set))
+					handed = append(handed, Handed{Path: file, Flag: f})
+				}
+				file = fmt.Sprintf("/dev/fdset/%d", set)
 			}
 			ps = Props{{"file", file}, {"format", "raw"}}
 		}
@@ -141,9 +169,9 @@ func (d *Description) Args(p Placement) ([]string, error) {
 	add("S")
 	add("incoming", "defer")
 	if bad != nil {
-		return nil, bad
+		return nil, nil, bad
 	}
-	return out, nil
+	return out, handed, nil
 }
 
 // propsString is a QEMU option string: key=value pairs, a "," inside a

@@ -3,7 +3,9 @@ package qemu
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -26,9 +28,14 @@ func FuzzDestinationArgs(f *testing.F) {
 	f.Add([]byte(`not json`))
 	const dir = "/g"
 	p := Placement{
-		Dirs:   []string{dir},
-		File:   func(r string) string { return dir + "/lazy/" + r },
-		Disk:   func(r string) Disk { return Disk{Path: dir + "/nbd/" + r + ".sock", NBD: true} },
+		Dirs: []string{dir},
+		File: func(r string) string { return dir + "/lazy/" + r },
+		Disk: func(r string) Disk { // an NBD export, or a file once settled
+			if r == DiskRegion(0) {
+				return Disk{Path: dir + "/nbd/" + r + ".sock", NBD: true}
+			}
+			return Disk{Path: dir + "/vms/" + r + ".img"}
+		},
 		RunDir: dir + "/run",
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -36,11 +43,11 @@ func FuzzDestinationArgs(f *testing.F) {
 		if err != nil {
 			return
 		}
-		out, err := cfg.Guest.Args(p)
+		out, handed, err := cfg.Guest.Args(p)
 		if err != nil {
 			return
 		}
-		checkBuilt(t, out, dir)
+		checkBuilt(t, out, handed, dir)
 	})
 }
 
@@ -48,14 +55,23 @@ func FuzzDestinationArgs(f *testing.F) {
 var valueOptions = slices.DeleteFunc(slices.Clone(builtOptions), func(o string) bool { return o == "S" })
 
 // checkBuilt fails t unless every option of out is one Args may write,
-// every sub-key is allowed and every host path lies below dir.
-func checkBuilt(t *testing.T, out []string, dir string) {
+// every sub-key is allowed and every host path lies below dir, on the
+// command line or handed as a descriptor.
+func checkBuilt(t *testing.T, out []string, handed []Handed, dir string) {
 	t.Helper()
 	in := func(what, path string) {
 		if !inside(path, []string{dir}) {
 			t.Fatalf("%s path %q outside %s: %q", what, path, dir, out)
 		}
 	}
+	for _, h := range handed {
+		in("handed", h.Path)
+		if h.Flag != os.O_RDONLY && h.Flag != os.O_RDWR {
+			t.Fatalf("handed %v", h)
+		}
+	}
+	sets := map[string]bool{} // -add-fd sets seen
+	fds := 0
 	keysOK := func(opt, v string, implied string, keys map[string]rule, extra ...string) Props {
 		ps, err := parseProps(opt, v, implied)
 		if err != nil {
@@ -103,12 +119,28 @@ func checkBuilt(t *testing.T, out []string, dir string) {
 				t.Fatalf("-object %q", v)
 			}
 			in("memory", ps.Get("mem-path"))
+		case "add-fd":
+			ps := keysOK(name, v, "", map[string]rule{"fd": count(1 << 20), "set": count(1 << 20)})
+			if ps.Get("fd") != strconv.Itoa(firstHandedFD+fds) {
+				t.Fatalf("-add-fd %q: descriptor %d expected", v, firstHandedFD+fds)
+			}
+			fds++
+			sets[ps.Get("set")] = true
 		case "drive":
 			ps := keysOK(name, v, "", driveKeys, "file", "format")
 			if f := ps.Get("file"); f != "" {
+				if ps.Get("format") != "raw" {
+					t.Fatalf("-drive %q", v)
+				}
+				if set, ok := strings.CutPrefix(f, "/dev/fdset/"); ok {
+					if !sets[set] {
+						t.Fatalf("-drive %q: no such -add-fd set", v)
+					}
+					continue
+				}
 				sock, ok := strings.CutPrefix(f, "nbd+unix:///")
 				_, sock, _ = strings.Cut(sock, "?socket=")
-				if !ok || ps.Get("format") != "raw" {
+				if !ok {
 					t.Fatalf("-drive %q", v)
 				}
 				in("disk", sock)
@@ -139,6 +171,9 @@ func checkBuilt(t *testing.T, out []string, dir string) {
 		case "append":
 			// The guest kernel's command line: the guest's, not the host's.
 		}
+	}
+	if fds != len(handed) {
+		t.Fatalf("%d -add-fd for %d handed files: %q", fds, len(handed), out)
 	}
 }
 

@@ -83,9 +83,22 @@ func (g *Guest) Serial() string { return SerialLog(g.RunDir) }
 // outlives this call and sgnode; on error it is stopped, so nothing
 // half-started claims to be the guest.
 func Resume(ctx context.Context, cfg Config, rc ResumeConfig) (*Guest, error) {
-	args, err := cfg.Guest.Args(rc.Placement)
+	args, handed, err := cfg.Guest.Args(rc.Placement)
 	if err != nil {
 		return nil, fmt.Errorf("VM %s: %w", cfg.VM, err)
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close() // QEMU has its own copies
+		}
+	}()
+	for _, h := range handed {
+		f, err := os.OpenFile(h.Path, h.Flag, 0)
+		if err != nil {
+			return nil, fmt.Errorf("VM %s: %w", cfg.VM, err)
+		}
+		files = append(files, f)
 	}
 	if rc.Host == nil {
 		rc.Host = &Host{}
@@ -102,7 +115,7 @@ func Resume(ctx context.Context, cfg Config, rc ResumeConfig) (*Guest, error) {
 	_ = os.Remove(QMPSocket(run))
 	_ = os.Remove(PIDFile(run))
 	g := &Guest{VM: cfg.VM, RunDir: run, Args: append([]string{bin}, args...), PausedAt: cfg.PausedAt}
-	if err := g.start(ctx, bin, args, filepath.Join(run, "qemu.log")); err != nil {
+	if err := g.start(ctx, bin, args, files, filepath.Join(run, "qemu.log")); err != nil {
 		return nil, fmt.Errorf("VM %s: start QEMU: %w", cfg.VM, err)
 	}
 	if err := g.loadAndContinue(ctx, rc.Placement.File(StateRegion)); err != nil {
@@ -115,14 +128,15 @@ func Resume(ctx context.Context, cfg Config, rc ResumeConfig) (*Guest, error) {
 // start runs QEMU in a session of its own (sgnode's signals do not reach
 // it) and waits until its monitor answers; its output goes to logPath.
 // QEMU does not -daemonize: a sandbox that denies spawning forbids the
-// fork. A goroutine owned by g reaps it when it exits.
-func (g *Guest) start(ctx context.Context, bin string, args []string, logPath string) error {
+// fork. files are its descriptors 3, 4, ... A goroutine owned by g reaps
+// it when it exits.
+func (g *Guest) start(ctx context.Context, bin string, args []string, files []*os.File, logPath string) error {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = logf, logf, files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	logf.Close() // QEMU has its own copy

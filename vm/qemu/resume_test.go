@@ -14,8 +14,10 @@ import (
 
 // TestResumeRunsUnprivilegedAndSandboxed saves a small guest's device
 // state at a "source" QEMU (through a descriptor sgnode hands over) and
-// resumes it with Resume: QEMU must run as the configured user, under
-// seccomp, with the guest running, and no -daemonize.
+// resumes it with Resume, its disk a file in a directory only root may
+// enter: QEMU must run as the configured user, under seccomp, with the
+// guest running (its disk, handed as descriptors, activated at `cont`),
+// and no -daemonize.
 func TestResumeRunsUnprivilegedAndSandboxed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts QEMU")
@@ -40,8 +42,13 @@ func TestResumeRunsUnprivilegedAndSandboxed(t *testing.T) {
 	if err := os.Truncate(mem, 64<<20); err != nil {
 		t.Fatal(err)
 	}
+	disk := filepath.Join(src, "disk")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	argv := []string{"qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-machine", "q35,memory-backend=mem", "-m", "64M",
-		"-object", "memory-backend-file,id=mem,size=64M,mem-path=" + mem + ",share=on"}
+		"-object", "memory-backend-file,id=mem,size=64M,mem-path=" + mem + ",share=on",
+		"-drive", "file=" + disk + ",format=raw,if=virtio,cache=none"}
 	m, err := ParseArgs(argv)
 	if err != nil {
 		t.Fatal(err)
@@ -75,8 +82,10 @@ func TestResumeRunsUnprivilegedAndSandboxed(t *testing.T) {
 	if err := q.saveState(ctx, filepath.Join(dst, "lazy", StateRegion)); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(mem, filepath.Join(dst, "lazy", "mem")); err != nil {
-		t.Fatal(err)
+	for from, to := range map[string]string{mem: "mem", disk: DiskRegion(0)} {
+		if err := os.Rename(from, filepath.Join(dst, "lazy", to)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	g, err := Resume(ctx, Config{VM: "t", Guest: m.Guest, PausedAt: time.Now()}, ResumeConfig{
 		Host: &Host{User: "nobody"},
