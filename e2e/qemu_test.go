@@ -194,6 +194,8 @@ func waitGuestLine(ctx context.Context, path string, ok func(guestLineAt) bool) 
 // 100 Mbit/s (a busy destination), so its gather outlasts the resume:
 // the guest must run at dst on lazily gathered memory and disk, continue
 // its counter with the same checksums, and the source's QEMU must be gone.
+// At dst QEMU runs unprivileged and sandboxed, on the views and on the
+// local files.
 func TestQEMUGuestEviction(t *testing.T) {
 	g := buildGuest(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
@@ -226,6 +228,7 @@ func TestQEMUGuestEviction(t *testing.T) {
 		t.Fatal(err)
 	}
 	destPID = guestRec.Guest.PID
+	assertConfined(t, destPID)
 	m, err := dst.WaitGathered(ctx, "web1")
 	if err != nil {
 		t.Fatal(err)
@@ -260,6 +263,7 @@ func TestQEMUGuestEviction(t *testing.T) {
 		t.Fatal(err)
 	}
 	destPID = settled.Guest.PID
+	assertConfined(t, destPID)
 	t.Logf("moved onto local files (pause %v), pid %d", settled.Guest.SettleDowntime, destPID)
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", destPID))
 	if err != nil {
@@ -290,6 +294,26 @@ func TestQEMUGuestEviction(t *testing.T) {
 			t.Fatalf("line %d at the destination: %+v, want n=%d mem=disk=%s", i, l, lastAtSource.n+1+i, g.sum)
 		}
 	}
+}
+
+// assertConfined fails t unless process pid runs as a user other than
+// root, under a seccomp filter (QEMU's -sandbox).
+func assertConfined(t *testing.T, pid int) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			uids = strings.Fields(rest)
+		}
+	}
+	if len(uids) != 4 || slices.Contains(uids, "0") || !strings.Contains(string(b), "Seccomp:\t2") {
+		t.Fatalf("the destination's QEMU (pid %d) is not unprivileged and sandboxed:\n%s", pid, b)
+	}
+	t.Logf("the destination's QEMU (pid %d) runs as uid %s under seccomp", pid, uids[0])
 }
 
 // sourceGuest boots the test guest as an operator would run it, waits
