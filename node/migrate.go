@@ -81,6 +81,49 @@ func (n *Node) Release(ctx context.Context, p peer.ID, r wire.Release) error {
 	return nil
 }
 
+// ReleaseHeld ends, for the destination from, migration id in the holds
+// that name it, and deletes the chunks no hold keeps any more (del false:
+// only stops keeping them). A release from any other peer frees nothing.
+// It returns how many chunks it deleted.
+func (n *Node) ReleaseHeld(from peer.ID, id wire.MigrationID, del bool) (int, error) {
+	freed, err := n.holds.release(from, id, del)
+	n.forgetFreed(freed)
+	return len(freed), err
+}
+
+// RemovePut ends from's put id here and deletes the chunks no hold keeps
+// any more; it returns how many it deleted.
+func (n *Node) RemovePut(from peer.ID, id wire.MigrationID) (int, error) {
+	freed, found, err := n.holds.remove(from, id)
+	n.forgetFreed(freed)
+	if err == nil && !found {
+		err = fmt.Errorf("no put %s from this peer here", id)
+	}
+	return len(freed), err
+}
+
+// Renew tells holder p that this node still gathers migration id, so p
+// keeps its chunks for another lease.
+func (n *Node) Renew(ctx context.Context, p peer.ID, id wire.MigrationID) error {
+	return n.callAck(ctx, p, func(b []byte) []byte { return wire.AppendRenew(b, id) })
+}
+
+// Remove tells p to drop this node's put id.
+func (n *Node) Remove(ctx context.Context, p peer.ID, id wire.MigrationID) error {
+	return n.callAck(ctx, p, func(b []byte) []byte { return wire.AppendRemove(b, id) })
+}
+
+// callAck sends one /sg/migrate request answered by an Ack.
+func (n *Node) callAck(ctx context.Context, p peer.ID, encode func([]byte) []byte) error {
+	return n.call(ctx, p, ProtoMigrate, encode, wire.TypeAck, func(payload []byte) error {
+		st, msg, err := wire.DecodeAck(payload)
+		if err == nil && st != wire.StatusOK {
+			err = &wire.RemoteError{Code: st, Message: msg}
+		}
+		return err
+	})
+}
+
 // SetMigrationSink installs the destination side; nil refuses migrations.
 func (n *Node) SetMigrationSink(s MigrationSink) {
 	n.mig.mu.Lock()
@@ -139,14 +182,23 @@ func (n *Node) serveMigrate(s network.Stream) error {
 			err = errors.New("this node takes no releases")
 		}
 		if err == nil {
-			var freed int
-			if freed, err = release.Release(from, rel); err == nil {
-				n.m.releasedChunks.Add(float64(freed))
-			}
+			_, err = release.Release(from, rel)
+		}
+		return n.ack(s, err)
+	case wire.TypeRenew:
+		id, err := wire.DecodeHoldID(p)
+		if err == nil {
+			n.holds.renew(from, id)
+		}
+		return n.ack(s, err)
+	case wire.TypeRemove:
+		id, err := wire.DecodeHoldID(p)
+		if err == nil {
+			_, err = n.RemovePut(from, id)
 		}
 		return n.ack(s, err)
 	}
-	n.refuse(s, wire.StatusRefused, "expected open, demand or release, got "+t.String())
+	n.refuse(s, wire.StatusRefused, "expected open, demand, release, renew or remove, got "+t.String())
 	return fmt.Errorf("first migrate frame %s: %w", t, wire.ErrUnexpected)
 }
 
