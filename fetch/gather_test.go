@@ -130,8 +130,8 @@ func (d *gdemander) Demand(_ context.Context, req wire.DemandReq, done func(wire
 func (d *gdemander) Close() error { return nil }
 func (d *gdemander) Abort()       {}
 
-func (n *gnet) RTT(p string) (time.Duration, bool) { r, ok := n.rtt[p]; return r, ok }
-func (n *gnet) Zone(string) string                 { return "" }
+func (n *gnet) RTT(p string) (time.Duration, bool)                    { r, ok := n.rtt[p]; return r, ok }
+func (n *gnet) Zone(string) string                                    { return "" }
 func (n *gnet) Renew(context.Context, string, wire.MigrationID) error { return nil }
 
 func (n *gnet) Release(_ context.Context, p string, r wire.Release) error {

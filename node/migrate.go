@@ -181,22 +181,25 @@ func (n *Node) serveMigrate(s network.Stream) error {
 		if err == nil && release == nil {
 			err = errors.New("this node takes no releases")
 		}
-		if err == nil {
-			_, err = release.Release(from, rel)
+		if err != nil {
+			return n.ack(s, err)
 		}
-		return n.ack(s, err)
+		_, err = release.Release(from, rel)
+		return n.answer(s, err)
 	case wire.TypeRenew:
 		id, err := wire.DecodeHoldID(p)
-		if err == nil {
-			n.holds.renew(from, id)
+		if err != nil {
+			return n.ack(s, err)
 		}
-		return n.ack(s, err)
+		n.holds.renew(from, id)
+		return n.answer(s, nil)
 	case wire.TypeRemove:
 		id, err := wire.DecodeHoldID(p)
-		if err == nil {
-			_, err = n.RemovePut(from, id)
+		if err != nil {
+			return n.ack(s, err)
 		}
-		return n.ack(s, err)
+		_, err = n.RemovePut(from, id)
+		return n.answer(s, err)
 	}
 	n.refuse(s, wire.StatusRefused, "expected open, demand, release, renew or remove, got "+t.String())
 	return fmt.Errorf("first migrate frame %s: %w", t, wire.ErrUnexpected)
@@ -297,6 +300,19 @@ func (n *Node) ack(s network.Stream, err error) error {
 		return err
 	}
 	_, werr := s.Write(wire.AppendAck(nil, wire.StatusOK, ""))
+	return werr
+}
+
+// answer acknowledges a well-formed request, refused if err is set: a
+// refusal is an answer, not a broken stream, so it returns only a failure
+// to write.
+func (n *Node) answer(s network.Stream, err error) error {
+	_ = s.SetWriteDeadline(time.Now().Add(n.cfg.RequestTimeout))
+	st, msg := wire.StatusOK, ""
+	if err != nil {
+		st, msg = wire.StatusRefused, err.Error()
+	}
+	_, werr := s.Write(wire.AppendAck(nil, st, msg))
 	return werr
 }
 

@@ -27,6 +27,12 @@ type testNode struct {
 // newTestNodes starts n nodes on loopback that all admit each other.
 func newTestNodes(t testing.TB, n int, tweak func(i int, c *Config)) []testNode {
 	t.Helper()
+	return newTestNodesWithStore(t, n, chunkstore.Config{MemoryBudget: 512 << 20}, tweak)
+}
+
+// newTestNodesWithStore is newTestNodes with stores configured as sc.
+func newTestNodesWithStore(t testing.TB, n int, sc chunkstore.Config, tweak func(i int, c *Config)) []testNode {
+	t.Helper()
 	keys := make([]crypto.PrivKey, n)
 	ids := make([]peer.ID, n)
 	for i := range keys {
@@ -47,7 +53,7 @@ func newTestNodes(t testing.TB, n int, tweak func(i int, c *Config)) []testNode 
 		if tweak != nil {
 			tweak(i, &cfg)
 		}
-		st, err := chunkstore.Open(chunkstore.Config{MemoryBudget: 512 << 20})
+		st, err := chunkstore.Open(sc)
 		if err != nil {
 			t.Fatal(err)
 		}
