@@ -144,7 +144,7 @@ func New(dir string, files []File) (*Mount, error) {
 			// default_permissions makes the kernel check each file's
 			// owner and mode, so no other local user reads a guest.
 			FsName: "sg", Name: "sg", DirectMount: true, AllowOther: true,
-			Options: []string{"default_permissions"},
+			Options:      []string{"default_permissions"},
 			MaxReadAhead: 128 << 10, MaxWrite: 1 << 20,
 			// Reads are answered from memory, never from a file
 			// descriptor: splicing only fails (and logs) on large reads.
