@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -39,6 +40,7 @@ type holds struct {
 	store holdStore // nil: the store keeps no holds
 	lease time.Duration
 	now   func() time.Time
+	self  peer.ID // this node: holds naming it are for migrations to here
 
 	mu      sync.Mutex
 	recs    map[string]*hold
@@ -53,6 +55,12 @@ type hold struct {
 	dest    peer.ID                   // the migrations' destination
 	pending map[wire.MigrationID]bool // migrations not released yet (put: its ID)
 	expires time.Time                 // zero: until removed
+	// ids are the hold's migrations as pushed (immutable); forSelf: their
+	// destination is this node; opened: one of them was found open here
+	// from the pusher (its pushes are then not held to the push quota).
+	ids     []wire.MigrationID
+	forSelf bool
+	opened  atomic.Bool
 }
 
 func newHolds(store Store, lease time.Duration) *holds {
@@ -90,7 +98,8 @@ func (hs *holds) open(from peer.ID, h wire.Hold) (*hold, error) {
 	if hs.perPeer[from] >= maxHoldsPerPeer {
 		return nil, errTooManyHolds
 	}
-	r := &hold{key: key, pusher: from, kind: h.Kind, dest: dest, pending: make(map[wire.MigrationID]bool, len(h.IDs))}
+	r := &hold{key: key, pusher: from, kind: h.Kind, dest: dest, pending: make(map[wire.MigrationID]bool, len(h.IDs)),
+		ids: h.IDs, forSelf: h.Kind == wire.HoldMigration && dest == hs.self}
 	for _, id := range h.IDs {
 		r.pending[id] = true
 	}
@@ -243,6 +252,39 @@ func (n *Node) runExpiry(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// MigrationExpecter is implemented by a MigrationSink that can say
+// whether it has a migration open from a peer.
+type MigrationExpecter interface {
+	Expecting(from peer.ID, id wire.MigrationID) bool
+}
+
+// quotaExempt reports whether pushes for h need not count against from's
+// push quota: they carry a migration from opened here, to here. The quota
+// keeps one peer from filling a relay others rely on; a destination takes
+// the VMs opened to it (their Open is bounded where it is decoded). A
+// pusher that only names this node as destination is not exempt.
+func (n *Node) quotaExempt(from peer.ID, h *hold) bool {
+	if h == nil || !h.forSelf {
+		return false
+	}
+	if h.opened.Load() {
+		return true
+	}
+	n.mig.mu.RLock()
+	e, ok := n.mig.sink.(MigrationExpecter)
+	n.mig.mu.RUnlock()
+	if !ok {
+		return false
+	}
+	for _, id := range h.ids {
+		if e.Expecting(from, id) {
+			h.opened.Store(true)
+			return true
+		}
+	}
+	return false
 }
 
 // forgetFreed uncharges deleted chunks from their pushers' quotas.

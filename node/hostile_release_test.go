@@ -338,4 +338,46 @@ func TestHostilePushQuotaOnByDefault(t *testing.T) {
 			t.Fatalf("the honest peer's chunk %d after the flood: %v", i, s)
 		}
 	}
+	// Naming the relay as the destination of a migration it never opened
+	// does not lift the quota.
+	st, err := tryPushFor(t, flooder, relay, migrationHold(relay, randomMigrationID()), randomChunks(4, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range st {
+		if s != wire.StatusFull {
+			t.Fatalf("a push claiming a migration to the relay, chunk %d: %v, want full", i, s)
+		}
+	}
+}
+
+// A destination takes a migration opened to it beyond the opener's push
+// quota (the quota protects relays; the VM is the destination's to take).
+func TestDestinationTakesItsMigrationBeyondTheQuota(t *testing.T) {
+	const budget = 4 << 20
+	nodes := newTestNodesWithStore(t, 2, chunkstore.Config{MemoryBudget: budget}, nil)
+	src, dest := nodes[0], nodes[1]
+	connect(t, src, dest)
+	roles := dest.ServeRoles(t.Context(), dest.store, RolesConfig{Dir: t.TempDir()})
+	t.Cleanup(roles.Wait)
+	mig := randomMigrationID()
+	s, err := src.Host().NewStream(t.Context(), dest.ID(), ProtoMigrate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	open := wire.Open{ID: mig, VM: "guest", Regions: []wire.RegionInfo{{Name: "mem", Kind: 1, Size: 3 << 20, ChunkSize: 64 << 10}}}
+	if _, err := s.Write(wire.AppendOpen(nil, open)); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := wire.NewReader(s, 0).Expect(wire.TypeAck); err != nil {
+		t.Fatal(err)
+	} else if st, msg, _ := wire.DecodeAck(p); st != wire.StatusOK {
+		t.Fatalf("open refused: %s", msg)
+	}
+	chunks := randomChunks(48, 64<<10) // 3 MiB: over the 2 MiB share
+	pushAllFor(t, src, dest, migrationHold(dest, mig), chunks)
+	if n := countHeld(dest.store, chunks); n != 48 {
+		t.Fatalf("the destination holds %d of its migration's 48 chunks", n)
+	}
 }

@@ -157,6 +157,7 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 		return nil, fmt.Errorf("node: start libp2p host: %w", err)
 	}
 	n.host = h
+	n.holds.self = h.ID()
 	n.m = newMetrics(o.reg, func() float64 { return float64(len(h.Network().Peers())) })
 	n.gater.refused = func(p peer.ID) {
 		n.m.refused.Inc()

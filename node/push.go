@@ -54,10 +54,11 @@ func (n *Node) handlePush(s network.Stream) {
 // bytes, then syncs once (group commit) so every OK it returns is durable.
 func (n *Node) storePushed(from peer.ID, h *hold, chunks []wire.Chunk, st []wire.Status) []wire.Status {
 	stored := false
+	quota := n.quota.limit > 0 && !n.quotaExempt(from, h)
 	for _, c := range chunks {
 		s := wire.StatusOK
 		switch {
-		case n.quota.limit > 0 && !n.store.Has(c.ID) && !n.quota.admit(from, len(c.Data)):
+		case quota && !n.store.Has(c.ID) && !n.quota.admit(from, len(c.Data)):
 			// Over this peer's share: it routes the chunk elsewhere.
 			s = wire.StatusFull
 			n.m.quotaRefused.Inc()
@@ -67,7 +68,9 @@ func (n *Node) storePushed(from peer.ID, h *hold, chunks []wire.Chunk, st []wire
 				s = putStatus(err)
 			} else {
 				stored = true
-				n.quota.charge(from, c.ID, len(c.Data))
+				if quota {
+					n.quota.charge(from, c.ID, len(c.Data))
+				}
 			}
 		}
 		st = append(st, s)

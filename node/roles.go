@@ -195,6 +195,13 @@ func (s roleSink) OpenMigration(from peer.ID, o wire.Open) error {
 	_, err = s.r.StartGather(in)
 	return err
 }
+
+// Expecting implements MigrationExpecter: from opened migration id here.
+func (s roleSink) Expecting(from peer.ID, id wire.MigrationID) bool {
+	in, err := s.r.in.Get(id)
+	return err == nil && in.Source == from.String()
+}
+
 func (s roleSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {
 	return s.r.in.AddHolders(from.String(), id, hs)
 }
