@@ -192,7 +192,7 @@ func (d *Daemon) servePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.ops.WithLabelValues("put", "ok").Inc()
-	if err := d.savePut(res.Root, putRecord{ID: res.ID, Targets: targets}); err != nil {
+	if err := d.savePut(res.Root, putRecord{ID: res.ID.String(), Targets: targets}); err != nil {
 		// The copies stay at their targets until their expiry, if any.
 		d.log.Warn("put record not saved: sgctl rm cannot remove it", "cid", res.Root, "err", err)
 	}

@@ -21,8 +21,8 @@ import (
 // `sgctl rm CID` can ask its targets to drop it: they know it by the put's
 // ID, and keep it for the peer that pushed it only.
 type putRecord struct {
-	ID      wire.MigrationID `json:"id"`
-	Targets []string         `json:"targets"`
+	ID      string   `json:"id"` // the put's wire.MigrationID, in hex
+	Targets []string `json:"targets"`
 }
 
 // putsDir holds one record per put, named by its CID.
@@ -64,8 +64,12 @@ func (d *Daemon) serveRemovePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var rec putRecord
+	var id wire.MigrationID
 	if err == nil {
 		err = json.Unmarshal(b, &rec)
+	}
+	if err == nil {
+		id, err = wire.ParseMigrationID(rec.ID)
 	}
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, fmt.Errorf("put record %s: %w", root, err))
@@ -76,7 +80,7 @@ func (d *Daemon) serveRemovePut(w http.ResponseWriter, r *http.Request) {
 		p, err := peer.Decode(t)
 		if err == nil {
 			ctx, cancel := context.WithTimeout(r.Context(), removePutTimeout)
-			err = d.node.Remove(ctx, p, rec.ID)
+			err = d.node.Remove(ctx, p, id)
 			cancel()
 		}
 		if err != nil {
