@@ -28,7 +28,7 @@ import (
 // Protocol IDs. The version is part of the ID: a change to a protocol's
 // frames gets a new ID.
 const (
-	ProtoPush protocol.ID = "/sg/push/2"
+	ProtoPush protocol.ID = "/sg/push/3"
 	ProtoHave protocol.ID = "/sg/have/1"
 	ProtoGet  protocol.ID = "/sg/get/1"
 	ProtoInfo protocol.ID = "/sg/info/1"
