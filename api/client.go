@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 )
 
 // Client talks to a local sgnode over its control socket.
@@ -86,6 +87,18 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 func (c *Client) Peers(ctx context.Context) ([]Peer, error) {
 	var ps []Peer
 	return ps, c.getJSON(ctx, "/v1/peers", &ps)
+}
+
+// RemovePut drops the copies of a put this node made from the peers that
+// hold them.
+func (c *Client) RemovePut(ctx context.Context, cid string) (*RemovePutResult, error) {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/puts/"+url.PathEscape(cid), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out RemovePutResult
+	return &out, decodeBody(resp, &out)
 }
 
 // Put runs a put; progress (may be nil) sees each progress event.

@@ -9,6 +9,7 @@
 //	GET  /v1/status   Status
 //	GET  /v1/peers    []Peer
 //	POST /v1/put      PutRequest  → stream of Event{Progress | Put | Error}
+//	DELETE /v1/puts/{cid}  RemovePutResult
 //	POST /v1/get      GetRequest  → stream of Event{Progress | Get | Error}
 //	GET  /v1/vms      []VM
 //	POST /v1/vms      AddVMRequest → VM

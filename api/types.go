@@ -40,6 +40,15 @@ type PutRequest struct {
 	Path      string `json:"path"` // absolute, readable by sgnode
 	Replicas  int    `json:"replicas"`
 	ChunkSize int    `json:"chunk_size,omitempty"` // 0: the default (64 KiB)
+	// Expire ends the copies this long after the put (0: kept until
+	// removed with DELETE /v1/puts/{cid}).
+	Expire time.Duration `json:"expire_ns,omitempty"`
+}
+
+// RemovePutResult reports a put removed from the peers that hold it.
+type RemovePutResult struct {
+	CID   string   `json:"cid"`
+	Peers []string `json:"peers"` // told to drop their copies
 }
 
 // PutResult reports a finished put.

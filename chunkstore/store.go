@@ -45,6 +45,10 @@ type Store struct {
 	mu   sync.Mutex
 	pins map[chunk.ID]int32    // how many owners pin each chunk
 	own  map[string][]chunk.ID // what each owner pinned
+	// held is what each holder (a peer's migration or put) keeps, each
+	// chunk once: it counts once in pins, and Free deletes what no one
+	// else keeps.
+	held map[string]map[chunk.ID]struct{}
 }
 
 // Open builds a Store from cfg, opening (and scanning) the disk tier.
@@ -56,6 +60,7 @@ func Open(cfg Config) (*Store, error) {
 		mem:  NewMemory(cfg.MemoryBudget),
 		pins: make(map[chunk.ID]int32),
 		own:  make(map[string][]chunk.ID),
+		held: make(map[string]map[chunk.ID]struct{}),
 	}
 	if cfg.DiskDir != "" && cfg.DiskBudget > 0 {
 		d, err := OpenDisk(DiskConfig{Dir: cfg.DiskDir, Budget: cfg.DiskBudget, SegmentSize: cfg.SegmentSize})
@@ -179,6 +184,58 @@ func (s *Store) Pinned(id chunk.ID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.pins[id] > 0
+}
+
+// Hold records that holder keeps ids, each once however often it is
+// held. Hold a chunk before storing it: a Free running meanwhile then
+// cannot delete it between the store and the hold.
+func (s *Store) Hold(holder string, ids ...chunk.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set := s.held[holder]
+	if set == nil {
+		set = make(map[chunk.ID]struct{}, len(ids))
+		s.held[holder] = set
+	}
+	for _, id := range ids {
+		if _, ok := set[id]; !ok {
+			set[id] = struct{}{}
+			s.pins[id]++
+		}
+	}
+}
+
+// Held reports how many chunks holder keeps.
+func (s *Store) Held(holder string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.held[holder])
+}
+
+// Free ends holder's hold and deletes each of its chunks that no other
+// holder or pin keeps; it returns the deleted IDs. With del false it only
+// ends the hold (what it kept is left to GC).
+func (s *Store) Free(holder string, del bool) ([]chunk.ID, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var freed []chunk.ID
+	var err error
+	for id := range s.held[holder] {
+		if s.pins[id]--; s.pins[id] > 0 {
+			continue
+		}
+		delete(s.pins, id)
+		if !del || !s.Has(id) {
+			continue
+		}
+		if e := s.Delete(id); e != nil {
+			err = errors.Join(err, e)
+			continue
+		}
+		freed = append(freed, id)
+	}
+	delete(s.held, holder)
+	return freed, err
 }
 
 // GCResult says what a GC pass freed.

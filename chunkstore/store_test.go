@@ -252,3 +252,42 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A chunk held by two holders, or pinned, survives one holder's Free; the
+// last Free deletes it; a Free without deletion leaves it to GC.
+func TestHoldAndFree(t *testing.T) {
+	s, err := Open(Config{MemoryBudget: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ids []chunk.ID
+	for i := range 4 {
+		d := []byte{byte(i), 1, 2, 3}
+		id := chunk.Sum(d)
+		if err := s.Put(id, d); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	s.Hold("a", ids[0], ids[1], ids[1]) // held twice by a: counted once
+	s.Hold("b", ids[1], ids[2])
+	s.Pin("gather", ids[2])
+	s.Hold("c", ids[3])
+	if n := s.Held("a"); n != 2 {
+		t.Fatalf("a holds %d, want 2", n)
+	}
+	freed, err := s.Free("a", true)
+	if err != nil || len(freed) != 1 || freed[0] != ids[0] {
+		t.Fatalf("Free(a) = %v, %v; want only the chunk a alone held", freed, err)
+	}
+	if !s.Has(ids[1]) || s.Has(ids[0]) {
+		t.Fatal("a's Free deleted b's chunk or kept its own")
+	}
+	if freed, _ := s.Free("b", true); len(freed) != 1 || freed[0] != ids[1] || !s.Has(ids[2]) {
+		t.Fatalf("Free(b) = %v: want the chunk b alone held, not the pinned one", freed)
+	}
+	if freed, _ := s.Free("c", false); len(freed) != 0 || !s.Has(ids[3]) || s.Pinned(ids[3]) {
+		t.Fatal("a Free without deletion deleted, or left the chunk held")
+	}
+}

@@ -15,10 +15,14 @@ type Config struct {
 	DataDir     string // identity, chunk segments, default socket
 	APISocket   string // control socket; default DataDir/sgnode.sock
 	MetricsAddr string // HOST:PORT for Prometheus; empty: only on the socket
-	Node        node.Config
-	Store       chunkstore.Config
-	QEMU        QEMUConfig
-	Version     string
+	// Pprof also serves Go's profiles (/debug/pprof/) on MetricsAddr: they
+	// show a process's internals to whoever reaches that address, so only
+	// when asked for.
+	Pprof   bool
+	Node    node.Config
+	Store   chunkstore.Config
+	QEMU    QEMUConfig
+	Version string
 }
 
 // QEMUConfig is how QEMU guests evicted to this node are resumed.

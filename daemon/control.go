@@ -30,6 +30,7 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", d.serveStatus)
 	mux.HandleFunc("GET /v1/peers", d.servePeers)
 	mux.HandleFunc("POST /v1/put", d.servePut)
+	mux.HandleFunc("DELETE /v1/puts/{cid}", d.serveRemovePut)
 	mux.HandleFunc("POST /v1/get", d.serveGet)
 	mux.HandleFunc("GET /v1/vms", d.serveVMs)
 	mux.HandleFunc("POST /v1/vms", d.serveAddVM)
@@ -150,6 +151,7 @@ func (d *Daemon) servePut(w http.ResponseWriter, r *http.Request) {
 	if req.Replicas <= 0 {
 		req.Replicas = 1
 	}
+	cfg.Expire = req.Expire
 	if err := cfg.Validate(); err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
@@ -190,6 +192,10 @@ func (d *Daemon) servePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.ops.WithLabelValues("put", "ok").Inc()
+	if err := d.savePut(res.Root, putRecord{ID: res.ID.String(), Targets: targets}); err != nil {
+		// The copies stay at their targets until their expiry, if any.
+		d.log.Warn("put record not saved: sgctl rm cannot remove it", "cid", res.Root, "err", err)
+	}
 	d.log.Info("put done", "path", req.Path, "cid", res.Root, "duration", res.Duration)
 	ev.send(api.Event{Put: &api.PutResult{
 		CID: res.Root.String(), Size: res.Size, Chunks: res.Chunks, ZeroChunks: res.ZeroChunks, DupChunks: res.DupChunks,

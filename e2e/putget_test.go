@@ -145,3 +145,45 @@ func TestOutsiderRefused(t *testing.T) {
 		}
 	}
 }
+
+// A put's copies are kept until the node that made it removes them: with
+// real sgnode processes, `sgctl rm CID` on the putter empties the peer
+// that held them, and a second rm finds nothing to remove.
+func TestPutGoesWithRm(t *testing.T) {
+	c := startCluster(t, "a", "b")
+	a, b := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	chunks := func() int64 {
+		var st api.Status
+		if err := b.SgctlJSON(ctx, &st, "status"); err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		for _, tier := range st.Tiers {
+			n += tier.Chunks
+		}
+		return n
+	}
+	in, _ := writeRandomFile(t, 4<<20)
+	var put api.PutResult
+	if err := a.SgctlJSON(ctx, &put, "put", in); err != nil {
+		t.Fatal(err)
+	}
+	if n := chunks(); n < 64 {
+		t.Fatalf("after the put b holds %d chunks, want its 64 and the manifest", n)
+	}
+	var rm api.RemovePutResult
+	if err := a.SgctlJSON(ctx, &rm, "rm", put.CID); err != nil {
+		t.Fatal(err)
+	}
+	if len(rm.Peers) != 1 || rm.Peers[0] != b.PeerID {
+		t.Fatalf("rm told %v, want b", rm.Peers)
+	}
+	if n := chunks(); n != 0 {
+		t.Fatalf("after sgctl rm b holds %d chunks", n)
+	}
+	if _, err := a.Sgctl(ctx, "rm", put.CID); err == nil {
+		t.Fatal("a second rm of the same put succeeded")
+	}
+}

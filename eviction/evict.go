@@ -264,8 +264,8 @@ func New(cl Cluster, vms []VM, cfg Config) (*Eviction, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("evict: %w", err)
 	}
-	if len(vms) == 0 {
-		return nil, errors.New("evict: no VMs")
+	if len(vms) == 0 || len(vms) > wire.MaxHoldIDs {
+		return nil, fmt.Errorf("evict: %d VMs (want 1..%d)", len(vms), wire.MaxHoldIDs)
 	}
 	e := &Eviction{cfg: cfg, cl: cl, log: cfg.Log}
 	if e.log == nil {
@@ -296,6 +296,15 @@ func New(cl Cluster, vms []VM, cfg Config) (*Eviction, error) {
 		e.vms = append(e.vms, st)
 	}
 	return e, nil
+}
+
+// Dest is the destination peer: the only one served demand reads.
+func (e *Eviction) Dest() string { return e.cfg.Dest }
+
+// hold is what every push of this eviction says its chunks are for: its
+// migrations, which only their destination may release or renew.
+func (e *Eviction) hold() wire.Hold {
+	return wire.Hold{Kind: wire.HoldMigration, IDs: e.MigrationIDs(), Dest: e.cfg.Dest}
 }
 
 // MigrationIDs lists the migrations this eviction opens, one per VM.

@@ -67,7 +67,7 @@ type fakePusher struct {
 	pending []func([]wire.Status, error) // pushes a black hole swallowed
 }
 
-func (c *fakeCluster) OpenPush(_ context.Context, p string) (Pusher, error) {
+func (c *fakeCluster) OpenPush(_ context.Context, p string, _ wire.Hold) (Pusher, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gone[p] || c.stores[p] == nil {

@@ -97,7 +97,7 @@ func (e *Eviction) handOver(ctx context.Context, sc *scheduler, v *vmState) erro
 	for i, n := range v.manifest {
 		chunks[i] = wire.Chunk{ID: n.ID, Data: n.Data}
 	}
-	if err := pushNow(ctx, e.cl, e.cfg.Dest, chunks, e.cfg.BatchBytes); err != nil {
+	if err := pushNow(ctx, e.cl, e.cfg.Dest, e.hold(), chunks, e.cfg.BatchBytes); err != nil {
 		return err
 	}
 	sc.manifestPushed.Add(manifestSize(v.manifest))
@@ -136,7 +136,7 @@ func (sc *scheduler) pushManifest(ctx context.Context, nodes []manifest.Node, he
 		if len(have) >= copies {
 			break
 		}
-		if err := pushNow(ctx, sc.e.cl, t.peer, chunks, sc.e.cfg.BatchBytes); err != nil {
+		if err := pushNow(ctx, sc.e.cl, t.peer, sc.e.hold(), chunks, sc.e.cfg.BatchBytes); err != nil {
 			if ctx.Err() != nil {
 				return have, ctx.Err()
 			}
@@ -161,8 +161,8 @@ func (sc *scheduler) pushManifest(ctx context.Context, nodes []manifest.Node, he
 }
 
 // pushNow pushes chunks to one peer on a new stream and waits for every ack.
-func pushNow(ctx context.Context, net Network, peer string, chunks []wire.Chunk, batchBytes int) error {
-	ps, err := net.OpenPush(ctx, peer)
+func pushNow(ctx context.Context, net Network, peer string, h wire.Hold, chunks []wire.Chunk, batchBytes int) error {
+	ps, err := net.OpenPush(ctx, peer, h)
 	if err != nil {
 		return err
 	}

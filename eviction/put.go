@@ -2,6 +2,7 @@ package eviction
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -29,7 +30,9 @@ type Pusher interface {
 
 // Network opens push streams to peers by ID.
 type Network interface {
-	OpenPush(ctx context.Context, peer string) (Pusher, error)
+	// OpenPush opens a push stream to peer for the chunks of h: peer keeps
+	// them until h ends.
+	OpenPush(ctx context.Context, peer string, h wire.Hold) (Pusher, error)
 }
 
 // PutConfig configures Put.
@@ -39,6 +42,12 @@ type PutConfig struct {
 	BatchBytes     int    // chunk bytes per push frame
 	StreamsPerPeer int    // parallel push streams per target
 	QueueBatches   int    // batches queued per target before the reader waits
+	// ID names the put at its targets (zero: a random one); only this
+	// node may remove it there.
+	ID wire.MigrationID
+	// Expire ends the put at its targets this long after it was made (0:
+	// kept until removed).
+	Expire time.Duration
 }
 
 // DefaultPutConfig cuts files into 64 KiB chunks and pushes 1 MiB batches
@@ -56,6 +65,8 @@ func (c PutConfig) Validate() error {
 		return fmt.Errorf("batch size %d: want chunk size..%d", c.BatchBytes, wire.MaxFrameSize/2)
 	case c.StreamsPerPeer <= 0 || c.QueueBatches <= 0:
 		return errors.New("streams per peer and queue length must be positive")
+	case c.Expire < 0 || c.Expire > wire.MaxHoldExpire || c.Expire%time.Second != 0:
+		return fmt.Errorf("expiry %s: want whole seconds up to %s", c.Expire, wire.MaxHoldExpire)
 	}
 	return nil
 }
@@ -69,6 +80,7 @@ type PutProgress struct {
 
 // PutResult describes a finished Put.
 type PutResult struct {
+	ID            wire.MigrationID // the put's name at its targets
 	Root          chunk.ID
 	Size          int64
 	Chunks        int64
@@ -94,11 +106,14 @@ func Put(ctx context.Context, net Network, targets []string, r io.ReaderAt, size
 		return nil, errors.New("put: no targets")
 	}
 	start := time.Now()
+	if cfg.ID == (wire.MigrationID{}) {
+		rand.Read(cfg.ID[:])
+	}
 	sc, err := newScatter(ctx, net, targets, cfg)
 	if err != nil {
 		return nil, err
 	}
-	res := &PutResult{Size: size, SentBytes: map[string]int64{}}
+	res := &PutResult{ID: cfg.ID, Size: size, SentBytes: map[string]int64{}}
 	region := manifest.Region{Name: cfg.Name, Kind: manifest.KindFile, Size: size, ChunkSize: cfg.ChunkSize}
 	ids := make([]chunk.ID, 0, region.Chunks())
 
@@ -202,7 +217,7 @@ func newScatter(ctx context.Context, net Network, targets []string, cfg PutConfi
 		q := make(chan *putBatch, cfg.QueueBatches)
 		sc.queues[t], sc.sent[t] = q, new(atomic.Int64)
 		for range cfg.StreamsPerPeer {
-			ps, err := net.OpenPush(gctx, t)
+			ps, err := net.OpenPush(gctx, t, wire.Hold{Kind: wire.HoldPut, IDs: []wire.MigrationID{cfg.ID}, Expire: cfg.Expire})
 			if err != nil {
 				cancel(nil)
 				g.Wait()

@@ -535,7 +535,7 @@ func (sc *scheduler) run(ctx context.Context) error {
 			streams = sc.e.cfg.DestStreams
 		}
 		for range streams {
-			ps, err := sc.e.cl.OpenPush(gctx, t.peer)
+			ps, err := sc.e.cl.OpenPush(gctx, t.peer, sc.e.hold())
 			if err != nil {
 				if t.dest {
 					return fmt.Errorf("push to destination %s: %w", t.peer, err)

@@ -40,6 +40,9 @@ type GatherNet interface {
 	Zone(peer string) string
 	// Release tells peer the migration is complete and which chunks it held.
 	Release(ctx context.Context, peer string, r wire.Release) error
+	// Renew tells holder peer the migration is still being gathered, so
+	// it keeps the migration's chunks for another lease.
+	Renew(ctx context.Context, peer string, id wire.MigrationID) error
 }
 
 // GatherStore is the local chunk store (chunkstore.Store).
@@ -86,6 +89,10 @@ type GatherConfig struct {
 	// NoRelease keeps the holders' copies when the gather completes (a
 	// gather of an existing manifest must not free what others may use).
 	NoRelease bool
+	// RenewEvery is how often the gather renews its holders' leases on
+	// the migration's chunks while it runs (0: never). Keep it well under
+	// the holders' lease.
+	RenewEvery time.Duration
 	// StillNeeded reports whether another gather on this node still needs
 	// a chunk, so releasing this one does not free it at the holders.
 	StillNeeded func(chunk.ID) bool
@@ -102,8 +109,11 @@ type Position struct {
 // bubbling 32 chunks around the last 16 faults.
 func DefaultGatherConfig(dir string) GatherConfig {
 	return GatherConfig{Dir: dir, Prefetch: true, PrefetchBatch: 64, PrefetchWindow: 4, DemandWindow: 32,
-		Bubble: 32, RecentFaults: 16, HedgeAfter: 20 * time.Millisecond}
+		Bubble: 32, RecentFaults: 16, HedgeAfter: 20 * time.Millisecond, RenewEvery: DefaultRenewEvery}
 }
+
+// DefaultRenewEvery renews holders' leases (a day by default) hourly.
+const DefaultRenewEvery = time.Hour
 
 // ErrGatherFailed means a chunk could not be had from anyone.
 var ErrGatherFailed = errors.New("gather failed")
@@ -589,6 +599,12 @@ func (g *Gatherer) WriteAt(ctx context.Context, region int, p []byte, off int64)
 // returns nil once complete, or the error that failed the gather.
 func (g *Gatherer) Run(ctx context.Context) error {
 	defer g.stopAll()
+	if g.cfg.RenewEvery > 0 {
+		renewCtx, stopRenew := context.WithCancel(ctx)
+		var renewing sync.WaitGroup
+		renewing.Go(func() { g.renewHolders(renewCtx) })
+		defer func() { stopRenew(); renewing.Wait() }()
+	}
 	for {
 		// Chunks pushed here wait in the store until the scatter ends:
 		// copying them to the files meanwhile would take CPU and disk
@@ -642,6 +658,26 @@ func (g *Gatherer) Run(ctx context.Context) error {
 		g.mu.Unlock()
 		if more {
 			g.poke()
+		}
+	}
+}
+
+// renewHolders renews every holder's lease on the migration's chunks each
+// RenewEvery until ctx ends: a gather that runs (or waits for its source)
+// longer than a lease keeps its chunks.
+func (g *Gatherer) renewHolders(ctx context.Context) {
+	t := time.NewTicker(g.cfg.RenewEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, p := range g.in.Peers() {
+			if err := g.net.Renew(ctx, p, g.in.ID); err != nil && ctx.Err() == nil {
+				g.log.Warn("renew holder's lease", "peer", p, "err", err)
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"sync"
@@ -33,11 +34,13 @@ type gnet struct {
 	regions  [][]byte // the source's VM, by region
 	chunk    []int
 	released map[string][]chunk.ID
+	renewed  map[string]int // renewals per holder
 }
 
 func newGnet(source string) *gnet {
 	return &gnet{stores: map[string]*chunkstore.Memory{}, latency: map[string]time.Duration{}, rtt: map[string]time.Duration{},
-		liar: map[string]bool{}, silent: map[string]bool{}, served: map[string]int64{}, source: source, released: map[string][]chunk.ID{}}
+		liar: map[string]bool{}, silent: map[string]bool{}, served: map[string]int64{}, source: source, released: map[string][]chunk.ID{},
+		renewed: map[string]int{}}
 }
 
 func (n *gnet) peer(p string, rtt time.Duration) *chunkstore.Memory {
@@ -132,6 +135,13 @@ func (d *gdemander) Abort()       {}
 
 func (n *gnet) RTT(p string) (time.Duration, bool) { r, ok := n.rtt[p]; return r, ok }
 func (n *gnet) Zone(string) string                 { return "" }
+func (n *gnet) Renew(_ context.Context, p string, _ wire.MigrationID) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.renewed[p]++
+	return nil
+}
+
 func (n *gnet) Release(_ context.Context, p string, r wire.Release) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -613,4 +623,40 @@ func TestDestinationBuildsTheManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFiles(t, g, f.data)
+}
+
+// A gather renews every holder's lease on the migration's chunks while it
+// runs (here: waiting for placements that do not come), and stops when it
+// ends.
+func TestGatherRenewsHoldersWhileItRuns(t *testing.T) {
+	net := newGnet("src")
+	holders := []string{"dst-store", "r1", "r2"}
+	for _, h := range holders {
+		net.peer(h, time.Millisecond)
+	}
+	local, _ := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 30})
+	f := newFixture(t, net, local, smallSpec(1), func(chunk.ID) []uint8 { return []uint8{1} }, holders)
+	cfg := fetch.DefaultGatherConfig(t.TempDir())
+	cfg.RenewEvery = 20 * time.Millisecond
+	_, g := f.start(t, holders, cfg)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	<-done
+	net.mu.Lock()
+	after := maps.Clone(net.renewed)
+	net.mu.Unlock()
+	for _, h := range holders {
+		if after[h] < 3 {
+			t.Fatalf("holder %s renewed %d times in 300 ms at 20 ms intervals", h, after[h])
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	net.mu.Lock()
+	defer net.mu.Unlock()
+	if !maps.Equal(after, net.renewed) {
+		t.Fatalf("renewals went on after the gather ended: %v, then %v", after, net.renewed)
+	}
 }

@@ -39,7 +39,7 @@ type fakePusher struct {
 	peer string
 }
 
-func (n *fakeNet) OpenPush(_ context.Context, p string) (eviction.Pusher, error) {
+func (n *fakeNet) OpenPush(_ context.Context, p string, _ wire.Hold) (eviction.Pusher, error) {
 	if n.stores[p] == nil {
 		return nil, errors.New("unknown peer " + p)
 	}

@@ -77,7 +77,7 @@ func pushAll(tb testing.TB, n *Node, to peer.ID, chunks []wire.Chunk, batch, str
 	for s := range streams {
 		part := chunks[min(len(chunks), s*per):min(len(chunks), (s+1)*per)]
 		wg.Go(func() {
-			ps, err := n.OpenPush(ctx, to)
+			ps, err := n.OpenPush(ctx, to, testHold)
 			if err != nil {
 				tb.Error(err)
 				return

@@ -21,12 +21,28 @@ type Cluster struct{ n *Node }
 // Cluster returns n as eviction and fetch see it.
 func (n *Node) Cluster() Cluster { return Cluster{n} }
 
-func (a Cluster) OpenPush(ctx context.Context, p string) (eviction.Pusher, error) {
+func (a Cluster) OpenPush(ctx context.Context, p string, h wire.Hold) (eviction.Pusher, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: %w", p, err)
 	}
-	return a.n.OpenPush(ctx, id)
+	return a.n.OpenPush(ctx, id, h)
+}
+
+// Renew tells holder p that the migration is still being gathered.
+// Renewing at ourselves extends our own holds directly.
+func (a Cluster) Renew(ctx context.Context, p string, id wire.MigrationID) error {
+	pid, err := peer.Decode(p)
+	if err != nil {
+		return fmt.Errorf("peer %q: %w", p, err)
+	}
+	if pid == a.n.ID() {
+		a.n.holds.renew(pid, id)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return a.n.Renew(ctx, pid, id)
 }
 
 func (a Cluster) OpenGet(ctx context.Context, p string, prio wire.Priority, window int) (fetch.Getter, error) {
@@ -97,15 +113,16 @@ func (a Cluster) Zone(p string) string {
 }
 
 // Release tells a holder it may free a migration's chunks. Releasing to
-// ourselves (the destination holds chunks too) is a local no-op: the
-// gather unpins its own store.
+// ourselves (the destination holds chunks too) ends our holds without
+// deleting: the gathered chunks are left to GC, as the gather unpins them.
 func (a Cluster) Release(ctx context.Context, p string, r wire.Release) error {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return fmt.Errorf("peer %q: %w", p, err)
 	}
 	if id == a.n.ID() {
-		return nil
+		_, err := a.n.ReleaseHeld(id, r.ID, false)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -42,9 +42,13 @@ type Config struct {
 	// (eviction.Config.Uplink).
 	Uplink, Downlink int64
 	// PushQuota caps the bytes any one peer's pushes may occupy in this
-	// node's store (0: no cap); pushes beyond it are answered "full", and
-	// the pusher places the chunks elsewhere.
+	// node's store; pushes beyond it are answered "full", and the pusher
+	// places the chunks elsewhere. 0: DefaultPushQuotaShare of the
+	// store's budgets; negative: no cap.
 	PushQuota int64
+	// HoldLease is how long the chunks of a migration are kept when its
+	// destination neither releases nor renews them (0: DefaultHoldLease).
+	HoldLease time.Duration
 	// RequestRate caps the chunk IDs per second one peer may name in have
 	// and get requests (0: no cap). Requests beyond it wait; a request
 	// that would wait over two seconds is refused as an offence.
@@ -104,8 +108,8 @@ func (c Config) Validate() error {
 	if len(c.Zone) > wire.MaxZoneLen {
 		return fmt.Errorf("node: zone label longer than %d bytes", wire.MaxZoneLen)
 	}
-	if c.RequestRate < 0 || c.PushLogIDs < 0 {
-		return errors.New("node: request rate or push log size is negative")
+	if c.RequestRate < 0 || c.PushLogIDs < 0 || c.HoldLease < 0 {
+		return errors.New("node: request rate, push log size or hold lease is negative")
 	}
 	if c.RefreshInterval <= 0 || c.RequestTimeout <= 0 || c.PingTimeout <= 0 || c.PushWindow <= 0 {
 		return errors.New("node: refresh interval, request and ping timeouts and push window must be positive")

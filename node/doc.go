@@ -4,7 +4,7 @@
 //
 // Protocols (frames from internal/wire):
 //
-//	/sg/push/2  client: Push...         server: PushAck per Push, in order
+//	/sg/push/3  client: Hold, Push...   server: PushAck per Push, in order
 //	/sg/have/1  client: Have...         server: HaveAck per Have
 //	/sg/get/1   client: Get...          server: GetAck per Get
 //	/sg/info/1  client: Info            server: InfoAck
@@ -18,7 +18,11 @@
 // bytes: a pushed chunk is stored under the ID hashed from its bytes (the
 // ack's digest of those IDs tells the pusher whether they are the chunks it
 // meant), and every fetched chunk is re-hashed before it is handed to the
-// caller. A push is acknowledged only once stored and synced.
+// caller. A push is acknowledged only once stored and synced. Nor are they
+// trusted with other peers' chunks: a push stream's Hold says for which
+// migrations (and their destination) or which put its chunks are kept, and
+// only that destination releases or renews them, only that putter removes
+// them (holds.go).
 //
 // The handlers follow one shape: handleX owns the stream (Reset on error,
 // Close on success) and serveX does the protocol work and returns an error.

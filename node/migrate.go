@@ -81,6 +81,49 @@ func (n *Node) Release(ctx context.Context, p peer.ID, r wire.Release) error {
 	return nil
 }
 
+// ReleaseHeld ends, for the destination from, migration id in the holds
+// that name it, and deletes the chunks no hold keeps any more (del false:
+// only stops keeping them). A release from any other peer frees nothing.
+// It returns how many chunks it deleted.
+func (n *Node) ReleaseHeld(from peer.ID, id wire.MigrationID, del bool) (int, error) {
+	freed, err := n.holds.release(from, id, del)
+	n.forgetFreed(freed)
+	return len(freed), err
+}
+
+// RemovePut ends from's put id here and deletes the chunks no hold keeps
+// any more; it returns how many it deleted.
+func (n *Node) RemovePut(from peer.ID, id wire.MigrationID) (int, error) {
+	freed, found, err := n.holds.remove(from, id)
+	n.forgetFreed(freed)
+	if err == nil && !found {
+		err = fmt.Errorf("no put %s from this peer here", id)
+	}
+	return len(freed), err
+}
+
+// Renew tells holder p that this node still gathers migration id, so p
+// keeps its chunks for another lease.
+func (n *Node) Renew(ctx context.Context, p peer.ID, id wire.MigrationID) error {
+	return n.callAck(ctx, p, func(b []byte) []byte { return wire.AppendRenew(b, id) })
+}
+
+// Remove tells p to drop this node's put id.
+func (n *Node) Remove(ctx context.Context, p peer.ID, id wire.MigrationID) error {
+	return n.callAck(ctx, p, func(b []byte) []byte { return wire.AppendRemove(b, id) })
+}
+
+// callAck sends one /sg/migrate request answered by an Ack.
+func (n *Node) callAck(ctx context.Context, p peer.ID, encode func([]byte) []byte) error {
+	return n.call(ctx, p, ProtoMigrate, encode, wire.TypeAck, func(payload []byte) error {
+		st, msg, err := wire.DecodeAck(payload)
+		if err == nil && st != wire.StatusOK {
+			err = &wire.RemoteError{Code: st, Message: msg}
+		}
+		return err
+	})
+}
+
 // SetMigrationSink installs the destination side; nil refuses migrations.
 func (n *Node) SetMigrationSink(s MigrationSink) {
 	n.mig.mu.Lock()
@@ -138,15 +181,27 @@ func (n *Node) serveMigrate(s network.Stream) error {
 		if err == nil && release == nil {
 			err = errors.New("this node takes no releases")
 		}
-		if err == nil {
-			var freed int
-			if freed, err = release.Release(from, rel); err == nil {
-				n.m.releasedChunks.Add(float64(freed))
-			}
+		if err != nil {
+			return n.ack(s, err)
 		}
-		return n.ack(s, err)
+		_, err = release.Release(from, rel)
+		return n.answer(s, err)
+	case wire.TypeRenew:
+		id, err := wire.DecodeHoldID(p)
+		if err != nil {
+			return n.ack(s, err)
+		}
+		n.holds.renew(from, id)
+		return n.answer(s, nil)
+	case wire.TypeRemove:
+		id, err := wire.DecodeHoldID(p)
+		if err != nil {
+			return n.ack(s, err)
+		}
+		_, err = n.RemovePut(from, id)
+		return n.answer(s, err)
 	}
-	n.refuse(s, wire.StatusRefused, "expected open, demand or release, got "+t.String())
+	n.refuse(s, wire.StatusRefused, "expected open, demand, release, renew or remove, got "+t.String())
 	return fmt.Errorf("first migrate frame %s: %w", t, wire.ErrUnexpected)
 }
 
@@ -245,6 +300,19 @@ func (n *Node) ack(s network.Stream, err error) error {
 		return err
 	}
 	_, werr := s.Write(wire.AppendAck(nil, wire.StatusOK, ""))
+	return werr
+}
+
+// answer acknowledges a well-formed request, refused if err is set: a
+// refusal is an answer, not a broken stream, so it returns only a failure
+// to write.
+func (n *Node) answer(s network.Stream, err error) error {
+	_ = s.SetWriteDeadline(time.Now().Add(n.cfg.RequestTimeout))
+	st, msg := wire.StatusOK, ""
+	if err != nil {
+		st, msg = wire.StatusRefused, err.Error()
+	}
+	_, werr := s.Write(wire.AppendAck(nil, st, msg))
 	return werr
 }
 

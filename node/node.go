@@ -28,7 +28,7 @@ import (
 // Protocol IDs. The version is part of the ID: a change to a protocol's
 // frames gets a new ID.
 const (
-	ProtoPush protocol.ID = "/sg/push/2"
+	ProtoPush protocol.ID = "/sg/push/3"
 	ProtoHave protocol.ID = "/sg/have/1"
 	ProtoGet  protocol.ID = "/sg/get/1"
 	ProtoInfo protocol.ID = "/sg/info/1"
@@ -65,6 +65,10 @@ type Node struct {
 	ingest *ratelimit.Limiter
 	// quota caps what each peer's pushes may occupy here.
 	quota *pushQuota
+	// holds records why pushed chunks are kept, and for whom.
+	holds *holds
+	// expiryDone is closed when the hold expiry goroutine has returned.
+	expiryDone chan struct{}
 	// pushes remembers the IDs of recent pushes stored here.
 	pushes *pushLog
 	offs   offences
@@ -107,8 +111,18 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 		opt(&o)
 	}
 	n := &Node{cfg: cfg, store: store, log: o.log, peers: make(map[peer.ID]*peerState), kick: make(chan struct{}, 1),
-		ingest: ratelimit.New(cfg.IngestRate), quota: newPushQuota(cfg.PushQuota), pushes: newPushLog(cfg.PushLogIDs),
+		ingest: ratelimit.New(cfg.IngestRate), pushes: newPushLog(cfg.PushLogIDs),
 		rates: newRequestRates(cfg.RequestRate)}
+	var budgets int64
+	for _, t := range store.TierStats() {
+		budgets += t.Budget
+	}
+	n.quota = newPushQuota(pushQuotaFor(cfg.PushQuota, budgets))
+	lease := cfg.HoldLease
+	if lease == 0 {
+		lease = DefaultHoldLease
+	}
+	n.holds = newHolds(store, lease)
 	n.life, n.stopLife = context.WithCancel(context.Background())
 	n.gater = &gater{allowed: make(map[peer.ID]bool), allowAny: cfg.AllowAny}
 	for _, p := range cfg.Peers {
@@ -143,6 +157,7 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 		return nil, fmt.Errorf("node: start libp2p host: %w", err)
 	}
 	n.host = h
+	n.holds.self = h.ID()
 	n.m = newMetrics(o.reg, func() float64 { return float64(len(h.Network().Peers())) })
 	n.gater.refused = func(p peer.ID) {
 		n.m.refused.Inc()
@@ -164,6 +179,11 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 	h.SetStreamHandler(ProtoInfo, n.handleInfo)
 	h.SetStreamHandler(ProtoPushIDs, n.handlePushIDs)
 	h.SetStreamHandler(ProtoMigrate, n.handleMigrate)
+	n.expiryDone = make(chan struct{})
+	go func() {
+		defer close(n.expiryDone)
+		n.runExpiry(n.life)
+	}()
 	return n, nil
 }
 
@@ -283,5 +303,6 @@ func (n *Node) probeConnected(ctx context.Context) {
 // Close stops the host. In-flight streams are reset.
 func (n *Node) Close() error {
 	n.stopLife()
+	<-n.expiryDone
 	return n.host.Close()
 }

@@ -27,6 +27,12 @@ type testNode struct {
 // newTestNodes starts n nodes on loopback that all admit each other.
 func newTestNodes(t testing.TB, n int, tweak func(i int, c *Config)) []testNode {
 	t.Helper()
+	return newTestNodesWithStore(t, n, chunkstore.Config{MemoryBudget: 512 << 20}, tweak)
+}
+
+// newTestNodesWithStore is newTestNodes with stores configured as sc.
+func newTestNodesWithStore(t testing.TB, n int, sc chunkstore.Config, tweak func(i int, c *Config)) []testNode {
+	t.Helper()
 	keys := make([]crypto.PrivKey, n)
 	ids := make([]peer.ID, n)
 	for i := range keys {
@@ -47,7 +53,7 @@ func newTestNodes(t testing.TB, n int, tweak func(i int, c *Config)) []testNode 
 		if tweak != nil {
 			tweak(i, &cfg)
 		}
-		st, err := chunkstore.Open(chunkstore.Config{MemoryBudget: 512 << 20})
+		st, err := chunkstore.Open(sc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,7 +91,7 @@ func TestPushHaveGetInfo(t *testing.T) {
 	ctx := t.Context()
 
 	cs := randomChunks(20, 4096)
-	st, err := a.Push(ctx, b.ID(), cs)
+	st, err := a.Push(ctx, b.ID(), testHold, cs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +153,7 @@ func TestPipelinedPushStream(t *testing.T) {
 	nodes := newTestNodes(t, 2, nil)
 	a, b := nodes[0], nodes[1]
 	connect(t, a, b)
-	ps, err := a.OpenPush(t.Context(), b.ID())
+	ps, err := a.OpenPush(t.Context(), b.ID(), testHold)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +202,7 @@ func TestPushStoresUnderComputedID(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 	connect(t, a, b)
 	good := randomChunks(2, 4096)
-	st, err := a.Push(t.Context(), b.ID(), good)
+	st, err := a.Push(t.Context(), b.ID(), testHold, good)
 	if err != nil || st[0] != wire.StatusOK || st[1] != wire.StatusOK {
 		t.Fatalf("honest push: %v, %v", st, err)
 	}
@@ -207,7 +213,7 @@ func TestPushStoresUnderComputedID(t *testing.T) {
 	}
 	other := randomChunks(1, 4096)[0]
 	wrong := wire.Chunk{ID: other.ID, Data: bytes.Repeat([]byte{0xab}, 4096)}
-	if _, err := a.Push(t.Context(), b.ID(), []wire.Chunk{wrong}); !errors.Is(err, ErrStoredOtherBytes) {
+	if _, err := a.Push(t.Context(), b.ID(), testHold, []wire.Chunk{wrong}); !errors.Is(err, ErrStoredOtherBytes) {
 		t.Fatalf("push of bytes that do not hash to their ID: %v, want ErrStoredOtherBytes", err)
 	}
 	if b.store.Has(other.ID) {
@@ -265,7 +271,7 @@ func TestUnadmittedPeerRefused(t *testing.T) {
 	if err == nil {
 		// The handshake may complete on the stranger's side before the
 		// member's gater closes it: then no stream may get through.
-		if _, perr := stranger.Push(ctx, members[0].ID(), randomChunks(1, 64)); perr == nil {
+		if _, perr := stranger.Push(ctx, members[0].ID(), testHold, randomChunks(1, 64)); perr == nil {
 			t.Fatal("an unadmitted peer pushed a chunk")
 		}
 	}
@@ -305,12 +311,17 @@ func pushOnce(t *testing.T, a, b testNode, chunks []wire.Chunk) []wire.Status {
 }
 
 func tryPush(t *testing.T, a, b testNode, chunks []wire.Chunk) ([]wire.Status, error) {
+	return tryPushFor(t, a, b, testHold, chunks)
+}
+
+// tryPushFor pushes chunks from a to b in one batch, for h, in raw frames.
+func tryPushFor(t *testing.T, a, b testNode, h wire.Hold, chunks []wire.Chunk) ([]wire.Status, error) {
 	s, err := a.Host().NewStream(t.Context(), b.ID(), ProtoPush)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
-	if _, err := s.Write(wire.AppendPush(nil, chunks)); err != nil {
+	if _, err := s.Write(append(wire.AppendHold(nil, h), wire.AppendPush(nil, chunks)...)); err != nil {
 		return nil, err
 	}
 	p, err := wire.NewReader(s, 0).Expect(wire.TypePushAck)
@@ -323,7 +334,8 @@ func tryPush(t *testing.T, a, b testNode, chunks []wire.Chunk) ([]wire.Status, e
 
 // One peer cannot fill a relay beyond its quota: its excess is answered
 // "full" (and not stored), another peer still gets its own share, chunks
-// already held cost nothing, and a release gives the share back.
+// already held cost nothing, and a release by the migration's destination
+// gives the share back.
 func TestPushQuotaPerPeer(t *testing.T) {
 	nodes := newTestNodes(t, 3, func(i int, c *Config) {
 		if i == 1 {
@@ -336,8 +348,12 @@ func TestPushQuotaPerPeer(t *testing.T) {
 	roles := relay.ServeRoles(t.Context(), relay.store, RolesConfig{Dir: t.TempDir()})
 	t.Cleanup(roles.Wait)
 
+	mig := wire.Hold{Kind: wire.HoldMigration, IDs: []wire.MigrationID{{7}}, Dest: c.ID().String()}
 	fromA := randomChunks(12, 4096)
-	st := pushOnce(t, a, relay, fromA)
+	st, err := tryPushFor(t, a, relay, mig, fromA)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, s := range st {
 		if want := wire.StatusOK; i >= 8 {
 			want = wire.StatusFull
@@ -355,13 +371,14 @@ func TestPushQuotaPerPeer(t *testing.T) {
 			t.Fatalf("c's chunk %d: %v", i, s)
 		}
 	}
-	// Releasing a's chunks gives a its share back.
+	// The migration's destination releasing a's chunks gives a its share
+	// back (all but the one c keeps too).
 	ids := make([]chunk.ID, 8)
 	for i := range ids {
 		ids[i] = fromA[i].ID
 	}
-	if _, err := roles.Release(a.ID(), wire.Release{Chunks: ids}); err != nil {
-		t.Fatal(err)
+	if freed, err := roles.Release(c.ID(), wire.Release{ID: mig.IDs[0], Chunks: ids}); err != nil || freed != 7 {
+		t.Fatalf("release freed %d, %v; want 7", freed, err)
 	}
 	for i, s := range pushOnce(t, a, relay, fromA[8:]) {
 		if s != wire.StatusOK {
@@ -558,3 +575,7 @@ func TestRequestFloodBanned(t *testing.T) {
 		t.Fatalf("an honest peer's have after the ban: %v", err)
 	}
 }
+
+// testHold is what the tests' pushes say they are for: a put, kept until
+// removed.
+var testHold = wire.Hold{Kind: wire.HoldPut, IDs: []wire.MigrationID{{1}}}

@@ -15,10 +15,21 @@ import (
 	"github.com/sgrelay/sg/internal/wire"
 )
 
+// handlePush serves a push stream: its first frame is a Hold saying what
+// its chunks are for (they are kept until that hold ends), then Push
+// batches, each answered by a PushAck.
 func (n *Node) handlePush(s network.Stream) {
 	var chunks []wire.Chunk
 	var st []wire.Status
-	n.handler(ProtoPush, wire.TypePush, func(from peer.ID, payload, dst []byte) ([]byte, error) {
+	var h *hold
+	open := &opener{want: wire.TypeHold, open: func(from peer.ID, payload []byte) error {
+		w, err := wire.DecodeHold(payload)
+		if err == nil {
+			h, err = n.holds.open(from, w)
+		}
+		return err
+	}}
+	n.openedHandler(ProtoPush, open, wire.TypePush, func(from peer.ID, payload, dst []byte) ([]byte, error) {
 		var err error
 		chunks, err = wire.DecodePush(payload, chunks)
 		if err != nil {
@@ -30,7 +41,7 @@ func (n *Node) handlePush(s network.Stream) {
 		for i := range chunks {
 			chunks[i].ID = chunk.Sum(chunks[i].Data)
 		}
-		st = n.storePushed(from, chunks, st[:0])
+		st = n.storePushed(from, h, chunks, st[:0])
 		digest := wire.PushDigest(chunks)
 		if !slices.ContainsFunc(st, func(s wire.Status) bool { return s != wire.StatusOK }) {
 			n.pushes.add(digest, chunks)
@@ -41,21 +52,25 @@ func (n *Node) handlePush(s network.Stream) {
 
 // storePushed stores one batch, each chunk under the ID computed from its
 // bytes, then syncs once (group commit) so every OK it returns is durable.
-func (n *Node) storePushed(from peer.ID, chunks []wire.Chunk, st []wire.Status) []wire.Status {
+func (n *Node) storePushed(from peer.ID, h *hold, chunks []wire.Chunk, st []wire.Status) []wire.Status {
 	stored := false
+	quota := n.quota.limit > 0 && !n.quotaExempt(from, h)
 	for _, c := range chunks {
 		s := wire.StatusOK
 		switch {
-		case n.quota.limit > 0 && !n.store.Has(c.ID) && !n.quota.admit(from, len(c.Data)):
+		case quota && !n.store.Has(c.ID) && !n.quota.admit(from, len(c.Data)):
 			// Over this peer's share: it routes the chunk elsewhere.
 			s = wire.StatusFull
 			n.m.quotaRefused.Inc()
 		default:
+			n.holds.keep(h, c.ID) // before the store: a concurrent free then keeps it
 			if err := n.store.Put(c.ID, c.Data); err != nil {
 				s = putStatus(err)
 			} else {
 				stored = true
-				n.quota.charge(from, c.ID, len(c.Data))
+				if quota {
+					n.quota.charge(from, c.ID, len(c.Data))
+				}
 			}
 		}
 		st = append(st, s)
@@ -124,12 +139,22 @@ type PushStream struct {
 	st   []wire.Status // decode buffer, used only by the reader goroutine
 }
 
-// OpenPush opens a push stream to p.
-func (n *Node) OpenPush(ctx context.Context, p peer.ID) (*PushStream, error) {
+// OpenPush opens a push stream to p for the chunks of h: p keeps them
+// until h ends.
+func (n *Node) OpenPush(ctx context.Context, p peer.ID, h wire.Hold) (*PushStream, error) {
+	if err := h.Validate(); err != nil {
+		return nil, err
+	}
 	s, err := n.host.NewStream(ctx, p, ProtoPush)
 	if err != nil {
 		return nil, fmt.Errorf("open push stream to %s: %w", p, err)
 	}
+	_ = s.SetWriteDeadline(time.Now().Add(n.cfg.RequestTimeout))
+	if _, err := s.Write(wire.AppendHold(nil, h)); err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("open push stream to %s: %w", p, err)
+	}
+	_ = s.SetWriteDeadline(time.Time{})
 	return &PushStream{rs: newReqStream(s, n.cfg.PushWindow, n.cfg.RequestTimeout), peer: p}, nil
 }
 
@@ -166,11 +191,15 @@ func (ps *PushStream) Close() error { return ps.rs.close() }
 // Abort resets the stream; outstanding batches fail.
 func (ps *PushStream) Abort() { ps.rs.abort() }
 
-// Push sends one batch to p on its own stream and waits for the statuses.
-func (n *Node) Push(ctx context.Context, p peer.ID, chunks []wire.Chunk) ([]wire.Status, error) {
+// Push sends one batch to p for h on its own stream and waits for the
+// statuses.
+func (n *Node) Push(ctx context.Context, p peer.ID, h wire.Hold, chunks []wire.Chunk) ([]wire.Status, error) {
+	if err := h.Validate(); err != nil {
+		return nil, err
+	}
 	var out []wire.Status
 	digest := wire.PushDigest(chunks)
-	err := n.call(ctx, p, ProtoPush, func(dst []byte) []byte { return wire.AppendPush(dst, chunks) },
+	err := n.call(ctx, p, ProtoPush, func(dst []byte) []byte { return append(wire.AppendHold(dst, h), wire.AppendPush(nil, chunks)...) },
 		wire.TypePushAck, func(payload []byte) error {
 			var err error
 			out, err = decodePushAck(payload, nil, len(chunks), digest)

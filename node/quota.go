@@ -25,6 +25,23 @@ type charged struct {
 	size int64
 }
 
+// DefaultPushQuotaShare is the share of its store's budgets a node lets
+// any one peer's pushes occupy unless configured otherwise: enough for a
+// large eviction, and leaves room for the other peers.
+const DefaultPushQuotaShare = 0.5
+
+// pushQuotaFor is the per-peer quota cfg asks for on a store with these
+// budgets: 0 (no cap) only when asked with a negative setting.
+func pushQuotaFor(cfg int64, budgets int64) int64 {
+	switch {
+	case cfg > 0:
+		return cfg
+	case cfg < 0:
+		return 0
+	}
+	return max(int64(DefaultPushQuotaShare*float64(budgets)), 1)
+}
+
 func newPushQuota(limit int64) *pushQuota {
 	return &pushQuota{limit: limit, used: map[peer.ID]int64{}, owner: map[chunk.ID]charged{}}
 }

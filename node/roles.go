@@ -96,13 +96,17 @@ func (r *Roles) Evicting(e *eviction.Eviction) (stop func()) {
 }
 
 // ServeDemand implements DemandServer: a destination reads a chunk by
-// position from a running eviction's snapshot.
-func (r *Roles) ServeDemand(_ peer.ID, d wire.DemandReq, dst []byte) ([]byte, wire.Status) {
+// position from a running eviction's snapshot. Only the migration's
+// destination is served: no other peer reads a guest's memory.
+func (r *Roles) ServeDemand(from peer.ID, d wire.DemandReq, dst []byte) ([]byte, wire.Status) {
 	r.mu.Lock()
 	e := r.evicting[d.ID]
 	r.mu.Unlock()
 	if e == nil {
 		return dst, wire.StatusMissing
+	}
+	if e.Dest() != from.String() {
+		return dst, wire.StatusRefused
 	}
 	out, err := e.ReadChunk(d.ID, d.Region, d.Index, dst)
 	if err != nil {
@@ -111,24 +115,16 @@ func (r *Roles) ServeDemand(_ peer.ID, d wire.DemandReq, dst []byte) ([]byte, wi
 	return out, wire.StatusOK
 }
 
-// Release implements ReleaseHandler: a holder deletes the chunks the
-// destination lists, unless something here pins them.
+// Release implements ReleaseHandler: the holds naming the migration end
+// if from is its destination, and the chunks no other migration or put
+// keeps are deleted. The chunks listed are not trusted: a release frees
+// only what the migration's own holds kept.
 func (r *Roles) Release(from peer.ID, rel wire.Release) (int, error) {
-	freed := 0
-	for _, id := range rel.Chunks {
-		if r.store.Pinned(id) || !r.store.Has(id) {
-			continue
-		}
-		if err := r.store.Delete(id); err != nil {
-			return freed, err
-		}
-		r.n.quota.forget(id)
-		freed++
+	freed, err := r.n.ReleaseHeld(from, rel.ID, true)
+	if len(rel.Chunks) > 0 || freed > 0 {
+		r.log.Info("migration released", "migration", rel.ID, "from", from, "listed", len(rel.Chunks), "freed", freed)
 	}
-	if len(rel.Chunks) > 0 {
-		r.log.Info("migration released by its destination", "migration", rel.ID, "from", from, "listed", len(rel.Chunks), "freed", freed)
-	}
-	return freed, nil
+	return freed, err
 }
 
 // StartGather starts gathering in; adjust (after RolesConfig.Gather)
@@ -199,6 +195,13 @@ func (s roleSink) OpenMigration(from peer.ID, o wire.Open) error {
 	_, err = s.r.StartGather(in)
 	return err
 }
+
+// Expecting implements MigrationExpecter: from opened migration id here.
+func (s roleSink) Expecting(from peer.ID, id wire.MigrationID) bool {
+	in, err := s.r.in.Get(id)
+	return err == nil && in.Source == from.String()
+}
+
 func (s roleSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {
 	return s.r.in.AddHolders(from.String(), id, hs)
 }

@@ -24,12 +24,25 @@ const serveIdleFactor = 10
 // handler wraps a serve loop in the stream-owning shape: Reset on error,
 // Close on success.
 func (n *Node) handler(proto protocol.ID, want wire.Type, answer answerer) network.StreamHandler {
+	return n.openedHandler(proto, nil, want, answer)
+}
+
+// opener takes a stream's first frame, which sets the stream up and is
+// not answered; an error refuses the stream.
+type opener struct {
+	want wire.Type
+	open func(p peer.ID, payload []byte) error
+}
+
+// openedHandler is handler for streams that begin with an opening frame
+// (op nil: none).
+func (n *Node) openedHandler(proto protocol.ID, op *opener, want wire.Type, answer answerer) network.StreamHandler {
 	return func(s network.Stream) {
 		if proto != ProtoInfo { // asking for the load is not load
 			n.load.Add(1)
 			defer n.load.Add(-1)
 		}
-		if err := n.serveRequests(s, want, answer); err != nil {
+		if err := n.serveRequests(s, op, want, answer); err != nil {
 			n.m.protoErrors.WithLabelValues(string(proto)).Inc()
 			if isOffence(err) {
 				n.offence(s.Conn().RemotePeer(), err.Error())
@@ -45,10 +58,25 @@ func (n *Node) handler(proto protocol.ID, want wire.Type, answer answerer) netwo
 // serveRequests answers request frames of type want, in order, until the
 // client closes its side. A malformed or unexpected frame gets an Error
 // frame and ends the stream.
-func (n *Node) serveRequests(s network.Stream, want wire.Type, answer answerer) error {
+func (n *Node) serveRequests(s network.Stream, op *opener, want wire.Type, answer answerer) error {
 	r := wire.NewReader(s, wire.MaxFrameSize)
 	from := s.Conn().RemotePeer()
 	var out []byte
+	if op != nil {
+		_ = s.SetReadDeadline(time.Now().Add(n.cfg.RequestTimeout))
+		t, payload, err := r.Next()
+		if err != nil {
+			return err
+		}
+		if t != op.want {
+			n.refuse(s, wire.StatusRefused, fmt.Sprintf("expected %s, got %s", op.want, t))
+			return fmt.Errorf("got %s: %w", t, wire.ErrUnexpected)
+		}
+		if err := op.open(from, payload); err != nil {
+			n.refuse(s, wire.StatusRefused, err.Error())
+			return err
+		}
+	}
 	for {
 		_ = s.SetReadDeadline(time.Now().Add(serveIdleFactor * n.cfg.RequestTimeout))
 		t, payload, err := r.Next()

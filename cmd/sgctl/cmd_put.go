@@ -13,12 +13,16 @@ import (
 )
 
 func cmdPut(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "put", "FILE [--replicas N] [--chunk-size SIZE] [--json]")
+	fs := newFlags(e, "put", "FILE [--replicas N] [--chunk-size SIZE] [--expire DURATION] [--json]")
 	replicas := fs.Int("replicas", 1, "push every chunk to this many peers (nearest first)")
 	chunkSize := fs.String("chunk-size", "64KiB", "chunk size")
+	expire := fs.Duration("expire", 0, "the peers drop the copies this long after the put, e.g. 72h (default: kept until sgctl rm)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := parse(fs, reorder(fs, args), 1); err != nil {
 		return err
+	}
+	if *expire < 0 {
+		return fmt.Errorf("%w: --expire %s: want a positive duration", errUsage, *expire)
 	}
 	cs, err := units.ParseSize(*chunkSize)
 	if err != nil {
@@ -29,7 +33,7 @@ func cmdPut(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	bar := newProgressBar(e, "put")
-	res, err := e.client().Put(ctx, api.PutRequest{Path: path, Replicas: *replicas, ChunkSize: int(cs)}, bar.update)
+	res, err := e.client().Put(ctx, api.PutRequest{Path: path, Replicas: *replicas, ChunkSize: int(cs), Expire: *expire}, bar.update)
 	bar.done()
 	if err != nil {
 		return err

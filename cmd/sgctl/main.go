@@ -37,6 +37,7 @@ var commands = []command{
 	{"peers", "list peers with RTT, zone and free capacity", cmdPeers},
 	{"put", "cut a file into chunks and push them to peers; print its CID", cmdPut},
 	{"get", "fetch a file by CID from the peers that hold it", cmdGet},
+	{"rm", "remove a put's copies from the peers that hold them", cmdRm},
 	{"vm", "register VMs (add, list, rm) from images on disk", cmdVM},
 	{"evict", "evict VMs: sgctl evict vm NAME... --to PEER", cmdEvict},
 	{"migrations", "list running and finished migrations", cmdMigrations},

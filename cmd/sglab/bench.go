@@ -255,7 +255,7 @@ func sgTransfers(ctx context.Context, bin, dir string, size int64, profileDir st
 			}
 			debugAddr[n] = ln.Addr().String()
 			ln.Close()
-			cfg.Flags[n] = []string{"--metrics", debugAddr[n]}
+			cfg.Flags[n] = []string{"--metrics", debugAddr[n], "--pprof"}
 		}
 	}
 	c, err := lab.Start(ctx, cfg)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -36,13 +37,15 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	allowAny := fl.Bool("allow-any", false, "admit ANY peer (labs only)")
 	apiPath := fl.String("api", "", "control socket path")
 	metrics := fl.String("metrics", "", "serve Prometheus metrics on HOST:PORT")
+	pprofOn := fl.Bool("pprof", false, "also serve Go's profiles (/debug/pprof/) on the metrics address")
 	memBudget := fl.String("mem-budget", "", "memory tier budget, e.g. 4GiB")
 	diskBudget := fl.String("disk-budget", "", "disk tier budget, e.g. 100GiB")
 	zone := fl.String("zone", "", "locality label")
 	ingestRate := fl.String("ingest-rate", "", "cap on bytes/s accepted by push, e.g. 400Mbit")
 	uplink := fl.String("uplink", "", "this host's uplink rate, e.g. 10Gbit (lets a fast destination gather during the scatter)")
 	downlink := fl.String("downlink", "", "this host's downlink rate, e.g. 10Gbit (told to sources evicting here)")
-	pushQuota := fl.String("push-quota", "", `cap on one peer's pushes in the store: a size or a share, e.g. "50%"`)
+	pushQuota := fl.String("push-quota", "", `cap on one peer's pushes in the store: a size, a share ("50%", the default) or "off"`)
+	holdLease := fl.String("hold-lease", "", "how long a migration's chunks are kept unless its destination releases or renews them (default 24h)")
 	requestRate := fl.Int64("request-rate", node.DefaultRequestRate, "cap on chunk IDs/s one peer may ask about in have and get requests (0: none)")
 	logLevel := fl.String("log-level", "", "debug, info, warn or error")
 	if err := fl.Parse(args); err != nil {
@@ -78,6 +81,10 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	override("uplink", &fc.Uplink, *uplink)
 	override("downlink", &fc.Downlink, *downlink)
 	override("push-quota", &fc.PushQuota, *pushQuota)
+	override("hold-lease", &fc.HoldLease, *holdLease)
+	if set["pprof"] {
+		fc.Pprof = *pprofOn
+	}
 	override("log-level", &fc.LogLevel, *logLevel)
 	if set["listen"] {
 		fc.Listen = listen
@@ -112,6 +119,7 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 	cfg.Version = version
 	cfg.APISocket = fc.API
 	cfg.MetricsAddr = fc.Metrics
+	cfg.Pprof = fc.Pprof
 	if len(fc.Listen) > 0 {
 		cfg.Node.Listen = fc.Listen
 	}
@@ -175,7 +183,16 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 		}
 		cfg.Node.RequestRate = *r
 	}
-	if q := fc.PushQuota; q != "" {
+	if l := fc.HoldLease; l != "" {
+		d, perr := time.ParseDuration(l)
+		if perr != nil || d <= 0 {
+			return cfg, fmt.Errorf("hold_lease: %q: want a positive duration, e.g. 24h", l)
+		}
+		cfg.Node.HoldLease = d
+	}
+	if q := fc.PushQuota; q == "off" {
+		cfg.Node.PushQuota = -1
+	} else if q != "" {
 		if pct, ok := strings.CutSuffix(q, "%"); ok {
 			f, perr := strconv.ParseFloat(pct, 64)
 			if perr != nil || f <= 0 || f > 100 {

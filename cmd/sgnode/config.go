@@ -24,6 +24,8 @@ type fileConfig struct {
 	Uplink     string   `toml:"uplink"`
 	Downlink   string   `toml:"downlink"`
 	PushQuota  string   `toml:"push_quota"`
+	HoldLease  string   `toml:"hold_lease"`
+	Pprof      bool     `toml:"pprof"`
 	// RequestRate is chunk IDs/s per peer in have and get requests; nil:
 	// the default, 0: no cap.
 	RequestRate *int64 `toml:"request_rate"`
@@ -60,6 +62,10 @@ api = ""
 # Prometheus metrics on HOST:PORT (also served on the control socket).
 metrics = ""
 
+# Also serve Go's profiles (/debug/pprof/) on the metrics address. They
+# show the process's internals to anyone who reaches it: off unless needed.
+pprof = false
+
 # Chunk store budgets. Chunks go to memory first, then spill to disk.
 mem_budget = "1GiB"
 disk_budget = "0"
@@ -79,9 +85,14 @@ uplink = ""
 downlink = ""
 
 # Cap on what any one peer's pushes may occupy in this node's chunk store:
-# a size ("8GiB") or a share of the budgets ("50%"); empty: no cap. Pushes
-# beyond it are answered "full" and the pusher places them elsewhere.
+# a size ("8GiB"), a share of the budgets ("50%") or "off"; empty: half
+# the budgets. Pushes beyond it are answered "full" and the pusher places
+# them elsewhere.
 push_quota = ""
+
+# How long the chunks of a migration are kept here when its destination
+# neither releases nor renews them (a gather renews hourly while it runs).
+hold_lease = "24h"
 
 # Cap on the chunk IDs per second any one peer may ask about in have and
 # get requests (0: no cap). Requests beyond it wait; a peer so far beyond it

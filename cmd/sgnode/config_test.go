@@ -37,7 +37,8 @@ func TestPushQuotaAsShareOrSize(t *testing.T) {
 	for text, want := range map[string]int64{
 		"mem_budget = \"1GiB\"\ndisk_budget = \"3GiB\"\npush_quota = \"25%\"\n": 1 << 30,
 		"push_quota = \"64MiB\"\n": 64 << 20,
-		"":                         0,
+		"push_quota = \"off\"\n":   -1,
+		"":                         0, // the node's default share
 	} {
 		fc, err := readFileConfig(writeConfig(t, text), false)
 		if err != nil {
@@ -63,6 +64,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		"push_quota = \"150%\"\n":               "push_quota",
 		"push_quota = \"some\"\n":               "push_quota",
 		"qemu_resume = \"yes\"\n":               "qemu_resume",
+		"hold_lease = \"-1h\"\n":                "hold_lease",
+		"hold_lease = \"forever\"\n":            "hold_lease",
 	}
 	for text, key := range cases {
 		t.Run(key, func(t *testing.T) {

@@ -32,6 +32,9 @@ type File struct {
 	Name   string
 	Size   int64
 	Region Region
+	// UID and GID own the file (mode 0600): the kernel lets only them (and
+	// root) open it. Default: root.
+	UID, GID uint32
 }
 
 // Available reports why FUSE cannot be used here, or nil.
@@ -76,6 +79,7 @@ var (
 
 func (r *regionFile) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = 0o600 | syscall.S_IFREG
+	out.Owner = fuse.Owner{Uid: r.f.UID, Gid: r.f.GID}
 	out.Size = uint64(r.f.Size)
 	out.Blksize = 4096
 	out.Blocks = (uint64(r.f.Size) + 511) / 512
@@ -136,7 +140,11 @@ func New(dir string, files []File) (*Mount, error) {
 	}
 	srv, err := fs.Mount(dir, &root{files: files}, &fs.Options{
 		MountOptions: fuse.MountOptions{
+			// allow_other lets the hypervisor (maybe not root) in;
+			// default_permissions makes the kernel check each file's
+			// owner and mode, so no other local user reads a guest.
 			FsName: "sg", Name: "sg", DirectMount: true, AllowOther: true,
+			Options:      []string{"default_permissions"},
 			MaxReadAhead: 128 << 10, MaxWrite: 1 << 20,
 			// Reads are answered from memory, never from a file
 			// descriptor: splicing only fails (and logs) on large reads.

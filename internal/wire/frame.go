@@ -70,6 +70,12 @@ func (t Type) String() string {
 		return "push-ids"
 	case TypePushIDsAck:
 		return "push-ids-ack"
+	case TypeHold:
+		return "hold"
+	case TypeRenew:
+		return "renew"
+	case TypeRemove:
+		return "remove"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }

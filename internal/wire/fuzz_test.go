@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/seal"
@@ -48,6 +49,10 @@ func FuzzFrames(f *testing.F) {
 		AppendPushIDs(nil, c[0].ID),
 		AppendPushIDsAck(nil, StatusOK, ids),
 		AppendPushIDsAck(nil, StatusMissing, nil),
+		AppendHold(nil, Hold{Kind: HoldMigration, IDs: []MigrationID{{4}, {5}}, Dest: "12D3KooWdest"}),
+		AppendHold(nil, Hold{Kind: HoldPut, IDs: []MigrationID{{6}}, Expire: 72 * time.Hour}),
+		AppendRenew(nil, MigrationID{7}),
+		AppendRemove(nil, MigrationID{8}),
 		{0, 0, 0, 0},
 		{0xff, 0xff, 0xff, 0xff, 1},
 	}
@@ -162,6 +167,14 @@ func checkPayload(t *testing.T, typ Type, p []byte) {
 	case TypePushIDsAck:
 		if st, v, err := DecodePushIDsAck(p, nil); err == nil {
 			re = AppendPushIDsAck(nil, st, v)
+		}
+	case TypeHold:
+		if v, err := DecodeHold(p); err == nil {
+			re = AppendHold(nil, v)
+		}
+	case TypeRenew, TypeRemove:
+		if v, err := DecodeHoldID(p); err == nil {
+			re = Finish(append(Begin(nil, typ), v[:]...))
 		}
 	}
 	if re != nil && !bytes.Equal(re[headerSize:], p) {

@@ -1,0 +1,62 @@
+package fuseview
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+type memRegion []byte
+
+func (m memRegion) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
+	return copy(p, m[off:]), nil
+}
+func (m memRegion) WriteAt(_ context.Context, p []byte, off int64) (int, error) {
+	return copy(m[off:], p), nil
+}
+
+const nobody = 65534
+
+// A local user other than a view file's owner cannot read it, though the
+// mount admits other users (for an unprivileged hypervisor): the kernel
+// checks the file's owner and mode. The owner it names reads it.
+func TestHostileLocalUserCannotReadView(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p := filepath.Dir(dir); p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	guest := bytes.Repeat([]byte("secret page "), 1024)
+	m, err := New(filepath.Join(dir, "view"), []File{
+		{Name: "ram.img", Size: int64(len(guest)), Region: memRegion(guest)},
+		{Name: "theirs.img", Size: int64(len(guest)), Region: memRegion(guest), UID: nobody, GID: nobody},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Unmount() })
+	readAs := func(name string) (string, error) {
+		cmd := exec.Command("head", "-c", "11", filepath.Join(m.Dir, name))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := readAs("ram.img"); err == nil || !strings.Contains(out, "Permission denied") {
+		t.Fatalf("another user read root's view file: %q, %v", out, err)
+	}
+	if out, err := readAs("theirs.img"); err != nil || out != "secret page" {
+		t.Fatalf("the file's owner could not read it: %q, %v", out, err)
+	}
+}
