@@ -231,3 +231,33 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// A VM manifest whose names could be read as paths is refused by
+// DecodeVM (and CheckNames); Decode still takes a file's manifest, whose
+// name is the file's own.
+func TestDecodeVMRefusesBadNames(t *testing.T) {
+	region := func(name string) Region {
+		r := Region{Name: name, Kind: KindMemory, Size: 4096, ChunkSize: 4096}
+		if _, err := Build(&r, []chunk.ID{chunk.Zero}); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for _, m := range []Manifest{
+		{Name: "../../../escaped", Regions: []Region{region("mem")}},
+		{Name: "web1", Regions: []Region{region("/../../victim")}},
+		{Name: "web1", Regions: []Region{region("mem"), region("mem")}},
+		{Name: "web1", Regions: []Region{region("..")}},
+	} {
+		if _, err := DecodeVM(m.Encode()); !errors.Is(err, ErrMalformed) {
+			t.Errorf("VM manifest %q with regions %q: %v, want ErrMalformed", m.Name, m.Regions[0].Name, err)
+		}
+		if _, err := Decode(m.Encode()); err != nil {
+			t.Errorf("Decode of a well-formed manifest: %v", err)
+		}
+	}
+	ok := Manifest{Name: "web1", Regions: []Region{region("mem"), region("disk0"), region("state"), region("qemu")}}
+	if got, err := DecodeVM(ok.Encode()); err != nil || len(got.Regions) != 4 {
+		t.Fatalf("honest VM manifest: %v", err)
+	}
+}
