@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -208,10 +209,10 @@ func TestHostileHugeOpenRefused(t *testing.T) {
 }
 
 // 160 streams (push, get and migrate, each to its per-peer limit) each
-// send a frame header that promises 8 MiB, then 1 KiB, and wait. The
-// victim's heap grows by what arrived (its buffers grow with the bytes),
-// not by 160 promises of 8 MiB (1.25 GiB), and an honest peer is served
-// meanwhile.
+// send a frame header that promises the largest frame its protocol takes
+// (8 MiB for push and migrate), then 1 KiB, and wait. The victim's heap
+// grows by what arrived (its buffers grow with the bytes), not by the
+// promises (776 MiB), and an honest peer is served meanwhile.
 func TestHostileFramePromisesDoNotHoldMemory(t *testing.T) {
 	nodes := newTestNodes(t, 3, nil)
 	evil, victim, honest := nodes[0], nodes[1], nodes[2]
@@ -224,7 +225,6 @@ func TestHostileFramePromisesDoNotHoldMemory(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	frame := make([]byte, 4+1+1<<10)
-	binary.BigEndian.PutUint32(frame, wire.MaxFrameSize)
 	var open []network.Stream
 	defer func() {
 		for _, s := range open {
@@ -236,6 +236,9 @@ func TestHostileFramePromisesDoNotHoldMemory(t *testing.T) {
 		n     int
 		typ   wire.Type
 	}{{ProtoPush, 64, wire.TypePush}, {ProtoGet, 64, wire.TypeGet}, {ProtoMigrate, 32, wire.TypeMigrateOpen}} {
+		// The largest frame the protocol takes: 8 MiB for pushes and
+		// migrate frames, a batch of IDs for gets.
+		binary.BigEndian.PutUint32(frame, uint32(wire.MaxRequestFrame(p.typ)))
 		frame[4] = byte(p.typ)
 		for range p.n {
 			s, err := evil.Host().NewStream(t.Context(), victim.ID(), p.proto)
@@ -254,7 +257,7 @@ func TestHostileFramePromisesDoNotHoldMemory(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	grew := int64(after.HeapInuse) - int64(before.HeapInuse)
-	t.Logf("%d streams promising %d MiB each: heap in use %d MiB -> %d MiB", len(open), wire.MaxFrameSize>>20, before.HeapInuse>>20, after.HeapInuse>>20)
+	t.Logf("%d streams promising up to %d MiB each: heap in use %d MiB -> %d MiB", len(open), wire.MaxFrameSize>>20, before.HeapInuse>>20, after.HeapInuse>>20)
 	if grew > 64<<20 {
 		t.Fatalf("the victim's heap grew by %d MiB for %d KiB received", grew>>20, len(open))
 	}
@@ -264,4 +267,34 @@ func TestHostileFramePromisesDoNotHoldMemory(t *testing.T) {
 		t.Fatalf("an honest peer's have during the flood: %v", err)
 	}
 	honestMigration(t, honest, victim, roles)
+}
+
+// A request that announces more than its protocol's largest well-formed
+// frame (a get of 8 MiB) is refused at its header: the stream is reset at
+// once, without waiting for the bytes, and an honest peer is served.
+func TestHostileOversizedRequestRefusedAtHeader(t *testing.T) {
+	nodes := newTestNodes(t, 3, nil)
+	evil, victim, honest := nodes[0], nodes[1], nodes[2]
+	connect(t, evil, victim)
+	connect(t, honest, victim)
+	s, err := evil.Host().NewStream(t.Context(), victim.ID(), ProtoGet)
+	must(t, err)
+	defer s.Reset()
+	frame := make([]byte, 4+1+1<<10)
+	binary.BigEndian.PutUint32(frame, wire.MaxFrameSize)
+	frame[4] = byte(wire.TypeGet)
+	_, err = s.Write(frame)
+	must(t, err)
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = wire.NewReader(s, 0).Expect(wire.TypeGetAck)
+	var ne interface{ Timeout() bool }
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("an 8 MiB get header: %v, want the stream refused at once", err)
+	}
+	t.Logf("refused: %v", err)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := honest.Have(ctx, victim.ID(), []chunk.ID{chunk.Sum([]byte("y"))}); err != nil {
+		t.Fatalf("an honest peer's have: %v", err)
+	}
 }

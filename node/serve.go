@@ -46,7 +46,7 @@ func (n *Node) handler(proto protocol.ID, want wire.Type, answer answerer) netwo
 // client closes its side. A malformed or unexpected frame gets an Error
 // frame and ends the stream.
 func (n *Node) serveRequests(s network.Stream, want wire.Type, answer answerer) error {
-	r := wire.NewReader(s, wire.MaxFrameSize)
+	r := wire.NewReader(s, wire.MaxRequestFrame(want))
 	from := s.Conn().RemotePeer()
 	var out []byte
 	for {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/sgrelay/sg/internal/chunk"
 )
 
 // Type says what a frame carries.
@@ -87,6 +89,25 @@ const (
 	// headerSize is the length prefix plus the type byte.
 	headerSize = 5
 )
+
+// MaxRequestFrame is the largest frame (type byte and payload) a request
+// of type t can be when it is well formed: a server caps its Reader for
+// t's protocol at it, so a peer cannot make it buffer more than the
+// largest honest request, even by sending the bytes. Pushes carry chunks
+// and take the general cap.
+func MaxRequestFrame(t Type) int {
+	switch t {
+	case TypeHave: // n u16, n × id
+		return 1 + 2 + MaxBatch*chunk.Size
+	case TypeGet: // prio u8, n u16, n × id
+		return 1 + 1 + 2 + MaxBatch*chunk.Size
+	case TypeInfo: // empty
+		return 1
+	case TypePushIDs: // digest
+		return 1 + chunk.Size
+	}
+	return MaxFrameSize
+}
 
 // Errors a decoder returns. A peer that triggers one has broken the protocol.
 var (

@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"testing"
 	"testing/iotest"
+
+	"github.com/sgrelay/sg/internal/chunk"
 )
 
 // A frame header is a promise: a peer that announces a frame at the cap
@@ -64,5 +66,35 @@ func TestReaderRefusesOverCap(t *testing.T) {
 	r := NewReader(bytes.NewReader(hdr[:]), 1<<16)
 	if _, _, err := r.Next(); !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("frame over the cap: %v, want ErrFrameTooLarge", err)
+	}
+}
+
+// Each request type's cap is the size of its largest well-formed frame:
+// that frame passes a Reader capped at it, one byte more does not.
+func TestMaxRequestFrameIsTight(t *testing.T) {
+	ids := make([]chunk.ID, MaxBatch)
+	for i := range ids {
+		ids[i] = chunk.Sum([]byte{byte(i), byte(i >> 8)})
+	}
+	for _, frame := range [][]byte{
+		AppendHave(nil, ids),
+		AppendGet(nil, Prefetch, ids),
+		AppendInfo(nil),
+		AppendPushIDs(nil, ids[0]),
+	} {
+		typ := Type(frame[4])
+		if got, want := len(frame)-4, MaxRequestFrame(typ); got != want {
+			t.Errorf("%s: largest frame %d bytes, cap %d", typ, got, want)
+		}
+		if _, _, err := NewReader(bytes.NewReader(frame), MaxRequestFrame(typ)).Next(); err != nil {
+			t.Errorf("%s at its cap: %v", typ, err)
+		}
+		over := Finish(append(bytes.Clone(frame), 0))
+		if _, _, err := NewReader(bytes.NewReader(over), MaxRequestFrame(typ)).Next(); !errors.Is(err, ErrFrameTooLarge) {
+			t.Errorf("%s one byte over its cap: %v, want ErrFrameTooLarge", typ, err)
+		}
+	}
+	if MaxRequestFrame(TypePush) != MaxFrameSize {
+		t.Errorf("push cap %d, want %d", MaxRequestFrame(TypePush), MaxFrameSize)
 	}
 }
