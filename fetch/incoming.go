@@ -216,11 +216,15 @@ func (s *Incomings) SetAdmission(a Admission) {
 	s.mu.Unlock()
 }
 
-// admitLocked refuses o from source if it breaks the admission bounds.
-func (s *Incomings) admitLocked(source string, o wire.Open, positions, bytes uint64) error {
+// admitLocked refuses o from source if it breaks the admission bounds
+// (only the positions cap unless it comes from a peer).
+func (s *Incomings) admitLocked(source string, o wire.Open, positions, bytes uint64, fromPeer bool) error {
 	a := s.admit
 	if positions > uint64(a.MaxPositions) {
 		return fmt.Errorf("open %s: VM %s has %d chunk positions, this node takes at most %d: %w", o.ID, o.VM, positions, a.MaxPositions, ErrTooLarge)
+	}
+	if !fromPeer {
+		return nil
 	}
 	var fromSource int
 	var sourceBytes, openBytes uint64
@@ -298,6 +302,13 @@ var (
 // it fits the admission bounds (SetAdmission); nothing is allocated for
 // a migration before both checks pass.
 func (s *Incomings) Open(source string, o wire.Open) (*Incoming, error) {
+	return s.open(source, o, true)
+}
+
+// open is Open; a gather the operator asked for (fromPeer false: sgctl
+// gather, or resuming after a restart, whose files may already fill the
+// disk) is held to the names and the positions cap only.
+func (s *Incomings) open(source string, o wire.Open, fromPeer bool) (*Incoming, error) {
 	if err := o.CheckNames(); err != nil {
 		return nil, err
 	}
@@ -314,7 +325,7 @@ func (s *Incomings) Open(source string, o wire.Open) (*Incoming, error) {
 	if _, ok := s.m[o.ID]; ok {
 		return nil, fmt.Errorf("open %s: %w", o.ID, ErrDuplicateMigration)
 	}
-	if err := s.admitLocked(source, o, positions, bytes); err != nil {
+	if err := s.admitLocked(source, o, positions, bytes, fromPeer); err != nil {
 		return nil, err
 	}
 	in := &Incoming{ID: o.ID, Source: source, VM: o.VM, Regions: o.Regions, Opened: time.Now(), Secret: o.Secret, PullDuringScatter: o.PullDuringScatter,
@@ -475,7 +486,7 @@ func (s *Incomings) OpenFromManifest(root chunk.ID, m *Resolved, secret seal.Sec
 	for _, r := range m.Regions {
 		o.Regions = append(o.Regions, wire.RegionInfo{Name: r.Name, Kind: uint8(r.Kind), Size: uint64(r.Size), ChunkSize: uint32(r.ChunkSize)})
 	}
-	in, err := s.Open(holders[0], o)
+	in, err := s.open(holders[0], o, false)
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,9 @@ import (
 	"testing"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/names"
+	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -71,6 +73,29 @@ func TestIncomingAdmission(t *testing.T) {
 	}
 	if _, err := s.Open("c", openOf(31, 2<<20)); err != nil {
 		t.Fatalf("open within the free room: %v", err)
+	}
+}
+
+// A gather the operator asked for (an existing manifest, or one resumed
+// after a restart, whose files may already fill the disk) is held to the
+// names and the positions cap, not to the free room or the source's caps.
+func TestOperatorGatherAdmission(t *testing.T) {
+	s := NewIncomings(nil)
+	s.SetAdmission(Admission{MaxPositions: 4096, PerSource: 1, PerSourceBytes: 4096, Room: func() (int64, error) { return 0, nil }})
+	region := func(size int64) manifest.Region {
+		return manifest.Region{Name: "mem", Kind: manifest.KindMemory, Size: size, ChunkSize: 4096}
+	}
+	m := &Resolved{Manifest: &manifest.Manifest{Name: "web1", Regions: []manifest.Region{region(1 << 20)}}}
+	if _, err := s.OpenFromManifest(chunk.Sum([]byte("a")), m, seal.Secret{}, []string{"p"}); err != nil {
+		t.Fatalf("operator's gather of 1 MiB with no free room counted: %v", err)
+	}
+	m.Regions[0] = region(4097 * 4096)
+	if _, err := s.OpenFromManifest(chunk.Sum([]byte("b")), m, seal.Secret{}, []string{"p"}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("operator's gather over the positions cap: %v, want ErrTooLarge", err)
+	}
+	m.Regions[0], m.Name = region(4096), "../../../escaped"
+	if _, err := s.OpenFromManifest(chunk.Sum([]byte("c")), m, seal.Secret{}, []string{"p"}); !errors.Is(err, names.ErrBadVM) {
+		t.Fatalf("operator's gather of a manifest named %q: %v, want ErrBadVM", m.Name, err)
 	}
 }
 
