@@ -126,7 +126,7 @@ func TestHostileNamesRefused(t *testing.T) {
 	roles := dest.ServeRoles(t.Context(), dest.store, RolesConfig{Dir: vms})
 	t.Cleanup(roles.Wait)
 
-	// Where the old paths (vms/<vm>-<id8>/<region>.img) led these names.
+	// Where these names lead if joined into vms/<vm>-<id8>/<region>.img.
 	victims := map[string][]byte{}
 	for _, p := range []string{filepath.Join(top, "a", "victim.img"), filepath.Join(top, "victim.img"), filepath.Join(data, "victim.img")} {
 		b := []byte("the victim's own bytes: " + p)
