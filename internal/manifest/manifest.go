@@ -139,18 +139,6 @@ func (m *Manifest) CheckNames() error {
 	return nil
 }
 
-// DecodeVM decodes a VM's manifest root: Decode, then CheckNames.
-func DecodeVM(p []byte) (*Manifest, error) {
-	m, err := Decode(p)
-	if err != nil {
-		return nil, err
-	}
-	if err := m.CheckNames(); err != nil {
-		return nil, fmt.Errorf("%w: %w", err, ErrMalformed)
-	}
-	return m, nil
-}
-
 // Encode returns the root chunk's bytes.
 func (m *Manifest) Encode() []byte {
 	magic := rootMagic
