@@ -36,16 +36,16 @@ type Incoming struct {
 	// nothing (wire.Open).
 	PullDuringScatter bool
 
-	mu       sync.Mutex
-	ids      []placedIDs         // per region, per position; zero value: not placed yet
-	holders  map[chunk.ID]uint32 // holder mask per chunk
-	peers    map[uint8]string    // holder index → peer
-	placed   int64               // positions placed
-	root     chunk.ID            // manifest root, once done
-	finished time.Time           // when the source handed over the root
-	given    bool                // the source abandoned it before the root
-	changed  chan struct{}       // closed and replaced on every update
-	listener IncomingListener
+	mu        sync.Mutex
+	ids       []placedIDs         // per region, per position; zero value: not placed yet
+	holders   map[chunk.ID]uint32 // holder mask per chunk
+	peers     map[uint8]string    // holder index → peer
+	placed    int64               // positions placed
+	root      chunk.ID            // manifest root, once done
+	finished  time.Time           // when the source handed over the root
+	abandoned bool                // the source gave it up before the root
+	changed   chan struct{}       // closed and replaced on every update
+	listener  IncomingListener
 }
 
 // IncomingListener hears a migration's placements and its end (a Gatherer).
@@ -230,7 +230,7 @@ func (s *Incomings) admitLocked(source string, o wire.Open, positions, bytes uin
 	var sourceBytes, openBytes uint64
 	for _, in := range s.m {
 		in.mu.Lock()
-		open := in.finished.IsZero() && !in.given
+		open := in.finished.IsZero() && !in.abandoned
 		in.mu.Unlock()
 		if !open {
 			continue
@@ -442,7 +442,7 @@ func (s *Incomings) Abandon(source string, id wire.MigrationID, reason error) {
 	}
 	in.mu.Lock()
 	finished := !in.finished.IsZero()
-	in.given = in.given || !finished
+	in.abandoned = in.abandoned || !finished
 	l := in.listener
 	in.mu.Unlock()
 	if !finished && l != nil {

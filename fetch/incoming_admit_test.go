@@ -65,6 +65,14 @@ func TestIncomingAdmission(t *testing.T) {
 	if _, err := s.Open("a", openOf(14, 4096)); err != nil {
 		t.Fatalf("open after one was handed over: %v", err)
 	}
+	if _, err := s.Open("a", openOf(15, 4096)); !errors.Is(err, ErrTooManyOpen) {
+		t.Fatalf("third open from a source again: %v, want ErrTooManyOpen", err)
+	}
+	// Nor does one its source gave up.
+	s.Abandon("a", wire.MigrationID{14}, errors.New("eviction failed"))
+	if _, err := s.Open("a", openOf(15, 4096)); err != nil {
+		t.Fatalf("open after one was abandoned: %v", err)
+	}
 	// Room: the open migrations (4 MiB + 8 MiB + 4 KiB) and the new one
 	// must fit the free space.
 	room = 16 << 20
