@@ -245,7 +245,7 @@ func (d *Daemon) afterGather(in *fetch.Incoming, g *fetch.Gatherer) {
 
 // settleGuest moves a guest resumed on the lazy views onto the gathered
 // local files once its gather is complete (qemu.Rehome), so that it no
-// longer depends on sgnode: its memory is <data>/vms/<vm>-<id>/mem.img,
+// longer depends on sgnode: its memory is <data>/vms/<migration ID>/mem.img,
 // its disks disk<N>.img beside it. Called by whichever comes last, the
 // gather's end or the guest's start.
 func (d *Daemon) settleGuest(in *fetch.Incoming, g *fetch.Gatherer) {

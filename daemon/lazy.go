@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,7 +18,7 @@ type lazyMounts struct {
 }
 
 // mountLazy exposes an incoming VM's regions as files under
-// <data>/lazy/<vm>-<id>/, readable (and writable) at once.
+// <data>/lazy/<migration ID>/, readable (and writable) at once.
 func (d *Daemon) mountLazy(in *fetch.Incoming, g *fetch.Gatherer) error {
 	if err := fuseview.Available(); err != nil {
 		return err
@@ -28,7 +27,7 @@ func (d *Daemon) mountLazy(in *fetch.Incoming, g *fetch.Gatherer) error {
 	for i, r := range in.Regions {
 		files = append(files, fuseview.File{Name: r.Name, Size: int64(r.Size), Region: g.Region(i)})
 	}
-	dir := filepath.Join(d.cfg.DataDir, "lazy", fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
+	dir := filepath.Join(d.cfg.DataDir, "lazy", in.ID.String())
 	m, err := fuseview.New(dir, files)
 	if err != nil {
 		return err

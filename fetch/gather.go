@@ -133,6 +133,7 @@ type Gatherer struct {
 	store GatherStore
 	log   *slog.Logger
 
+	dir   *os.Root // cfg.Dir: every file of the gather is opened through it
 	files []*os.File
 	paths []string
 
@@ -245,19 +246,26 @@ func NewGatherer(in *Incoming, net GatherNet, store GatherStore, cfg GatherConfi
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("gather %s: %w", in.VM, err)
 	}
-	g := &Gatherer{cfg: cfg, in: in, net: net, store: store, log: cfg.Log,
+	// Region files are opened through the directory's root, so that no
+	// region name, whatever it holds, reaches a file outside it.
+	dir, err := os.OpenRoot(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("gather %s: %w", in.VM, err)
+	}
+	g := &Gatherer{cfg: cfg, in: in, dir: dir, net: net, store: store, log: cfg.Log,
 		positions: map[chunk.ID][]Position{}, waiters: map[Position][]chan error{},
 		flights: map[chunk.ID]*flight{}, posFlights: map[Position]bool{}, avoid: map[chunk.ID]map[string]bool{},
 		wake: make(chan struct{}, 1), done: make(chan struct{}), rebuildSlots: make(chan struct{}, maxRebuilds),
 		demand: map[string]Getter{}, prefetch: map[string]Getter{}, peers: map[string]*holderStats{},
 		st: Report{VM: in.VM, FetchedBytes: map[string]int64{}}}
 	for _, r := range in.Regions {
-		p := filepath.Join(cfg.Dir, r.Name+".img")
+		name := r.Name + ".img"
+		p := filepath.Join(cfg.Dir, name)
 		flags := os.O_CREATE | os.O_RDWR | os.O_TRUNC
 		if cfg.Resume {
 			flags &^= os.O_TRUNC
 		}
-		f, err := os.OpenFile(p, flags, 0o600)
+		f, err := dir.OpenFile(name, flags, 0o600)
 		if err == nil {
 			err = f.Truncate(int64(r.Size)) // zero chunks stay holes
 		}
@@ -306,6 +314,7 @@ func (g *Gatherer) closeFiles() {
 	for _, f := range g.files {
 		f.Close()
 	}
+	g.dir.Close()
 }
 
 // spawn runs f in a goroutine owned by the gather, unless it is shutting down.
@@ -766,6 +775,7 @@ func (g *Gatherer) Close() error {
 	for _, f := range g.files {
 		errs = append(errs, f.Close())
 	}
+	errs = append(errs, g.dir.Close())
 	return errors.Join(errs...)
 }
 

@@ -3,6 +3,7 @@ package fetch
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -35,15 +36,16 @@ type Incoming struct {
 	// nothing (wire.Open).
 	PullDuringScatter bool
 
-	mu       sync.Mutex
-	ids      [][]chunk.ID        // per region, per position; zero value: not placed yet
-	holders  map[chunk.ID]uint32 // holder mask per chunk
-	peers    map[uint8]string    // holder index → peer
-	placed   int64               // positions placed
-	root     chunk.ID            // manifest root, once done
-	finished time.Time           // when the source handed over the root
-	changed  chan struct{}       // closed and replaced on every update
-	listener IncomingListener
+	mu        sync.Mutex
+	ids       []placedIDs         // per region, per position; zero value: not placed yet
+	holders   map[chunk.ID]uint32 // holder mask per chunk
+	peers     map[uint8]string    // holder index → peer
+	placed    int64               // positions placed
+	root      chunk.ID            // manifest root, once done
+	finished  time.Time           // when the source handed over the root
+	abandoned bool                // the source gave it up before the root
+	changed   chan struct{}       // closed and replaced on every update
+	listener  IncomingListener
 }
 
 // IncomingListener hears a migration's placements and its end (a Gatherer).
@@ -84,7 +86,7 @@ func (in *Incoming) Status() IncomingStatus {
 		Done: !in.finished.IsZero(), Opened: in.Opened, Finished: in.finished}
 	for i, r := range in.Regions {
 		st.Bytes += int64(r.Size)
-		st.Chunks += int64(len(in.ids[i]))
+		st.Chunks += int64(in.ids[i].len())
 	}
 	return st
 }
@@ -144,10 +146,10 @@ func (in *Incoming) Peers() []string {
 func (in *Incoming) At(region int, index uint64) (chunk.ID, bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if region < 0 || region >= len(in.ids) || index >= uint64(len(in.ids[region])) {
+	if region < 0 || region >= len(in.ids) || index >= in.ids[region].len() {
 		return chunk.ID{}, false
 	}
-	id := in.ids[region][index]
+	id := in.ids[region].at(index)
 	return id, !id.IsZero()
 }
 
@@ -168,6 +170,103 @@ type Incomings struct {
 	store IncomingStore
 	mu    sync.Mutex
 	m     map[wire.MigrationID]*Incoming
+	admit Admission
+}
+
+// Admission bounds what migrations opened here may claim. Open checks it
+// before it allocates anything for a migration, so an Open larger than
+// the node can hold is refused with an error and the node stays up.
+// Zero fields take the defaults below.
+type Admission struct {
+	// MaxPositions caps one migration's chunk positions, all regions
+	// together: the gather keeps a few bytes of state per position.
+	MaxPositions int64
+	// PerSource caps the migrations one source may have open here (not
+	// yet handed over nor abandoned), and PerSourceBytes their total
+	// region bytes.
+	PerSource      int
+	PerSourceBytes int64
+	// Room reports how many bytes this node can still take for gathered
+	// VMs (the free disk where they are written); nil: not checked. The
+	// migrations still open here are counted against it too, since their
+	// files fill as they gather.
+	Room func() (int64, error)
+}
+
+// Admission defaults.
+const (
+	DefaultMaxPositions   = 1 << 26 // 256 GiB of 4 KiB pages, ~2 GiB of gather state
+	DefaultPerSource      = 16
+	DefaultPerSourceBytes = 1 << 40
+)
+
+// SetAdmission installs a's bounds for the next Opens.
+func (s *Incomings) SetAdmission(a Admission) {
+	if a.MaxPositions <= 0 {
+		a.MaxPositions = DefaultMaxPositions
+	}
+	if a.PerSource <= 0 {
+		a.PerSource = DefaultPerSource
+	}
+	if a.PerSourceBytes <= 0 {
+		a.PerSourceBytes = DefaultPerSourceBytes
+	}
+	s.mu.Lock()
+	s.admit = a
+	s.mu.Unlock()
+}
+
+// admitLocked refuses o from source if it breaks the admission bounds
+// (only the positions cap unless it comes from a peer).
+func (s *Incomings) admitLocked(source string, o wire.Open, positions, bytes uint64, fromPeer bool) error {
+	a := s.admit
+	if positions > uint64(a.MaxPositions) {
+		return fmt.Errorf("open %s: VM %s has %d chunk positions, this node takes at most %d: %w", o.ID, o.VM, positions, a.MaxPositions, ErrTooLarge)
+	}
+	if !fromPeer {
+		return nil
+	}
+	var fromSource int
+	var sourceBytes, openBytes uint64
+	for _, in := range s.m {
+		in.mu.Lock()
+		open := in.finished.IsZero() && !in.abandoned
+		in.mu.Unlock()
+		if !open {
+			continue
+		}
+		b := in.bytes()
+		openBytes += b
+		if in.Source == source {
+			fromSource++
+			sourceBytes += b
+		}
+	}
+	if fromSource >= a.PerSource {
+		return fmt.Errorf("open %s: %d migrations from this source are open here (cap %d): %w", o.ID, fromSource, a.PerSource, ErrTooManyOpen)
+	}
+	if sourceBytes+bytes > uint64(a.PerSourceBytes) {
+		return fmt.Errorf("open %s: VM %s of %d bytes, with %d bytes open from this source (cap %d): %w", o.ID, o.VM, bytes, sourceBytes, a.PerSourceBytes, ErrTooLarge)
+	}
+	if a.Room != nil {
+		room, err := a.Room()
+		if err != nil {
+			return fmt.Errorf("open %s: free space: %w", o.ID, err)
+		}
+		if room < 0 || openBytes+bytes > uint64(room) {
+			return fmt.Errorf("open %s: VM %s of %d bytes, with %d bytes of open migrations, does not fit the %d bytes free here: %w", o.ID, o.VM, bytes, openBytes, room, ErrTooLarge)
+		}
+	}
+	return nil
+}
+
+// bytes is the migration's total region size.
+func (in *Incoming) bytes() uint64 {
+	var b uint64
+	for _, r := range in.Regions {
+		b += r.Size
+	}
+	return b
 }
 
 // IncomingStore is where placed chunks are pinned and a manifest built
@@ -179,7 +278,9 @@ type IncomingStore interface {
 
 // NewIncomings returns an empty set that pins placed chunks in store.
 func NewIncomings(store IncomingStore) *Incomings {
-	return &Incomings{store: store, m: map[wire.MigrationID]*Incoming{}}
+	s := &Incomings{store: store, m: map[wire.MigrationID]*Incoming{}}
+	s.SetAdmission(Admission{})
+	return s
 }
 
 // ErrManifestNeeded answers a Done that asked this destination to build
@@ -193,28 +294,44 @@ var (
 	ErrUnknownMigration   = errors.New("no such migration")
 	ErrWrongSource        = errors.New("migration belongs to another source")
 	ErrBadPlacement       = errors.New("placement outside the VM")
+	ErrTooLarge           = errors.New("migration too large for this node")
+	ErrTooManyOpen        = errors.New("too many migrations open from this source")
 )
 
-// maxPositions bounds what one Open can make us allocate (a 4 TiB VM of 4 KiB pages).
-const maxPositions = 1 << 30
-
-// Open records a new migration from source.
+// Open records a new migration from source, if its names are valid and
+// it fits the admission bounds (SetAdmission); nothing is allocated for
+// a migration before both checks pass.
 func (s *Incomings) Open(source string, o wire.Open) (*Incoming, error) {
-	in := &Incoming{ID: o.ID, Source: source, VM: o.VM, Regions: o.Regions, Opened: time.Now(), Secret: o.Secret, PullDuringScatter: o.PullDuringScatter,
-		holders: map[chunk.ID]uint32{}, peers: map[uint8]string{}, changed: make(chan struct{})}
-	var total uint64
+	return s.open(source, o, true)
+}
+
+// open is Open; a gather the operator asked for (fromPeer false: sgctl
+// gather, or resuming after a restart, whose files may already fill the
+// disk) is held to the names and the positions cap only.
+func (s *Incomings) open(source string, o wire.Open, fromPeer bool) (*Incoming, error) {
+	if err := o.CheckNames(); err != nil {
+		return nil, err
+	}
+	var positions, bytes uint64
 	for _, r := range o.Regions {
-		n := (r.Size + uint64(r.ChunkSize) - 1) / uint64(r.ChunkSize)
-		total += n
-		if total > maxPositions {
-			return nil, fmt.Errorf("open %s: VM too large (%d chunks)", o.ID, total)
+		if r.ChunkSize == 0 || r.Size > math.MaxUint64/2 || bytes+r.Size < bytes {
+			return nil, fmt.Errorf("open %s: region %s of %d bytes in %d-byte chunks: %w", o.ID, r.Name, r.Size, r.ChunkSize, ErrTooLarge)
 		}
-		in.ids = append(in.ids, make([]chunk.ID, n))
+		positions += (r.Size + uint64(r.ChunkSize) - 1) / uint64(r.ChunkSize)
+		bytes += r.Size
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.m[o.ID]; ok {
 		return nil, fmt.Errorf("open %s: %w", o.ID, ErrDuplicateMigration)
+	}
+	if err := s.admitLocked(source, o, positions, bytes, fromPeer); err != nil {
+		return nil, err
+	}
+	in := &Incoming{ID: o.ID, Source: source, VM: o.VM, Regions: o.Regions, Opened: time.Now(), Secret: o.Secret, PullDuringScatter: o.PullDuringScatter,
+		holders: map[chunk.ID]uint32{}, peers: map[uint8]string{}, changed: make(chan struct{})}
+	for _, r := range o.Regions {
+		in.ids = append(in.ids, newPlacedIDs((r.Size+uint64(r.ChunkSize)-1)/uint64(r.ChunkSize)))
 	}
 	s.m[o.ID] = in
 	return in, nil
@@ -265,14 +382,14 @@ func (s *Incomings) AddPlacements(source string, id wire.MigrationID, ps []wire.
 	pinned := make([]chunk.ID, 0, len(ps))
 	in.mu.Lock()
 	for _, p := range ps {
-		if int(p.Region) >= len(in.ids) || p.Index >= uint64(len(in.ids[p.Region])) {
+		if int(p.Region) >= len(in.ids) || p.Index >= in.ids[p.Region].len() {
 			in.mu.Unlock()
 			return fmt.Errorf("%s: region %d index %d: %w", id, p.Region, p.Index, ErrBadPlacement)
 		}
-		if in.ids[p.Region][p.Index].IsZero() {
+		if in.ids[p.Region].at(p.Index).IsZero() {
 			in.placed++
 		}
-		in.ids[p.Region][p.Index] = p.ID
+		in.ids[p.Region].set(p.Index, p.ID)
 		if _, seen := in.holders[p.ID]; !seen {
 			pinned = append(pinned, p.ID)
 		}
@@ -325,6 +442,7 @@ func (s *Incomings) Abandon(source string, id wire.MigrationID, reason error) {
 	}
 	in.mu.Lock()
 	finished := !in.finished.IsZero()
+	in.abandoned = in.abandoned || !finished
 	l := in.listener
 	in.mu.Unlock()
 	if !finished && l != nil {
@@ -360,12 +478,15 @@ func (s *Incomings) OpenFromManifest(root chunk.ID, m *Resolved, secret seal.Sec
 	if m.Sealed && m.Plains == nil {
 		return nil, fmt.Errorf("gather %s: the VM was evicted with --encrypt: give the manifest's secret (--secret; evict --json prints it): %w", root, manifest.ErrWrongSecret)
 	}
+	if err := m.CheckNames(); err != nil {
+		return nil, fmt.Errorf("gather %s: %w", root, err)
+	}
 	o := wire.Open{VM: m.Name, Secret: secret}
 	copy(o.ID[:], root[:])
 	for _, r := range m.Regions {
 		o.Regions = append(o.Regions, wire.RegionInfo{Name: r.Name, Kind: uint8(r.Kind), Size: uint64(r.Size), ChunkSize: uint32(r.ChunkSize)})
 	}
-	in, err := s.Open(holders[0], o)
+	in, err := s.open(holders[0], o, false)
 	if err != nil {
 		return nil, err
 	}
@@ -435,18 +556,22 @@ func (s *Incomings) buildManifest(in *Incoming, root chunk.ID) error {
 		regions[i] = manifest.Region{Name: r.Name, Kind: manifest.Kind(r.Kind), Size: int64(r.Size), ChunkSize: int(r.ChunkSize)}
 	}
 	in.mu.Lock()
-	got, nodes, err := manifest.BuildTree(in.VM, regions, in.ids)
+	ids := make([][]chunk.ID, len(in.ids))
+	for i := range in.ids {
+		ids[i] = in.ids[i].dense()
+	}
 	in.mu.Unlock()
+	got, nodes, err := manifest.BuildTree(in.VM, regions, ids)
 	if err != nil || got != root {
 		return ErrManifestNeeded
 	}
-	ids := make([]chunk.ID, len(nodes))
+	nodeIDs := make([]chunk.ID, len(nodes))
 	for i, n := range nodes {
 		if err := s.store.Put(n.ID, n.Data); err != nil {
 			return fmt.Errorf("store the manifest built here: %w", err)
 		}
-		ids[i] = n.ID
+		nodeIDs[i] = n.ID
 	}
-	s.store.Pin(in.ID.String(), ids...)
+	s.store.Pin(in.ID.String(), nodeIDs...)
 	return nil
 }

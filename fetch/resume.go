@@ -78,11 +78,11 @@ func (g *Gatherer) saveState(root chunk.ID, complete bool) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(g.cfg.Dir, stateFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	tmp := stateFile + ".tmp"
+	if err := g.dir.WriteFile(tmp, b, 0o600); err != nil {
 		return err
 	}
-	return os.Rename(tmp, filepath.Join(g.cfg.Dir, stateFile))
+	return g.dir.Rename(tmp, stateFile)
 }
 
 // keptLocked reports whether a resumed gather's file already holds id at

@@ -64,6 +64,17 @@ type Config struct {
 	// each; 0: none, and those destinations are sent the manifest).
 	PushLogIDs int
 
+	// MaxIncomingPositions caps the chunk positions of one migration
+	// opened to this node, MaxIncomingPerPeer the migrations one source
+	// may have open here at once, and MaxIncomingBytesPerPeer their total
+	// size (0: fetch.DefaultMaxPositions, DefaultPerSource and
+	// DefaultPerSourceBytes). An Open beyond them, or larger than the free
+	// disk where gathered VMs are written, is refused before anything is
+	// allocated for it.
+	MaxIncomingPositions    int64
+	MaxIncomingPerPeer      int
+	MaxIncomingBytesPerPeer int64
+
 	// HostOptions are extra libp2p options (simnet plugs its simulated
 	// QUIC transport in here). Not settable from a config file.
 	HostOptions []libp2p.Option
@@ -110,6 +121,9 @@ func (c Config) Validate() error {
 	}
 	if c.RequestRate < 0 || c.PushLogIDs < 0 || c.HoldLease < 0 {
 		return errors.New("node: request rate, push log size or hold lease is negative")
+	}
+	if c.MaxIncomingPositions < 0 || c.MaxIncomingPerPeer < 0 || c.MaxIncomingBytesPerPeer < 0 {
+		return errors.New("node: incoming migration caps are negative")
 	}
 	if c.RefreshInterval <= 0 || c.RequestTimeout <= 0 || c.PingTimeout <= 0 || c.PushWindow <= 0 {
 		return errors.New("node: refresh interval, request and ping timeouts and push window must be positive")

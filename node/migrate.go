@@ -143,6 +143,12 @@ func (n *Node) handleMigrate(s network.Stream) {
 	defer n.load.Add(-1)
 	if err := n.serveMigrate(s); err != nil {
 		n.m.protoErrors.WithLabelValues(string(ProtoMigrate)).Inc()
+		if errors.Is(err, errOpenRefused) {
+			// Closed, not reset, so that the refusal reaches the source.
+			n.log.Debug("migration refused", "peer", s.Conn().RemotePeer(), "err", err)
+			s.Close()
+			return
+		}
 		n.log.Debug("migrate stream ended with error", "peer", s.Conn().RemotePeer(), "err", err)
 		s.Reset()
 		return
@@ -210,7 +216,11 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 	if err == nil {
 		err = sink.OpenMigration(from, o)
 	}
-	if err := n.ack(s, err); err != nil {
+	if err != nil {
+		_ = n.ack(s, err)
+		return fmt.Errorf("%w: %w", errOpenRefused, err)
+	}
+	if err := n.ack(s, nil); err != nil {
 		return err
 	}
 	done := false
@@ -285,6 +295,9 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 		}
 	}
 }
+
+// errOpenRefused marks an Open this node refused (and said why).
+var errOpenRefused = errors.New("open refused")
 
 // errSourceAborted is why a migration the source aborted fails.
 var errSourceAborted = errors.New("the source aborted it")

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -18,7 +17,8 @@ import (
 
 // RolesConfig configures a node's part in migrations.
 type RolesConfig struct {
-	// Dir holds gathered VMs, one directory <vm>-<id8> each.
+	// Dir holds gathered VMs, one directory each named by its migration
+	// ID (hex): names from peers never become paths.
 	Dir string
 	// Gather adjusts each gather's configuration (nil: the defaults).
 	Gather func(*fetch.GatherConfig)
@@ -60,6 +60,7 @@ func (n *Node) ServeRoles(ctx context.Context, store *chunkstore.Store, cfg Role
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
+	r.in.SetAdmission(n.admission(cfg.Dir))
 	n.SetMigrationSink(roleSink{r})
 	n.SetDemandServer(r)
 	n.SetReleaseHandler(r)
@@ -130,7 +131,7 @@ func (r *Roles) Release(from peer.ID, rel wire.Release) (int, error) {
 // StartGather starts gathering in; adjust (after RolesConfig.Gather)
 // tunes this one gather, e.g. NoRelease for an existing manifest.
 func (r *Roles) StartGather(in *fetch.Incoming, adjust ...func(*fetch.GatherConfig)) (*fetch.Gatherer, error) {
-	dir := filepath.Join(r.cfg.Dir, fmt.Sprintf("%s-%s", in.VM, in.ID.String()[:8]))
+	dir := filepath.Join(r.cfg.Dir, in.ID.String())
 	cfg := fetch.DefaultGatherConfig(dir)
 	cfg.Zone, cfg.Log, cfg.Intake = r.n.cfg.Zone, r.log, r.n.ingest
 	cfg.StillNeeded = func(id chunk.ID) bool { return r.neededByOthers(in.ID, id) }

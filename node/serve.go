@@ -59,7 +59,7 @@ func (n *Node) openedHandler(proto protocol.ID, op *opener, want wire.Type, answ
 // client closes its side. A malformed or unexpected frame gets an Error
 // frame and ends the stream.
 func (n *Node) serveRequests(s network.Stream, op *opener, want wire.Type, answer answerer) error {
-	r := wire.NewReader(s, wire.MaxFrameSize)
+	r := wire.NewReader(s, wire.MaxRequestFrame(want))
 	from := s.Conn().RemotePeer()
 	var out []byte
 	if op != nil {

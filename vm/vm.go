@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/names"
 )
 
 // Chunk sizes by region kind.
@@ -104,7 +105,7 @@ var (
 	ErrNotFound = errors.New("no such VM")
 	ErrExists   = errors.New("VM already registered")
 	ErrBadImage = errors.New("bad VM image")
-	ErrBadName  = errors.New("bad VM name")
+	ErrBadName  = names.ErrBadVM
 )
 
 // Spec is a registered VM.
@@ -125,8 +126,9 @@ type QEMU struct {
 	Args []string `json:"args"` // its command line when registered
 }
 
-// CheckName refuses a VM name that is empty, too long or not made of
-// letters, digits, '-', '_' and '.'.
+// CheckName refuses a VM name that is empty, too long, "." or "..", or
+// not made of letters, digits, '-', '_' and '.' (names.CheckVM: peers'
+// Open frames and manifests are held to the same rule).
 func CheckName(name string) error { return checkName(name) }
 
 // NewFilesSpec builds and checks a spec from image paths: every file must
@@ -175,17 +177,7 @@ func indexed(base string, i, n int) string {
 	return fmt.Sprintf("%s%d", base, i)
 }
 
-func checkName(name string) error {
-	if name == "" || len(name) > manifest.MaxNameLen {
-		return fmt.Errorf("%w: %q (1..%d characters)", ErrBadName, name, manifest.MaxNameLen)
-	}
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("%w: %q (letters, digits, - _ . only)", ErrBadName, name)
-		}
-	}
-	return nil
-}
+func checkName(name string) error { return names.CheckVM(name) }
 
 // checkImage opens path for reading and returns its size.
 func checkImage(path string) (int64, error) {

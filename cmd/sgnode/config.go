@@ -29,11 +29,16 @@ type fileConfig struct {
 	// RequestRate is chunk IDs/s per peer in have and get requests; nil:
 	// the default, 0: no cap.
 	RequestRate *int64 `toml:"request_rate"`
-	QEMUBinary  string `toml:"qemu_binary"`
-	QEMUResume  *bool  `toml:"qemu_resume"`
-	QEMUUser    string `toml:"qemu_user"`
-	LogLevel    string `toml:"log_level"`
-	LogFormat   string `toml:"log_format"`
+	// Incoming migrations: per source, how many may be open here at once
+	// and their total size; per migration, its chunk positions.
+	IncomingPerPeer     int    `toml:"incoming_per_peer"`
+	IncomingSizePerPeer string `toml:"incoming_size_per_peer"`
+	IncomingMaxChunks   int64  `toml:"incoming_max_chunks"`
+	QEMUBinary          string `toml:"qemu_binary"`
+	QEMUResume          *bool  `toml:"qemu_resume"`
+	QEMUUser            string `toml:"qemu_user"`
+	LogLevel            string `toml:"log_level"`
+	LogFormat           string `toml:"log_format"`
 }
 
 const defaultConfigFile = `# sgnode configuration. Every key is optional; command-line flags override.
@@ -99,6 +104,15 @@ hold_lease = "24h"
 # that a request would wait over 2 s is refused and, after 3 offences,
 # banned. The default is twice what a 40 Gbit/s migration needs.
 request_rate = 2500000
+
+# Migrations opened to this node by one source: at most this many open
+# (not yet handed over) at once, of this total size; and at most this many
+# chunk positions in one migration (the gather keeps ~33 bytes of state per
+# position). An Open beyond them, or larger than the free disk of the data
+# directory, is refused before anything is allocated for it.
+incoming_per_peer = 16
+incoming_size_per_peer = "1TiB"
+incoming_max_chunks = 67108864
 
 # QEMU guests evicted to this node: start them here at once, on the lazy
 # views of their memory and disks (false: gather only; start them yourself

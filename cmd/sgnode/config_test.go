@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sgrelay/sg/fetch"
 )
 
 func writeConfig(t testing.TB, text string) string {
@@ -30,6 +32,9 @@ func TestDefaultConfigFileBuilds(t *testing.T) {
 	}
 	if cfg.Store.MemoryBudget != 1<<30 || len(cfg.Node.Listen) != 1 {
 		t.Fatalf("defaults not applied: %+v", cfg.Store)
+	}
+	if n := cfg.Node; n.MaxIncomingPerPeer != fetch.DefaultPerSource || n.MaxIncomingBytesPerPeer != fetch.DefaultPerSourceBytes || n.MaxIncomingPositions != fetch.DefaultMaxPositions {
+		t.Fatalf("incoming caps of the default file: %d open, %d bytes, %d positions; want the fetch defaults", n.MaxIncomingPerPeer, n.MaxIncomingBytesPerPeer, n.MaxIncomingPositions)
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"fmt"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/names"
 	"github.com/sgrelay/sg/internal/seal"
 )
 
@@ -117,6 +118,25 @@ type Manifest struct {
 	// StripeBlocks are the IDs of the stripe blocks (erasure-coded
 	// manifests only).
 	StripeBlocks []chunk.ID
+}
+
+// CheckNames refuses a manifest whose name is not a valid VM name or whose
+// region names break the region grammar or repeat (internal/names). A
+// gather turns them into file names and views, so it checks them before
+// anything is created; Decode does not, because a file's manifest (sgctl
+// put) carries the file's own name.
+func (m *Manifest) CheckNames() error {
+	if err := names.CheckVM(m.Name); err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	rs := make([]string, len(m.Regions))
+	for i, r := range m.Regions {
+		rs[i] = r.Name
+	}
+	if err := names.CheckRegions(rs); err != nil {
+		return fmt.Errorf("manifest of %s: %w", m.Name, err)
+	}
+	return nil
 }
 
 // Encode returns the root chunk's bytes.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/names"
 	"github.com/sgrelay/sg/internal/seal"
 )
 
@@ -230,4 +231,35 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A VM manifest whose names could be read as paths is refused by
+// CheckNames (a gather checks it before it creates anything); Decode
+// still takes it, as it takes a file's manifest, named after the file.
+func TestCheckNamesRefusesBadNames(t *testing.T) {
+	region := func(name string) Region {
+		r := Region{Name: name, Kind: KindMemory, Size: 4096, ChunkSize: 4096}
+		if _, err := Build(&r, []chunk.ID{chunk.Zero}); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for _, m := range []Manifest{
+		{Name: "../../../escaped", Regions: []Region{region("mem")}},
+		{Name: "web1", Regions: []Region{region("/../../victim")}},
+		{Name: "web1", Regions: []Region{region("mem"), region("mem")}},
+		{Name: "web1", Regions: []Region{region("..")}},
+	} {
+		got, err := Decode(m.Encode())
+		if err != nil {
+			t.Fatalf("Decode of a well-formed manifest: %v", err)
+		}
+		if err := got.CheckNames(); !errors.Is(err, names.ErrBadVM) && !errors.Is(err, names.ErrBadRegion) {
+			t.Errorf("VM manifest %q with regions %q: %v, want a bad name", m.Name, m.Regions[0].Name, err)
+		}
+	}
+	ok := Manifest{Name: "web1", Regions: []Region{region("mem"), region("disk0"), region("state"), region("qemu")}}
+	if got, err := Decode(ok.Encode()); err != nil || got.CheckNames() != nil || len(got.Regions) != 4 {
+		t.Fatalf("honest VM manifest: %v", err)
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/sgrelay/sg/internal/chunk"
 )
 
 // Type says what a frame carries.
@@ -94,6 +96,25 @@ const (
 	headerSize = 5
 )
 
+// MaxRequestFrame is the largest frame (type byte and payload) a request
+// of type t can be when it is well formed: a server caps its Reader for
+// t's protocol at it, so a peer cannot make it buffer more than the
+// largest honest request, even by sending the bytes. Pushes carry chunks
+// and take the general cap.
+func MaxRequestFrame(t Type) int {
+	switch t {
+	case TypeHave: // n u16, n × id
+		return 1 + 2 + MaxBatch*chunk.Size
+	case TypeGet: // prio u8, n u16, n × id
+		return 1 + 1 + 2 + MaxBatch*chunk.Size
+	case TypeInfo: // empty
+		return 1
+	case TypePushIDs: // digest
+		return 1 + chunk.Size
+	}
+	return MaxFrameSize
+}
+
 // Errors a decoder returns. A peer that triggers one has broken the protocol.
 var (
 	ErrFrameTooLarge = errors.New("frame exceeds size cap")
@@ -101,7 +122,8 @@ var (
 	ErrUnexpected    = errors.New("unexpected frame type")
 )
 
-// Reader reads frames from a stream into one reused buffer.
+// Reader reads frames from a stream into one reused buffer, which grows
+// with the bytes received (never beyond the cap).
 type Reader struct {
 	r   *bufio.Reader
 	buf []byte
@@ -134,17 +156,40 @@ func (r *Reader) Next() (Type, []byte, error) {
 	if n > r.max {
 		return 0, nil, fmt.Errorf("frame of %d bytes (cap %d): %w", n, r.max, ErrFrameTooLarge)
 	}
-	if cap(r.buf) < n {
-		r.buf = make([]byte, n)
-	}
-	b := r.buf[:n]
-	if _, err := io.ReadFull(r.r, b); err != nil {
+	b, err := r.readPayload(n)
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return 0, nil, fmt.Errorf("read %d-byte frame: %w", n, err)
 	}
 	return Type(b[0]), b[1:], nil
+}
+
+// growStep is the first buffer a frame gets; after it, the buffer at most
+// doubles the bytes received. A frame's length header is only a promise,
+// so memory follows the bytes that arrive, not the header.
+const growStep = 64 << 10
+
+// readPayload reads n bytes into r.buf, growing it (doubling, from
+// growStep) only as the bytes arrive: a peer that announces a large frame
+// and sends little costs us little.
+func (r *Reader) readPayload(n int) ([]byte, error) {
+	b := r.buf[:0]
+	for len(b) < n {
+		if len(b) == cap(b) {
+			grown := make([]byte, len(b), min(n, max(growStep, 2*cap(b))))
+			copy(grown, b)
+			b = grown
+			r.buf = b
+		}
+		k, err := io.ReadFull(r.r, b[len(b):min(n, cap(b))])
+		b = b[:len(b)+k]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // Expect reads one frame and fails unless it has type want. An Error frame

@@ -36,6 +36,10 @@ func FuzzFrames(f *testing.F) {
 		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}, Secret: seal.Secret{7}}),
 		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}, PullDuringScatter: true}),
 		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}, Secret: seal.Secret{7}, PullDuringScatter: true}),
+		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "../../../escaped", Regions: []RegionInfo{{"mem", 1, 8192, 4096}}}),
+		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"/../../victim", 2, 8192, 4096}}}),
+		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 8192, 4096}, {"mem", 1, 8192, 4096}}}),
+		AppendOpen(nil, Open{ID: MigrationID{1}, VM: "web1", Regions: []RegionInfo{{"mem", 1, 1 << 42, 4096}}}),
 		AppendDone(nil, c[1].ID, false),
 		AppendDone(nil, c[1].ID, true),
 		AppendAck(nil, StatusOK, ""),
@@ -121,6 +125,9 @@ func checkPayload(t *testing.T, typ Type, p []byte) {
 	switch typ {
 	case TypeMigrateOpen:
 		if v, err := DecodeOpen(p); err == nil {
+			if err := v.CheckNames(); err != nil {
+				t.Fatalf("decoded an open with bad names: %v", err)
+			}
 			re = AppendOpen(nil, v)
 		}
 	case TypeHolders:

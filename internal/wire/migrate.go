@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/names"
 	"github.com/sgrelay/sg/internal/seal"
 )
 
@@ -103,6 +104,25 @@ const openFlagPull = 1
 // Sealed reports whether the migration's chunks are sealed.
 func (o Open) Sealed() bool { return !o.Secret.IsZero() }
 
+// CheckNames refuses an Open whose VM or region names break the rules of
+// internal/names, or that names a region twice. The destination turns
+// them into file and socket names and reports, so they are checked where
+// they are decoded, and again wherever an Open is built from elsewhere (a
+// manifest).
+func (o Open) CheckNames() error {
+	if err := names.CheckVM(o.VM); err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	rs := make([]string, len(o.Regions))
+	for i, r := range o.Regions {
+		rs[i] = r.Name
+	}
+	if err := names.CheckRegions(rs); err != nil {
+		return fmt.Errorf("open: VM %s: %w", o.VM, err)
+	}
+	return nil
+}
+
 // AppendOpen encodes an Open frame.
 func AppendOpen(dst []byte, o Open) []byte {
 	b := Begin(dst, TypeMigrateOpen)
@@ -175,6 +195,9 @@ func DecodeOpen(p []byte) (Open, error) {
 	}
 	if len(p) != 0 {
 		return o, fmt.Errorf("open: %d trailing bytes: %w", len(p), ErrMalformed)
+	}
+	if err := o.CheckNames(); err != nil {
+		return o, fmt.Errorf("%w: %w", err, ErrMalformed)
 	}
 	return o, nil
 }

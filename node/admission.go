@@ -1,0 +1,41 @@
+package node
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/sgrelay/sg/fetch"
+)
+
+// admission is what migrations opened here may claim: the caps of the
+// node's config, and the free disk of dir, where their VMs are written.
+func (n *Node) admission(dir string) fetch.Admission {
+	a := fetch.Admission{
+		MaxPositions:   n.cfg.MaxIncomingPositions,
+		PerSource:      n.cfg.MaxIncomingPerPeer,
+		PerSourceBytes: n.cfg.MaxIncomingBytesPerPeer,
+	}
+	if dir != "" {
+		a.Room = func() (int64, error) { return freeDisk(dir) }
+	}
+	return a
+}
+
+// freeDisk is the bytes an unprivileged writer may still put on the file
+// system of dir (or of its nearest existing parent, before dir is made).
+func freeDisk(dir string) (int64, error) {
+	for {
+		var st syscall.Statfs_t
+		err := syscall.Statfs(dir, &st)
+		if err == nil {
+			return int64(min(st.Bavail*uint64(st.Bsize), 1<<62)), nil
+		}
+		parent := filepath.Dir(dir)
+		if !errors.Is(err, os.ErrNotExist) || parent == dir {
+			return 0, err
+		}
+		dir = parent
+	}
+}
