@@ -18,7 +18,10 @@ type Config struct {
 	Node        node.Config
 	Store       chunkstore.Config
 	QEMU        QEMUConfig
-	Version     string
+	// MigrationRecords bounds the ended migrations `sgctl migrations`
+	// keeps (0: DefaultMigrationRecords).
+	MigrationRecords int
+	Version          string
 }
 
 // QEMUConfig is how QEMU guests evicted to this node are resumed.
@@ -64,6 +67,9 @@ func (c Config) storeConfig() chunkstore.Config {
 func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data directory (--data) is required")
+	}
+	if c.MigrationRecords < 0 {
+		return errors.New("migration_records is negative")
 	}
 	if err := c.storeConfig().Validate(); err != nil {
 		return fmt.Errorf("store: %w", err)

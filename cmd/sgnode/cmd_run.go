@@ -118,6 +118,7 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 	cfg.Node.AllowAny = fc.AllowAny
 	cfg.Node.Zone = fc.Zone
 	cfg.QEMU.Binary = fc.QEMUBinary
+	cfg.MigrationRecords = fc.MigrationRecords
 	if fc.QEMUResume != nil {
 		cfg.QEMU.Resume = *fc.QEMUResume
 	}

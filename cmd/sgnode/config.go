@@ -29,8 +29,11 @@ type fileConfig struct {
 	RequestRate *int64 `toml:"request_rate"`
 	QEMUBinary  string `toml:"qemu_binary"`
 	QEMUResume  *bool  `toml:"qemu_resume"`
-	LogLevel    string `toml:"log_level"`
-	LogFormat   string `toml:"log_format"`
+	// MigrationRecords bounds the ended migrations `sgctl migrations`
+	// keeps; 0: the default.
+	MigrationRecords int    `toml:"migration_records"`
+	LogLevel         string `toml:"log_level"`
+	LogFormat        string `toml:"log_format"`
 }
 
 const defaultConfigFile = `# sgnode configuration. Every key is optional; command-line flags override.
@@ -93,6 +96,10 @@ request_rate = 2500000
 # from the views). qemu_binary: empty runs the source's binary name from PATH.
 qemu_resume = true
 qemu_binary = ""
+
+# Ended migrations (both roles) that 'sgctl migrations' keeps, newest
+# first; older records are dropped (also: sgctl migrations rm / prune).
+migration_records = 256
 
 # debug, info, warn or error; text or json.
 log_level = "info"
