@@ -21,7 +21,10 @@ type Config struct {
 	// MigrationRecords bounds the ended migrations `sgctl migrations`
 	// keeps (0: DefaultMigrationRecords).
 	MigrationRecords int
-	Version          string
+	// KeepGatheredChunks keeps a gathered VM's chunks in the store as
+	// well as in its files (node.RolesConfig.KeepGathered).
+	KeepGatheredChunks bool
+	Version            string
 }
 
 // QEMUConfig is how QEMU guests evicted to this node are resumed.

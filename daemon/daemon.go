@@ -110,7 +110,8 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.roles = d.node.ServeRoles(d.runCtx, d.store, node.RolesConfig{Dir: filepath.Join(cfg.DataDir, "vms"), Log: log,
-		OnGather: d.onGather, OnGatherDone: d.onGatherDone, OnAbandon: d.afterGather})
+		OnGather: d.onGather, OnGatherDone: d.onGatherDone, OnAbandon: d.afterGather,
+		KeepGathered: cfg.KeepGatheredChunks})
 	d.registerMetrics()
 	return d, nil
 }

@@ -31,7 +31,11 @@ type RolesConfig struct {
 	// OnAbandon is called when a source gives up a migration we gather,
 	// before the source is answered (it resumes its VM after the answer).
 	OnAbandon func(*fetch.Incoming, *fetch.Gatherer)
-	Log       *slog.Logger
+	// KeepGathered keeps a complete gather's chunks in the store (to
+	// serve further gathers of the VM from here); false drops the store's
+	// copies once the files hold them.
+	KeepGathered bool
+	Log          *slog.Logger
 }
 
 // Roles is a node's part in migrations, wired to its protocols: as a
@@ -266,7 +270,7 @@ func (r *Roles) StartGather(in *fetch.Incoming, adjust ...func(*fetch.GatherConf
 		} else {
 			r.log.Info("gather complete", "vm", in.VM, "migration", in.ID, "tmt", rep.TMT,
 				"demand_reads", rep.DemandReads, "network_faults", rep.NetworkFaults, "local_chunks", rep.LocalChunks, "files", rep.Paths)
-			if !cfg.NoRelease { // a gather of an existing manifest leaves the store as it was
+			if !cfg.NoRelease && !r.cfg.KeepGathered { // a gather of an existing manifest leaves the store as it was
 				n, b := r.dropLocalCopies(in.ID, g.ChunkIDs())
 				r.log.Debug("gathered chunks dropped from the store: the files hold them", "migration", in.ID, "chunks", n, "bytes", b)
 			}
