@@ -11,6 +11,7 @@ import (
 
 	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -135,4 +136,100 @@ func TestAbandonedMigrationsGiveEverythingBack(t *testing.T) {
 	if n := roles.Incomings().Len(); n != 0 {
 		t.Fatalf("a refused Open left %d migrations open", n)
 	}
+}
+
+// Once a gather is complete its files hold the VM: the destination's
+// store does not keep a second copy of its chunks (unless another owner
+// pins them), and a chunk pushed for a migration its source abandoned is
+// dropped too. Measured from the store of a real node, fed raw frames.
+func TestGatheredChunksLeaveTheStore(t *testing.T) {
+	nodes := newTestNodes(t, 2, nil)
+	src, dst := nodes[0], nodes[1]
+	connect(t, src, dst)
+	ended := make(chan error, 1)
+	roles := dst.ServeRoles(t.Context(), dst.store, RolesConfig{Dir: t.TempDir(),
+		OnGatherDone: func(_ *fetch.Incoming, _ *fetch.Gatherer, _ fetch.Report, err error) { ended <- err }})
+	t.Cleanup(roles.Wait)
+
+	for _, complete := range []bool{true, false} {
+		cs := randomChunks(4, 4096)
+		other := randomChunks(1, 4096)[0] // pinned by someone else: kept
+		for _, c := range append(cs, other) {
+			if err := dst.store.Put(c.ID, c.Data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dst.store.Pin("someone-else", other.ID)
+		o := wire.Open{VM: "vm", Regions: []wire.RegionInfo{{Name: "mem", Size: 5 * 4096, ChunkSize: 4096}}}
+		rand.Read(o.ID[:])
+		s, err := src.Host().NewStream(t.Context(), dst.ID(), ProtoMigrate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ps []wire.Placement
+		for i, c := range append(cs, other) {
+			ps = append(ps, wire.Placement{Region: 0, Index: uint64(i), ID: c.ID, Holders: 1})
+		}
+		rd := wire.NewReader(s, 0)
+		for _, f := range [][]byte{wire.AppendOpen(nil, o),
+			wire.AppendHolders(nil, []wire.Holder{{Index: 0, Peer: dst.ID().String()}}),
+			wire.AppendPlacements(nil, ps, false)} {
+			if _, err := s.Write(f); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := rd.Expect(wire.TypeAck); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if complete {
+			// The source sends Done with build: the destination builds
+			// the manifest from the placements.
+			ids := make([]chunk.ID, len(ps))
+			for i, p := range ps {
+				ids[i] = p.ID
+			}
+			root := buildRoot(t, o, ids)
+			if _, err := s.Write(wire.AppendDone(nil, root, true)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := rd.Expect(wire.TypeAck); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+		} else {
+			s.Reset()
+		}
+		select {
+		case err := <-ended:
+			if complete && err != nil {
+				t.Fatalf("gather: %v", err)
+			}
+			if !complete && !errors.Is(err, fetch.ErrAbandoned) {
+				t.Fatalf("gather of a dead source: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the gather never ended")
+		}
+		for _, c := range cs {
+			if dst.store.Has(c.ID) {
+				t.Fatalf("complete=%v: chunk %s still in the destination's store", complete, c.ID.Short())
+			}
+		}
+		if !dst.store.Has(other.ID) {
+			t.Fatalf("complete=%v: a chunk another owner pins was dropped", complete)
+		}
+		dst.store.Unpin("someone-else")
+	}
+}
+
+// buildRoot is the root of o's manifest with ids in its one region, as
+// the destination builds it from the placements.
+func buildRoot(t *testing.T, o wire.Open, ids []chunk.ID) chunk.ID {
+	t.Helper()
+	r := o.Regions[0]
+	root, _, err := manifest.BuildTree(o.VM, []manifest.Region{{Name: r.Name, Kind: manifest.Kind(r.Kind), Size: int64(r.Size), ChunkSize: int(r.ChunkSize)}}, [][]chunk.ID{ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -267,6 +268,11 @@ func (r *Roles) StartGather(in *fetch.Incoming, adjust ...func(*fetch.GatherConf
 		rep := g.Report()
 		if err != nil {
 			r.log.Warn("gather failed", "vm", in.VM, "migration", in.ID, "err", err)
+			if errors.Is(err, fetch.ErrAbandoned) { // the VM stays at its source: what came here is worthless
+				r.store.Unpin(in.ID.String())
+				n, b := r.dropLocalCopies(in.ID, g.ChunkIDs())
+				r.log.Debug("an abandoned migration's chunks dropped from the store", "migration", in.ID, "chunks", n, "bytes", b)
+			}
 		} else {
 			r.log.Info("gather complete", "vm", in.VM, "migration", in.ID, "tmt", rep.TMT,
 				"demand_reads", rep.DemandReads, "network_faults", rep.NetworkFaults, "local_chunks", rep.LocalChunks, "files", rep.Paths)
