@@ -127,8 +127,9 @@ type Gatherer struct {
 	paths []string
 
 	mu         sync.Mutex
-	root       chunk.ID // the manifest, once resolved
-	keepBuf    []byte   // keptLocked's read buffer
+	root       chunk.ID   // the manifest, once resolved
+	manifest   []chunk.ID // its root, block and key block chunks
+	keepBuf    []byte     // keptLocked's read buffer
 	present    [][]bool
 	nPresent   int64
 	nTotal     int64
@@ -443,6 +444,11 @@ func (g *Gatherer) resolve(root chunk.ID) {
 		}
 	}
 	g.learnStripesLocked(m.Stripes)
+	g.manifest = append(g.manifest[:0], root)
+	for _, r := range m.Regions {
+		g.manifest = append(g.manifest, r.Blocks...)
+		g.manifest = append(g.manifest, r.KeyBlocks...)
+	}
 	g.finished = true
 	if err := g.saveState(root, false); err != nil {
 		g.log.Warn("gather record not saved: this gather cannot resume after a restart", "vm", g.in.VM, "err", err)
@@ -747,17 +753,18 @@ func (g *Gatherer) Close() error {
 	g.present, g.known, g.plains, g.positions = nil, nil, nil, nil
 	g.waiters, g.flights, g.posFlights, g.avoid = nil, nil, nil, nil
 	g.stripes, g.stripeOf, g.rebuilding = nil, nil, nil
-	g.afterMap, g.local, g.recent, g.keepBuf = nil, nil, nil, nil
+	g.afterMap, g.local, g.recent, g.keepBuf, g.manifest = nil, nil, nil, nil, nil
 	g.peers = map[string]*holderStats{}
 	return errors.Join(errs...)
 }
 
 // ChunkIDs lists the distinct chunks the gather placed (as stored: sealed
-// IDs for a sealed migration); nil once closed.
+// IDs for a sealed migration) and, once resolved, its manifest's chunks;
+// nil once closed.
 func (g *Gatherer) ChunkIDs() []chunk.ID {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return slices.Collect(maps.Keys(g.positions))
+	return append(slices.Collect(maps.Keys(g.positions)), g.manifest...)
 }
 
 // Needs reports whether this unfinished gather still needs chunk id.

@@ -181,6 +181,7 @@ func TestGatheredChunksLeaveTheStore(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		var root chunk.ID
 		if complete {
 			// The source sends Done with build: the destination builds
 			// the manifest from the placements.
@@ -188,7 +189,7 @@ func TestGatheredChunksLeaveTheStore(t *testing.T) {
 			for i, p := range ps {
 				ids[i] = p.ID
 			}
-			root := buildRoot(t, o, ids)
+			root = buildRoot(t, o, ids)
 			if _, err := s.Write(wire.AppendDone(nil, root, true)); err != nil {
 				t.Fatal(err)
 			}
@@ -214,6 +215,9 @@ func TestGatheredChunksLeaveTheStore(t *testing.T) {
 			if dst.store.Has(c.ID) {
 				t.Fatalf("complete=%v: chunk %s still in the destination's store", complete, c.ID.Short())
 			}
+		}
+		if complete && dst.store.Has(root) {
+			t.Fatal("the manifest built here stays in the store after the gather")
 		}
 		if !dst.store.Has(other.ID) {
 			t.Fatalf("complete=%v: a chunk another owner pins was dropped", complete)
