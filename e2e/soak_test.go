@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -192,16 +193,28 @@ func TestSoak(t *testing.T) {
 		images[n] = []string{mem, disk}
 	}
 	seq := 0
-	evict := func(ctx context.Context, from, to *lab.Node, extra ...string) (string, error) {
+	// add registers a new VM of from's images; forget removes it once evicted.
+	add := func(from *lab.Node) string {
 		seq++
 		name := fmt.Sprintf("s%d", seq)
 		if _, err := from.Sgctl(ctx, "vm", "add", name, "--mem", images[from][0], "--disk", images[from][1]); err != nil {
 			t.Fatal(err)
 		}
-		_, err := from.Sgctl(ctx, append([]string{"evict", "vm", name, "--to", to.PeerID, "--via", relay.PeerID}, extra...)...)
-		if rmErr := func() error { _, e := from.Sgctl(context.WithoutCancel(ctx), "vm", "rm", name); return e }(); rmErr != nil {
-			t.Fatal(rmErr)
+		return name
+	}
+	forget := func(from *lab.Node, name string) {
+		if _, err := from.Sgctl(ctx, "vm", "rm", name); err != nil {
+			t.Fatal(err)
 		}
+	}
+	evictVM := func(ctx context.Context, from, to *lab.Node, name string, extra ...string) error {
+		_, err := from.Sgctl(ctx, append([]string{"evict", "vm", name, "--to", to.PeerID, "--via", relay.PeerID}, extra...)...)
+		return err
+	}
+	evict := func(ctx context.Context, from, to *lab.Node, extra ...string) (string, error) {
+		name := add(from)
+		err := evictVM(ctx, from, to, name, extra...)
+		forget(from, name)
 		return name, err
 	}
 	// gathered checks a VM gathered at dst byte for byte, then deletes it.
@@ -267,11 +280,9 @@ func TestSoak(t *testing.T) {
 			}
 			aborted++
 		case 8: // abandoned: its source dies midway, and comes back
+			name := add(killable)
 			done := make(chan error, 1)
-			go func() {
-				_, err := evict(ctx, killable, to, "--max-rate", "40Mbit")
-				done <- err
-			}()
+			go func() { done <- evictVM(ctx, killable, to, name, "--max-rate", "40Mbit") }()
 			time.Sleep(time.Duration(200+rng.IntN(600)) * time.Millisecond)
 			if err := killable.Kill(); err != nil {
 				t.Fatal(err)
@@ -285,6 +296,7 @@ func TestSoak(t *testing.T) {
 			if err := c.WaitConnected(ctx, 30*time.Second); err != nil {
 				t.Fatal(err)
 			}
+			forget(killable, name)
 			abandoned++
 		default:
 			name, err := evict(ctx, from, to)
@@ -387,4 +399,106 @@ func overBaseline(base, s procStats, destination bool) string {
 		}
 	}
 	return strings.Join(why, "; ")
+}
+
+// A view in use stays mounted until it is not: after the gather is
+// complete, a reader holding the FUSE file open keeps the view mounted
+// (and reading the right bytes), then an NBD client keeps the disk's
+// export; once both let go the migration is retired: the view unmounted,
+// the export closed, one record left.
+func TestSoakViewInUseStaysMounted(t *testing.T) {
+	if err := fuseview.Available(); err != nil {
+		t.Skip("FUSE unavailable:", err)
+	}
+	c := startCluster(t, "src", "dst", "r1")
+	src, dst := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	images := addVM(t, ctx, src, "held", soakVM(200))
+	want, err := os.ReadFile(images[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := src.Sgctl(ctx, "evict", "vm", "held", "--to", dst.PeerID, "--max-rate", "80Mbit")
+		done <- err
+	}()
+	lazy := lazyDir(t, ctx, dst, "held")
+	f, err := os.Open(filepath.Join(lazy, "mem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var sock string
+	for deadline := time.Now().Add(10 * time.Second); sock == ""; time.Sleep(20 * time.Millisecond) {
+		var ms []api.Migration
+		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err == nil && len(ms) > 0 && ms[0].Gather != nil {
+			sock = ms[0].Gather.NBD["disk0"]
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no NBD export of disk0")
+		}
+	}
+	nbd, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nbd.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	m := waitGathered(t, ctx, dst, "held")
+	sameFiles(t, m.Gather.Files, images)
+
+	mounted := func() (views float64, mounts int) {
+		v, err := dst.Metric(ctx, "sg_lazy_views_mounted")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, fuseMountsUnder(t, dst.PID(), dst.Dir)
+	}
+	// Complete, but held: it stays (well past the retire poll).
+	for range 10 {
+		time.Sleep(200 * time.Millisecond)
+		if v, n := mounted(); v != 1 || n != 1 {
+			t.Fatalf("a view held open was taken down: %v views, %d FUSE mounts", v, n)
+		}
+		buf := make([]byte, 4096)
+		if _, err := f.ReadAt(buf, 1<<20); err != nil || string(buf) != string(want[1<<20:1<<20+4096]) {
+			t.Fatalf("reading the held view after the gather: %v", err)
+		}
+	}
+	f.Close()
+	// The NBD client still holds the export: still not retired.
+	time.Sleep(time.Second)
+	if v, _ := mounted(); v != 1 {
+		t.Fatalf("retired while an NBD client is connected: %v views", v)
+	}
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("the NBD socket went while a client is connected: %v", err)
+	}
+	nbd.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, n := mounted()
+		var ms []api.Migration
+		if err := dst.SgctlJSON(ctx, &ms, "migrations"); err != nil {
+			t.Fatal(err)
+		}
+		if v == 0 && n == 0 && len(ms) == 1 && ms[0].Retired {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after its last user let go: %v views, %d FUSE mounts, records %+v", v, n, ms)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("the NBD socket of a retired migration: %v", err)
+	}
+	if _, err := os.Stat(lazy); !os.IsNotExist(err) {
+		t.Fatalf("the view's mount point of a retired migration: %v", err)
+	}
+	sameFiles(t, m.Gather.Files, images) // the files stay, whole
 }

@@ -100,8 +100,13 @@ func (r *regionFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.Set
 // whether anything still uses the view.
 func (r *regionFile) Open(context.Context, uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	r.open.Add(1)
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	// A handle, though I/O goes through the node: without one the kernel's
+	// release is never passed on.
+	return &handle{}, fuse.FOPEN_KEEP_CACHE, 0
 }
+
+// handle is an open file of the view; the node serves its I/O.
+type handle struct{}
 
 func (r *regionFile) Release(context.Context, fs.FileHandle) syscall.Errno {
 	r.open.Add(-1)
