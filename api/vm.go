@@ -122,6 +122,38 @@ type Migration struct {
 	Result   *EvictResult  `json:"result,omitempty"` // source: the whole eviction's report
 	Gather   *GatherReport `json:"gather,omitempty"` // destination: the gather's report
 	Guest    *GuestReport  `json:"guest,omitempty"`  // destination: the guest resumed here
+	// Retired: the migration has ended here and its state is gone (views
+	// unmounted, files closed); only this record is left.
+	Retired bool `json:"retired,omitempty"`
+}
+
+// PruneResult says how many migration records were removed.
+type PruneResult struct {
+	Removed int      `json:"removed"`
+	IDs     []string `json:"ids,omitempty"`
+}
+
+// RemoveMigration deletes the record of an ended migration (ID or a
+// prefix of at least 8 characters).
+func (c *Client) RemoveMigration(ctx context.Context, id string) (*PruneResult, error) {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/migrations/"+url.PathEscape(id), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out PruneResult
+	return &out, decodeBody(resp, &out)
+}
+
+// PruneMigrations deletes the records of every ended migration.
+func (c *Client) PruneMigrations(ctx context.Context) (*PruneResult, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/migrations/prune", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out PruneResult
+	return &out, decodeBody(resp, &out)
 }
 
 // GuestReport is a guest resumed at the destination (qemu driver).

@@ -18,11 +18,17 @@ type Config struct {
 	// Pprof also serves Go's profiles (/debug/pprof/) on MetricsAddr: they
 	// show a process's internals to whoever reaches that address, so only
 	// when asked for.
-	Pprof   bool
-	Node    node.Config
-	Store   chunkstore.Config
-	QEMU    QEMUConfig
-	Version string
+	Pprof bool
+	Node  node.Config
+	Store chunkstore.Config
+	QEMU  QEMUConfig
+	// MigrationRecords bounds the ended migrations `sgctl migrations`
+	// keeps (0: DefaultMigrationRecords).
+	MigrationRecords int
+	// KeepGatheredChunks keeps a gathered VM's chunks in the store as
+	// well as in its files (node.RolesConfig.KeepGathered).
+	KeepGatheredChunks bool
+	Version            string
 }
 
 // QEMUConfig is how QEMU guests evicted to this node are resumed.
@@ -72,6 +78,9 @@ func (c Config) storeConfig() chunkstore.Config {
 func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data directory (--data) is required")
+	}
+	if c.MigrationRecords < 0 {
+		return errors.New("migration_records is negative")
 	}
 	if err := c.storeConfig().Validate(); err != nil {
 		return fmt.Errorf("store: %w", err)

@@ -39,6 +39,8 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("POST /v1/verify", d.serveVerify)
 	mux.HandleFunc("POST /v1/gather", d.serveGather)
 	mux.HandleFunc("GET /v1/migrations", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, d.migrationsList()) })
+	mux.HandleFunc("DELETE /v1/migrations/{id}", d.serveRemoveMigration)
+	mux.HandleFunc("POST /v1/migrations/prune", d.servePruneMigrations)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
 	return mux
 }

@@ -94,8 +94,8 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.unmountStale()
-	d.out = &outgoing{}
-	d.views = &views{d: d, ctx: d.runCtx, nbd: map[wire.MigrationID]map[string]string{}}
+	d.out = newOutgoing(cfg.MigrationRecords)
+	d.views = &views{d: d, ctx: d.runCtx, nbd: map[wire.MigrationID]map[string]string{}, exports: map[wire.MigrationID]*exports{}}
 
 	key, created, err := node.LoadOrCreateIdentity(cfg.IdentityPath())
 	if err != nil {
@@ -110,7 +110,8 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.roles = d.node.ServeRoles(d.runCtx, d.store, node.RolesConfig{Dir: filepath.Join(cfg.DataDir, "vms"), Log: log,
-		OnGather: d.onGather, OnGatherDone: d.onGatherDone, OnAbandon: d.afterGather})
+		OnGather: d.onGather, OnGatherDone: d.onGatherDone, OnAbandon: d.afterGather,
+		KeepGathered: cfg.KeepGatheredChunks})
 	d.registerMetrics()
 	return d, nil
 }
@@ -176,6 +177,7 @@ func (d *Daemon) registerMetrics() {
 		Buckets: prometheus.ExponentialBuckets(0.1, 2, 14),
 	})
 	d.reg.MustRegister(d.ops, d.evictET, d.evictBytes, d.gatherTMT)
+	d.registerLifetimeMetrics()
 }
 
 // Node is the daemon's libp2p node.

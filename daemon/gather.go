@@ -19,14 +19,23 @@ import (
 )
 
 // views serves the lazy views of incoming VMs: NBD exports of their
-// disks, each in a goroutine the daemon owns (wg), stopped with the daemon.
+// disks, each in a goroutine the daemon owns (wg), stopped when their
+// migration is retired or with the daemon.
 type views struct {
 	d   *Daemon
 	ctx context.Context // the daemon's run context
 	wg  sync.WaitGroup
 
-	mu  sync.Mutex
-	nbd map[wire.MigrationID]map[string]string // region name → NBD socket
+	mu      sync.Mutex
+	nbd     map[wire.MigrationID]map[string]string // region name → NBD socket
+	exports map[wire.MigrationID]*exports
+}
+
+// exports are one migration's NBD servers.
+type exports struct {
+	servers []*nbdview.Server
+	stop    context.CancelFunc
+	wg      sync.WaitGroup // their Serve goroutines
 }
 
 // onGather mounts a starting gather's lazy views: a FUSE file per region
@@ -44,6 +53,14 @@ func (d *Daemon) onGatherDone(in *fetch.Incoming, g *fetch.Gatherer, rep fetch.R
 		d.gatherTMT.Observe(rep.TMT.Seconds())
 	}
 	d.afterGather(in, g)
+	if d.runCtx.Err() != nil {
+		return // our own shutdown: the gather resumes at the next start
+	}
+	d.views.wg.Add(1)
+	go func() { // owned by the daemon: views.wg
+		defer d.views.wg.Done()
+		d.retireWhenUnused(in, g, err)
+	}()
 }
 
 // wait waits for every view goroutine (after the context is cancelled).
@@ -60,6 +77,8 @@ func (vs *views) exportDisks(in *fetch.Incoming, g *fetch.Gatherer) {
 		return
 	}
 	socks := map[string]string{}
+	ctx, stop := context.WithCancel(vs.ctx)
+	ex := &exports{stop: stop}
 	for i, r := range in.Regions {
 		if manifest.Kind(r.Kind) != manifest.KindDisk {
 			continue
@@ -74,18 +93,56 @@ func (vs *views) exportDisks(in *fetch.Incoming, g *fetch.Gatherer) {
 		_ = os.Chmod(path, 0o600)
 		srv := &nbdview.Server{Name: r.Name, Size: int64(r.Size), Disk: g.Region(i), Log: d.log}
 		socks[r.Name] = path
+		ex.servers = append(ex.servers, srv)
 		vs.wg.Add(1)
+		ex.wg.Add(1)
 		go func() {
 			defer vs.wg.Done()
+			defer ex.wg.Done()
 			defer os.Remove(path)
-			if err := srv.Serve(vs.ctx, ln); err != nil {
+			if err := srv.Serve(ctx, ln); err != nil {
 				d.log.Warn("NBD export stopped", "socket", path, "err", err)
 			}
 		}()
 	}
 	vs.mu.Lock()
 	vs.nbd[in.ID] = socks
+	vs.exports[in.ID] = ex
 	vs.mu.Unlock()
+}
+
+// clients is how many NBD clients are connected to migration id's exports.
+func (vs *views) clients(id wire.MigrationID) int64 {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	var n int64
+	if ex := vs.exports[id]; ex != nil {
+		for _, s := range ex.servers {
+			n += s.Conns()
+		}
+	}
+	return n
+}
+
+// close stops migration id's exports (disconnecting any client), closes
+// their listeners and waits for their goroutines.
+func (vs *views) close(id wire.MigrationID) {
+	vs.mu.Lock()
+	ex := vs.exports[id]
+	delete(vs.exports, id)
+	delete(vs.nbd, id)
+	vs.mu.Unlock()
+	if ex != nil {
+		ex.stop()
+		ex.wg.Wait()
+	}
+}
+
+// count is how many migrations have NBD exports up.
+func (vs *views) count() int {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	return len(vs.exports)
 }
 
 func (vs *views) nbdSockets(id wire.MigrationID) map[string]string {

@@ -11,7 +11,8 @@ import (
 	"github.com/sgrelay/sg/fetch/fuseview"
 )
 
-// lazyMounts are the FUSE views of incoming VMs, unmounted at shutdown.
+// lazyMounts are the FUSE views of incoming VMs, each unmounted when its
+// migration is retired (or at shutdown).
 type lazyMounts struct {
 	mu sync.Mutex
 	m  map[string]*fuseview.Mount // by migration ID
@@ -45,6 +46,32 @@ func (d *Daemon) lazyDir(id string) string {
 		return m.Dir
 	}
 	return ""
+}
+
+// takeLazy removes migration id's view from the set and returns it (nil if none).
+func (d *Daemon) takeLazy(id string) *fuseview.Mount {
+	d.lazy.mu.Lock()
+	defer d.lazy.mu.Unlock()
+	m := d.lazy.m[id]
+	delete(d.lazy.m, id)
+	return m
+}
+
+// lazyOpen is how many handles processes hold on migration id's view.
+func (d *Daemon) lazyOpen(id string) int64 {
+	d.lazy.mu.Lock()
+	defer d.lazy.mu.Unlock()
+	if m := d.lazy.m[id]; m != nil {
+		return m.OpenHandles()
+	}
+	return 0
+}
+
+// lazyCount is how many views are mounted.
+func (d *Daemon) lazyCount() int {
+	d.lazy.mu.Lock()
+	defer d.lazy.mu.Unlock()
+	return len(d.lazy.m)
 }
 
 func (d *Daemon) unmountAll() {

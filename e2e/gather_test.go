@@ -148,9 +148,10 @@ func TestNBDExportOfGatheredDisk(t *testing.T) {
 }
 
 // sgctl gather brings a VM whose manifest already exists to another node,
-// from the peers that hold it; the copy is byte-identical.
+// from the peers that hold it (the first destination keeps the chunks it
+// gathered in its store); the copy is byte-identical.
 func TestGatherExistingManifest(t *testing.T) {
-	c := startCluster(t, "src", "dst", "r1", "other")
+	c := startClusterWith(t, map[string][]string{"dst": {"--keep-gathered-chunks"}}, "src", "dst", "r1", "other")
 	src, dst, other := c.Nodes[0], c.Nodes[1], c.Nodes[3]
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()

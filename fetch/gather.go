@@ -138,8 +138,9 @@ type Gatherer struct {
 	paths []string
 
 	mu         sync.Mutex
-	root       chunk.ID // the manifest, once resolved
-	keepBuf    []byte   // keptLocked's read buffer
+	root       chunk.ID   // the manifest, once resolved
+	manifest   []chunk.ID // its root, block and key block chunks
+	keepBuf    []byte     // keptLocked's read buffer
 	present    [][]bool
 	nPresent   int64
 	nTotal     int64
@@ -162,6 +163,7 @@ type Gatherer struct {
 	finished   bool // the manifest is known: every ID is
 	failed     error
 	completeAt time.Time
+	closed     bool          // Close dropped the per-position state: reads fail with ErrClosed
 	wake       chan struct{} // capacity 1: the prefetcher has something to look at
 	done       chan struct{} // closed on completion or failure
 
@@ -461,6 +463,11 @@ func (g *Gatherer) resolve(root chunk.ID) {
 		}
 	}
 	g.learnStripesLocked(m.Stripes)
+	g.manifest = append(g.manifest[:0], root)
+	for _, r := range m.Regions {
+		g.manifest = append(g.manifest, r.Blocks...)
+		g.manifest = append(g.manifest, r.KeyBlocks...)
+	}
 	g.finished = true
 	if err := g.saveState(root, false); err != nil {
 		g.log.Warn("gather record not saved: this gather cannot resume after a restart", "vm", g.in.VM, "err", err)
@@ -768,15 +775,42 @@ func (g *Gatherer) Report() Report {
 	return r
 }
 
-// Close releases the gather's files (after Run has returned).
+// ErrClosed answers reads of a gather that has been closed.
+var ErrClosed = errors.New("gather closed")
+
+// Close ends the gather (if it still runs), closes its files and drops
+// its per-position state, so a retired migration holds no descriptor and
+// no memory in proportion to its size; its Report stays readable. Reads
+// after Close fail with ErrClosed.
 func (g *Gatherer) Close() error {
 	g.stopAll()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	g.failLocked(ErrClosed) // wakes any reader still waiting; a no-op once complete
 	var errs []error
 	for _, f := range g.files {
 		errs = append(errs, f.Close())
 	}
 	errs = append(errs, g.dir.Close())
+	g.present, g.known, g.plains, g.positions = nil, nil, nil, nil
+	g.waiters, g.flights, g.posFlights, g.avoid = nil, nil, nil, nil
+	g.stripes, g.stripeOf, g.rebuilding = nil, nil, nil
+	g.afterMap, g.local, g.recent, g.keepBuf, g.manifest = nil, nil, nil, nil, nil
+	g.peers = map[string]*holderStats{}
 	return errors.Join(errs...)
+}
+
+// ChunkIDs lists the distinct chunks the gather placed (as stored: sealed
+// IDs for a sealed migration) and, once resolved, its manifest's chunks;
+// nil once closed.
+func (g *Gatherer) ChunkIDs() []chunk.ID {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append(slices.Collect(maps.Keys(g.positions)), g.manifest...)
 }
 
 // Needs reports whether this unfinished gather still needs chunk id.

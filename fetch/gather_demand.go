@@ -57,6 +57,11 @@ func (g *Gatherer) ensure(ctx context.Context, at Position) error {
 // demandLocked counts a demand read of at and, when at is missing, starts
 // fetching it and returns the channel its arrival (or failure) is sent on.
 func (g *Gatherer) demandLocked(at Position) chan error {
+	if g.closed {
+		w := make(chan error, 1)
+		w <- ErrClosed
+		return w
+	}
 	g.st.DemandReads++
 	if g.present[at.Region][at.Index] {
 		g.st.DemandHits++

@@ -46,6 +46,7 @@ type Incoming struct {
 	abandoned bool                // the source gave it up before the root
 	changed   chan struct{}       // closed and replaced on every update
 	listener  IncomingListener
+	removed   bool // Remove dropped its state: frames for it are refused
 }
 
 // IncomingListener hears a migration's placements and its end (a Gatherer).
@@ -84,9 +85,9 @@ func (in *Incoming) Status() IncomingStatus {
 	defer in.mu.Unlock()
 	st := IncomingStatus{ID: in.ID, Source: in.Source, VM: in.VM, Placed: in.placed, Root: in.root,
 		Done: !in.finished.IsZero(), Opened: in.Opened, Finished: in.finished}
-	for i, r := range in.Regions {
+	for _, r := range in.Regions {
 		st.Bytes += int64(r.Size)
-		st.Chunks += int64(in.ids[i].len())
+		st.Chunks += int64((r.Size + uint64(r.ChunkSize) - 1) / uint64(r.ChunkSize))
 	}
 	return st
 }
@@ -367,6 +368,9 @@ func (s *Incomings) AddHolders(source string, id wire.MigrationID, hs []wire.Hol
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if in.removed {
+		return fmt.Errorf("%s: %w", id, ErrUnknownMigration)
+	}
 	for _, h := range hs {
 		in.peers[h.Index] = h.Peer
 	}
@@ -381,6 +385,10 @@ func (s *Incomings) AddPlacements(source string, id wire.MigrationID, ps []wire.
 	}
 	pinned := make([]chunk.ID, 0, len(ps))
 	in.mu.Lock()
+	if in.removed {
+		in.mu.Unlock()
+		return fmt.Errorf("%s: %w", id, ErrUnknownMigration)
+	}
 	for _, p := range ps {
 		if int(p.Region) >= len(in.ids) || p.Index >= in.ids[p.Region].len() {
 			in.mu.Unlock()
@@ -419,6 +427,10 @@ func (s *Incomings) Finish(source string, id wire.MigrationID, root chunk.ID, bu
 		}
 	}
 	in.mu.Lock()
+	if in.removed {
+		in.mu.Unlock()
+		return fmt.Errorf("%s: %w", id, ErrUnknownMigration)
+	}
 	in.root, in.finished = root, time.Now()
 	in.notifyLocked()
 	l := in.listener
@@ -448,6 +460,37 @@ func (s *Incomings) Abandon(source string, id wire.MigrationID, reason error) {
 	if !finished && l != nil {
 		l.Abandoned(reason)
 	}
+}
+
+// Remove forgets a migration that has ended (complete, failed or
+// abandoned): it drops its pins and its per-position state, so a node
+// that receives VMs for months holds only the migrations still open. A
+// source's later frames for it are refused as unknown. It returns false
+// if the migration is not open here.
+func (s *Incomings) Remove(id wire.MigrationID) bool {
+	s.mu.Lock()
+	in, ok := s.m[id]
+	delete(s.m, id)
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	in.mu.Lock()
+	in.removed = true
+	in.ids, in.holders, in.peers = nil, nil, nil
+	in.listener = nil
+	in.mu.Unlock()
+	if s.store != nil {
+		s.store.Unpin(id.String())
+	}
+	return true
+}
+
+// Len is how many migrations are open here.
+func (s *Incomings) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
 }
 
 // List returns every migration's status, oldest first.

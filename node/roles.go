@@ -2,7 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 
@@ -30,7 +33,11 @@ type RolesConfig struct {
 	// OnAbandon is called when a source gives up a migration we gather,
 	// before the source is answered (it resumes its VM after the answer).
 	OnAbandon func(*fetch.Incoming, *fetch.Gatherer)
-	Log       *slog.Logger
+	// KeepGathered keeps a complete gather's chunks in the store (to
+	// serve further gathers of the VM from here); false drops the store's
+	// copies once the files hold them.
+	KeepGathered bool
+	Log          *slog.Logger
 }
 
 // Roles is a node's part in migrations, wired to its protocols: as a
@@ -48,19 +55,28 @@ type Roles struct {
 	wg    sync.WaitGroup  // gather goroutines
 
 	mu       sync.Mutex
-	gathers  map[wire.MigrationID]*fetch.Gatherer
+	gathers  map[wire.MigrationID]*gatherEntry // until retired
 	evicting map[wire.MigrationID]*eviction.Eviction
+}
+
+// gatherEntry is one gather between its start and its retirement.
+type gatherEntry struct {
+	g     *fetch.Gatherer
+	ended chan struct{} // closed once Run has returned
 }
 
 // ServeRoles installs Roles on n. Gathers run until ctx ends; call Wait
 // after cancelling it and before closing the store.
 func (n *Node) ServeRoles(ctx context.Context, store *chunkstore.Store, cfg RolesConfig) *Roles {
 	r := &Roles{n: n, store: store, in: fetch.NewIncomings(store), cfg: cfg, log: cfg.Log, ctx: ctx,
-		gathers: map[wire.MigrationID]*fetch.Gatherer{}, evicting: map[wire.MigrationID]*eviction.Eviction{}}
+		gathers: map[wire.MigrationID]*gatherEntry{}, evicting: map[wire.MigrationID]*eviction.Eviction{}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	r.in.SetAdmission(n.admission(cfg.Dir))
+	if err := n.m.reg.Register(migrationsCollector{r}); err != nil {
+		r.log.Warn("migration gauges not registered", "err", err)
+	}
 	n.SetMigrationSink(roleSink{r})
 	n.SetDemandServer(r)
 	n.SetReleaseHandler(r)
@@ -70,11 +86,94 @@ func (n *Node) ServeRoles(ctx context.Context, store *chunkstore.Store, cfg Role
 // Incomings are the migrations opened to this node.
 func (r *Roles) Incomings() *fetch.Incomings { return r.in }
 
-// Gatherer returns the gather of migration id, nil if none.
+// Gatherer returns the gather of migration id, nil if none (or retired).
 func (r *Roles) Gatherer(id wire.MigrationID) *fetch.Gatherer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.gathers[id]
+	if e := r.gathers[id]; e != nil {
+		return e.g
+	}
+	return nil
+}
+
+// Retire ends migration id's life here once its gather has ended (it
+// waits for Run to return): the gather's files and per-position state and
+// the migration's pins and placements are dropped, and its source's later
+// frames are refused. The caller takes down the views first: a view read
+// after this fails. It returns false if no such gather is here.
+func (r *Roles) Retire(id wire.MigrationID) bool {
+	r.mu.Lock()
+	e := r.gathers[id]
+	r.mu.Unlock()
+	if e == nil {
+		return false
+	}
+	<-e.ended
+	if err := e.g.Close(); err != nil {
+		r.log.Warn("closing a retired gather's files", "migration", id, "err", err)
+	}
+	r.in.Remove(id)
+	r.mu.Lock()
+	delete(r.gathers, id)
+	r.mu.Unlock()
+	return true
+}
+
+// GatherCounts counts the gathers not yet retired by state: "gathering",
+// "complete" or "failed".
+func (r *Roles) GatherCounts() map[string]int {
+	r.mu.Lock()
+	gs := make([]*fetch.Gatherer, 0, len(r.gathers))
+	for _, e := range r.gathers {
+		gs = append(gs, e.g)
+	}
+	r.mu.Unlock()
+	out := map[string]int{"gathering": 0, "complete": 0, "failed": 0}
+	for _, g := range gs {
+		out[gatherState(g)]++
+	}
+	return out
+}
+
+func gatherState(g *fetch.Gatherer) string {
+	select {
+	case <-g.Done():
+		if g.Err() != nil {
+			return "failed"
+		}
+		return "complete"
+	default:
+		return "gathering"
+	}
+}
+
+// Scattering is how many migrations this node is the source of now.
+func (r *Roles) Scattering() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.evicting)
+}
+
+// dropLocalCopies deletes from the store the chunks a complete gather has
+// written to its files, unless another owner pins them or another gather
+// here still needs them: the VM's files are the one copy kept here, and
+// the memory tier goes back to serving migrations. A later gather of the
+// same content fetches it again (this store does not index the files).
+func (r *Roles) dropLocalCopies(self wire.MigrationID, ids []chunk.ID) (chunks int, bytes int64) {
+	for _, id := range ids {
+		if !r.store.Pinned(id) && !r.neededByOthers(self, id) && r.store.Has(id) {
+			if data, err := r.store.Get(id, nil); err == nil {
+				bytes += int64(len(data))
+			}
+			if err := r.store.Delete(id); err != nil {
+				r.log.Warn("dropping a gathered chunk's store copy", "chunk", id, "err", err)
+				continue
+			}
+			r.n.quota.forget(id)
+			chunks++
+		}
+	}
+	return chunks, bytes
 }
 
 // Wait waits for every gather to end (after the context is cancelled).
@@ -141,13 +240,19 @@ func (r *Roles) StartGather(in *fetch.Incoming, adjust ...func(*fetch.GatherConf
 	for _, a := range adjust {
 		a(&cfg)
 	}
+	// A retired migration is forgotten, but its files stay: an Open that
+	// reuses its ID (a replay) must not truncate a VM gathered here.
+	if _, err := os.Stat(cfg.Dir); !cfg.Resume && err == nil {
+		return nil, fmt.Errorf("gather %s into %s: the directory exists (a migration with this ID was gathered here): %w", in.ID, cfg.Dir, fetch.ErrDuplicateMigration)
+	}
 	g, err := fetch.NewGatherer(in, r.n.Cluster(), r.store, cfg)
 	if err != nil {
 		return nil, err
 	}
 	in.SetListener(g)
+	e := &gatherEntry{g: g, ended: make(chan struct{})}
 	r.mu.Lock()
-	r.gathers[in.ID] = g
+	r.gathers[in.ID] = e
 	r.mu.Unlock()
 	if r.cfg.OnGather != nil {
 		r.cfg.OnGather(in, g)
@@ -157,12 +262,22 @@ func (r *Roles) StartGather(in *fetch.Incoming, adjust ...func(*fetch.GatherConf
 	go func() {
 		defer r.wg.Done()
 		err := g.Run(r.ctx)
+		close(e.ended)
 		rep := g.Report()
 		if err != nil {
 			r.log.Warn("gather failed", "vm", in.VM, "migration", in.ID, "err", err)
+			if errors.Is(err, fetch.ErrAbandoned) { // the VM stays at its source: what came here is worthless
+				r.store.Unpin(in.ID.String())
+				n, b := r.dropLocalCopies(in.ID, g.ChunkIDs())
+				r.log.Debug("an abandoned migration's chunks dropped from the store", "migration", in.ID, "chunks", n, "bytes", b)
+			}
 		} else {
 			r.log.Info("gather complete", "vm", in.VM, "migration", in.ID, "tmt", rep.TMT,
 				"demand_reads", rep.DemandReads, "network_faults", rep.NetworkFaults, "local_chunks", rep.LocalChunks, "files", rep.Paths)
+			if !cfg.NoRelease && !r.cfg.KeepGathered { // a gather of an existing manifest leaves the store as it was
+				n, b := r.dropLocalCopies(in.ID, g.ChunkIDs())
+				r.log.Debug("gathered chunks dropped from the store: the files hold them", "migration", in.ID, "chunks", n, "bytes", b)
+			}
 		}
 		if r.cfg.OnGatherDone != nil {
 			r.cfg.OnGatherDone(in, g, rep, err)
@@ -176,8 +291,8 @@ func (r *Roles) StartGather(in *fetch.Incoming, adjust ...func(*fetch.GatherConf
 func (r *Roles) neededByOthers(self wire.MigrationID, id chunk.ID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for mid, g := range r.gathers {
-		if mid != self && g.Needs(id) {
+	for mid, e := range r.gathers {
+		if mid != self && e.g.Needs(id) {
 			return true
 		}
 	}
@@ -193,7 +308,9 @@ func (s roleSink) OpenMigration(from peer.ID, o wire.Open) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.r.StartGather(in)
+	if _, err = s.r.StartGather(in); err != nil {
+		s.r.in.Remove(in.ID) // no gather: nothing would ever end it
+	}
 	return err
 }
 
@@ -217,10 +334,7 @@ func (s roleSink) AbandonMigration(from peer.ID, id wire.MigrationID, reason err
 	if s.r.cfg.OnAbandon == nil {
 		return
 	}
-	s.r.mu.Lock()
-	g := s.r.gathers[id]
-	s.r.mu.Unlock()
-	if g != nil {
+	if g := s.r.Gatherer(id); g != nil {
 		s.r.cfg.OnAbandon(g.Incoming(), g)
 	}
 }

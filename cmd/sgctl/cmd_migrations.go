@@ -10,7 +10,15 @@ import (
 )
 
 func cmdMigrations(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "migrations", "[--json]")
+	if len(args) > 0 {
+		switch args[0] {
+		case "rm":
+			return cmdMigrationsRemove(ctx, e, args[1:])
+		case "prune":
+			return cmdMigrationsPrune(ctx, e, args[1:])
+		}
+	}
+	fs := newFlags(e, "migrations", "[--json] | rm ID | prune")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args, 0); err != nil {
 		return err
@@ -36,6 +44,9 @@ func cmdMigrations(ctx context.Context, e *env, args []string) error {
 		if m.Error != "" {
 			state += ": " + m.Error
 		}
+		if m.Retired {
+			state += " (retired)"
+		}
 		if g := m.Guest; g != nil {
 			state += ", guest " + g.State
 			if g.State == "running" {
@@ -53,4 +64,34 @@ func cmdMigrations(ctx context.Context, e *env, args []string) error {
 			units.FormatSize(m.Bytes), et, man)
 	}
 	return tw.Flush()
+}
+
+// cmdMigrationsRemove deletes one ended migration's record.
+func cmdMigrationsRemove(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "migrations rm", "ID (or its first 8+ characters)")
+	if err := parse(fs, args, 1); err != nil {
+		return err
+	}
+	res, err := e.client().RemoveMigration(ctx, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	for _, id := range res.IDs {
+		fmt.Fprintln(e.stdout, "removed", id)
+	}
+	return nil
+}
+
+// cmdMigrationsPrune deletes the records of every ended migration.
+func cmdMigrationsPrune(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "migrations prune", "")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	res, err := e.client().PruneMigrations(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "removed %d migration records\n", res.Removed)
+	return nil
 }

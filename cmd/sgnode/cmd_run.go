@@ -47,6 +47,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	pushQuota := fl.String("push-quota", "", `cap on one peer's pushes in the store: a size, a share ("50%", the default) or "off"`)
 	holdLease := fl.String("hold-lease", "", "how long a migration's chunks are kept unless its destination releases or renews them (default 24h)")
 	requestRate := fl.Int64("request-rate", node.DefaultRequestRate, "cap on chunk IDs/s one peer may ask about in have and get requests (0: none)")
+	records := fl.Int("migration-records", 0, "ended migrations sgctl migrations keeps (0: the config's, else 256)")
+	keepGathered := fl.Bool("keep-gathered-chunks", false, "keep a gathered VM's chunks in the store too (to serve further gathers of it from here)")
 	logLevel := fl.String("log-level", "", "debug, info, warn or error")
 	if err := fl.Parse(args); err != nil {
 		return usageErr(err)
@@ -92,6 +94,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if set["allow-any"] {
 		fc.AllowAny = *allowAny
 	}
+	if set["migration-records"] {
+		fc.MigrationRecords = *records
+	}
+	if set["keep-gathered-chunks"] {
+		fc.KeepGatheredChunks = *keepGathered
+	}
 	if set["request-rate"] {
 		fc.RequestRate = requestRate
 	}
@@ -126,6 +134,8 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 	cfg.Node.AllowAny = fc.AllowAny
 	cfg.Node.Zone = fc.Zone
 	cfg.QEMU.Binary, cfg.QEMU.User = fc.QEMUBinary, fc.QEMUUser
+	cfg.MigrationRecords = fc.MigrationRecords
+	cfg.KeepGatheredChunks = fc.KeepGatheredChunks
 	if fc.QEMUResume != nil {
 		cfg.QEMU.Resume = *fc.QEMUResume
 	}

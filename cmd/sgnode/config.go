@@ -37,8 +37,12 @@ type fileConfig struct {
 	QEMUBinary          string `toml:"qemu_binary"`
 	QEMUResume          *bool  `toml:"qemu_resume"`
 	QEMUUser            string `toml:"qemu_user"`
-	LogLevel            string `toml:"log_level"`
-	LogFormat           string `toml:"log_format"`
+	// MigrationRecords bounds the ended migrations `sgctl migrations`
+	// keeps; 0: the default.
+	MigrationRecords   int    `toml:"migration_records"`
+	KeepGatheredChunks bool   `toml:"keep_gathered_chunks"`
+	LogLevel           string `toml:"log_level"`
+	LogFormat          string `toml:"log_format"`
 }
 
 const defaultConfigFile = `# sgnode configuration. Every key is optional; command-line flags override.
@@ -124,6 +128,16 @@ incoming_max_chunks = 67108864
 qemu_resume = true
 qemu_binary = ""
 qemu_user = ""
+
+# Ended migrations (both roles) that 'sgctl migrations' keeps, newest
+# first; older records are dropped (also: sgctl migrations rm / prune).
+migration_records = 256
+
+# Once a VM is gathered here its files hold its chunks, and they leave the
+# chunk store (the memory tier serves migrations, not finished VMs). true
+# keeps them in the store too, so further gathers of the VM ('sgctl gather
+# --from' this node) can fetch them here, at the cost of the store's room.
+keep_gathered_chunks = false
 
 # debug, info, warn or error; text or json.
 log_level = "info"

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -51,20 +52,22 @@ func Available() error {
 type root struct {
 	fs.Inode
 	files []File
+	open  *atomic.Int64 // handles open on any file of the mount
 }
 
 var _ fs.NodeOnAdder = (*root)(nil)
 
 func (r *root) OnAdd(ctx context.Context) {
 	for _, f := range r.files {
-		ch := r.NewPersistentInode(ctx, &regionFile{f: f}, fs.StableAttr{Mode: syscall.S_IFREG})
+		ch := r.NewPersistentInode(ctx, &regionFile{f: f, open: r.open}, fs.StableAttr{Mode: syscall.S_IFREG})
 		r.AddChild(f.Name, ch, false)
 	}
 }
 
 type regionFile struct {
 	fs.Inode
-	f File
+	f    File
+	open *atomic.Int64
 }
 
 var (
@@ -75,6 +78,7 @@ var (
 	_ fs.NodeWriter    = (*regionFile)(nil)
 	_ fs.NodeFsyncer   = (*regionFile)(nil)
 	_ fs.NodeFlusher   = (*regionFile)(nil)
+	_ fs.NodeReleaser  = (*regionFile)(nil)
 )
 
 func (r *regionFile) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -95,8 +99,22 @@ func (r *regionFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.Set
 	return r.Getattr(ctx, fh, out)
 }
 
+// Open counts the handle: the kernel releases it only when the last
+// descriptor and the last mapping of the file are gone, so the count says
+// whether anything still uses the view.
 func (r *regionFile) Open(context.Context, uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	r.open.Add(1)
+	// A handle, though I/O goes through the node: without one the kernel's
+	// release is never passed on.
+	return &handle{}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// handle is an open file of the view; the node serves its I/O.
+type handle struct{}
+
+func (r *regionFile) Release(context.Context, fs.FileHandle) syscall.Errno {
+	r.open.Add(-1)
+	return 0
 }
 
 func (r *regionFile) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -128,7 +146,12 @@ func (r *regionFile) Flush(context.Context, fs.FileHandle) syscall.Errno        
 type Mount struct {
 	Dir    string
 	server *fuse.Server
+	open   *atomic.Int64
 }
+
+// OpenHandles is how many handles processes hold on the mount's files
+// (a descriptor or a mapping each); 0 means nothing uses the view.
+func (m *Mount) OpenHandles() int64 { return m.open.Load() }
 
 // New mounts files at dir (created if needed).
 func New(dir string, files []File) (*Mount, error) {
@@ -138,7 +161,8 @@ func New(dir string, files []File) (*Mount, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	srv, err := fs.Mount(dir, &root{files: files}, &fs.Options{
+	open := new(atomic.Int64)
+	srv, err := fs.Mount(dir, &root{files: files, open: open}, &fs.Options{
 		MountOptions: fuse.MountOptions{
 			// allow_other lets the hypervisor (maybe not root) in;
 			// default_permissions makes the kernel check each file's
@@ -154,14 +178,37 @@ func New(dir string, files []File) (*Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	return &Mount{Dir: dir, server: srv}, nil
+	return &Mount{Dir: dir, server: srv, open: open}, nil
 }
 
-// Unmount stops serving (lazily if files are still open).
+// Unmount stops serving (lazily if files are still open: their readers
+// then get errors) and removes the empty mount point.
 func (m *Mount) Unmount() error {
 	if err := m.server.Unmount(); err != nil {
 		_ = syscall.Unmount(m.Dir, syscall.MNT_DETACH)
 	}
 	m.server.Wait()
+	_ = os.Remove(m.Dir)
 	return nil
 }
+
+// Abort tears the mount down even while files are open: it aborts the
+// FUSE connection where the fusectl file system is mounted (their users
+// get ENOTCONN) and detaches the mount, so a failed migration's view
+// never waits on a process that holds it. It does not wait for the
+// server to end: call Wait for that (it returns once the last handle is
+// gone).
+func (m *Mount) Abort() {
+	var st syscall.Stat_t
+	if err := syscall.Stat(m.Dir, &st); err == nil {
+		minor := (st.Dev & 0xff) | ((st.Dev >> 12) & 0xfff00)
+		_ = os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor), []byte("1"), 0)
+	}
+	if err := m.server.Unmount(); err != nil {
+		_ = syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+	}
+	_ = os.Remove(m.Dir)
+}
+
+// Wait waits for the server to end after Abort or Unmount.
+func (m *Mount) Wait() { m.server.Wait() }

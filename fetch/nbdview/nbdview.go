@@ -21,6 +21,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Disk is what is exported: the gather's demand path for one region.
@@ -78,8 +79,13 @@ type Server struct {
 	Disk Disk
 	Log  *slog.Logger
 
-	wg sync.WaitGroup
+	wg    sync.WaitGroup
+	conns atomic.Int64
 }
+
+// Conns is how many NBD clients are connected now; 0 means nothing uses
+// the export.
+func (s *Server) Conns() int64 { return s.conns.Load() }
 
 // Serve accepts connections on ln until ctx ends or ln is closed; it waits
 // for every connection to end before returning.
@@ -101,9 +107,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return err
 		}
 		conns.Store(c, true)
+		s.conns.Add(1)
 		s.wg.Add(1)
 		go func() { // owned by Serve: it waits for wg
 			defer s.wg.Done()
+			defer s.conns.Add(-1)
 			defer conns.Delete(c)
 			defer c.Close()
 			if err := s.serveConn(ctx, c); err != nil && !errors.Is(err, io.EOF) {

@@ -1,0 +1,125 @@
+package daemon
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/fetch"
+	"github.com/sgrelay/sg/internal/wire"
+)
+
+// retirePoll is how often an ended migration's views are checked for use.
+const retirePoll = 200 * time.Millisecond
+
+// retireWhenUnused ends an incoming migration's life here once its gather
+// has ended. A complete one waits until nothing uses its views (no handle
+// on its FUSE files, no NBD client, no guest running on them; the guest
+// moved to the local files); a failed or abandoned one is torn down at
+// once. Teardown unmounts the views, stops the NBD exports, retires the
+// gather (files, per-position state, pins) and leaves one record for
+// `sgctl migrations`. An abandoned migration's partial files are removed:
+// the VM stays at its source.
+func (d *Daemon) retireWhenUnused(in *fetch.Incoming, g *fetch.Gatherer, gatherErr error) {
+	id := in.ID
+	if gatherErr == nil {
+		t := time.NewTicker(retirePoll)
+		defer t.Stop()
+		for d.viewsInUse(id) {
+			select {
+			case <-d.runCtx.Done():
+				return // shutdown takes the views down
+			case <-t.C:
+			}
+		}
+	}
+	m := d.takeLazy(id.String())
+	if m != nil {
+		if gatherErr == nil {
+			_ = m.Unmount()
+		} else {
+			m.Abort()
+		}
+	}
+	d.views.close(id)
+	rec := d.incomingRecord(in.Status())
+	if rec.Gather != nil {
+		rec.Gather.Lazy, rec.Gather.NBD = "", nil
+	}
+	d.roles.Retire(id)
+	d.guests.forget(id)
+	if errors.Is(gatherErr, fetch.ErrAbandoned) {
+		if paths := g.Paths(); len(paths) > 0 {
+			if err := os.RemoveAll(filepath.Dir(paths[0])); err != nil {
+				d.log.Warn("an abandoned migration's files not removed", "vm", in.VM, "err", err)
+			}
+		}
+	}
+	d.out.retired(rec)
+	d.log.Info("migration retired", "vm", in.VM, "migration", id, "state", rec.State)
+	if m != nil && gatherErr != nil {
+		m.Wait() // returns once the last process holding the aborted view lets go
+	}
+}
+
+// viewsInUse reports whether anything still uses migration id's views.
+func (d *Daemon) viewsInUse(id wire.MigrationID) bool {
+	return d.lazyOpen(id.String()) > 0 || d.views.clients(id) > 0 || d.guests.onViews(id)
+}
+
+// onViews reports whether a guest of migration id is starting or runs on
+// the lazy views (not yet moved onto the local files).
+func (gs *guests) onViews(id wire.MigrationID) bool {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	s := gs.m[id]
+	if s == nil {
+		return false
+	}
+	return s.rep.State == api.GuestStarting || s.guest != nil && !s.rep.Local
+}
+
+// forget drops what is known of migration id's guest, unless a guest
+// process still runs (on the local files): its handle is kept to stop it.
+func (gs *guests) forget(id wire.MigrationID) {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if s := gs.m[id]; s == nil || s.guest == nil {
+		delete(gs.m, id)
+	}
+	delete(gs.noStart, id)
+}
+
+// registerLifetimeMetrics exports what the node's migrations hold now. No
+// migration ID is a label: the set of series stays fixed however many
+// migrations the node sees.
+func (d *Daemon) registerLifetimeMetrics() {
+	d.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sg_lazy_views_mounted", Help: "FUSE views of incoming migrations mounted now."},
+			func() float64 { return float64(d.lazyCount()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sg_nbd_exports_open", Help: "Incoming migrations whose disks are exported over NBD now."},
+			func() float64 { return float64(d.views.count()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sg_incoming_migration_bytes", Help: "VM bytes of the migrations open here (not yet retired)."},
+			func() float64 {
+				var n int64
+				for _, in := range d.roles.Incomings().List() {
+					n += in.Bytes
+				}
+				return float64(n)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sg_incoming_migration_positions", Help: "Chunk positions of the migrations open here: their per-position state is in proportion."},
+			func() float64 {
+				var n int64
+				for _, in := range d.roles.Incomings().List() {
+					n += in.Chunks
+				}
+				return float64(n)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sg_migration_records", Help: "Ended migrations kept for sgctl migrations (bounded by migration_records)."},
+			func() float64 { return float64(d.out.ended()) }),
+	)
+}
