@@ -667,14 +667,17 @@ func TestQEMUHostileDescriptionRefusedAtDestination(t *testing.T) {
 	configs := map[string]struct {
 		config, want string
 	}{
-		"evil-bash":     {`{"vm":"evil-bash","args":["bash","-c","touch ` + marker + `"]}`, `unknown field "args"`},
-		"evil-loader":   {`{"vm":"evil-loader","guest":` + guest(`}],"devices":[[{"k":"driver","v":"loader"},{"k":"file","v":"`+marker+`"}]]}}`), "loader"},
+		// A raw command line that a destination once ran: bash, told to
+		// touch the marker (the rest only gets it past the old parser).
+		"evil-bash": {`{"vm":"evil-bash","args":["bash","-c","touch ` + marker + `","-object","memory-backend-file,id=mem,size=1M,mem-path=/m,share=on"]}`,
+			`unknown field "args"`},
+		"evil-loader":   {`{"vm":"evil-loader","guest":` + guest(`}],"devices":[[{"k":"driver","v":"loader"},{"k":"file","v":"`+marker+`"}]]}}`), "-device loader"},
 		"evil-filename": {`{"vm":"evil-filename","guest":` + guest(`}],"drives":[{"props":[{"k":"file.filename","v":"/etc/shadow"}]}]}}`), `"file.filename"`},
 		"evil-mempath":  {`{"vm":"evil-mempath","guest":` + guest(`,"props":[{"k":"mem-path","v":"`+marker+`"}]}]}}`), `"mem-path"`},
 		"evil-dupkey":   {`{"vm":"evil-dupkey","guest":` + guest(`,"props":[{"k":"prealloc","v":"on"},{"k":"prealloc","v":"off"}]}]}}`), `"prealloc" given twice`},
 		"evil-hostfwd":  {`{"vm":"evil-hostfwd","guest":` + guest(`}],"netdevs":[[{"k":"type","v":"user"},{"k":"hostfwd","v":"tcp::2222-:22"}]]}}`), `"hostfwd"`},
 		"evil-dumpdtb":  {`{"vm":"evil-dumpdtb","guest":` + strings.Replace(guest(`}]}}`), `"v":"q35"}`, `"v":"q35"},{"k":"dumpdtb","v":"`+marker+`"}`, 1), `"dumpdtb"`},
-		"evil-arch":     {`{"vm":"evil-arch","guest":` + strings.Replace(guest(`}]}}`), `"x86_64"`, `"../../../../bin/sh"`, 1), "architecture"},
+		"evil-arch":     {`{"vm":"evil-arch","guest":` + strings.Replace(guest(`}]}}`), `"x86_64"`, `"../../../../bin/sh"`, 1), `architecture "../../../../bin/sh"`},
 	}
 	var vms []eviction.VM
 	for name, tc := range configs {
