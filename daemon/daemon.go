@@ -43,6 +43,9 @@ type Daemon struct {
 	// gathers; waited for before the roles it starts gathers in.
 	resuming sync.WaitGroup
 	guests   guests
+	// names are the short local names of migrations' sockets and run
+	// directories.
+	names localNames
 
 	// runCtx ends when the daemon stops; gathers (started by peers, maybe
 	// before Run) live under it.
@@ -103,6 +106,9 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	}
 	if created {
 		log.Info("created a new identity", "path", cfg.IdentityPath())
+	}
+	if d.names, err = newLocalNames(key); err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
 	}
 	ncfg := cfg.Node
 	ncfg.Identity = key

@@ -67,7 +67,7 @@ func (d *Daemon) onGatherDone(in *fetch.Incoming, g *fetch.Gatherer, rep fetch.R
 func (vs *views) wait() { vs.wg.Wait() }
 
 // exportDisks serves every disk region of an incoming VM over NBD on a
-// unix socket <data>/nbd/<migration ID>-<region index>.sock, for the life
+// unix socket <data>/nbd/<local name>-<region index>.sock (localNames), for the life
 // of the daemon (names from peers never become paths).
 func (vs *views) exportDisks(in *fetch.Incoming, g *fetch.Gatherer) {
 	d := vs.d
@@ -83,7 +83,7 @@ func (vs *views) exportDisks(in *fetch.Incoming, g *fetch.Gatherer) {
 		if manifest.Kind(r.Kind) != manifest.KindDisk {
 			continue
 		}
-		path := filepath.Join(dir, fmt.Sprintf("%s-%d.sock", in.ID, i))
+		path := filepath.Join(dir, fmt.Sprintf("%s-%d.sock", d.names.of(in.ID), i))
 		_ = os.Remove(path)
 		ln, err := net.Listen("unix", path)
 		if err != nil {

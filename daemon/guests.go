@@ -167,7 +167,7 @@ func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion in
 	for region, s := range d.views.nbdSockets(in.ID) {
 		socks[region] = absPath(s)
 	}
-	run := absPath(guestRunDir(d.cfg.DataDir, in))
+	run := absPath(d.guestRunDir(in))
 	dirs := []string{lazy, run}
 	for _, s := range socks {
 		if dir := filepath.Dir(s); !slices.Contains(dirs, dir) {
@@ -194,11 +194,10 @@ func (d *Daemon) resumeGuest(in *fetch.Incoming, g *fetch.Gatherer, cfgRegion in
 }
 
 // guestRunDir is a guest's own directory (QMP socket, serial log, pid
-// file), named by its migration ID (no name from the network is a path),
-// cut to 64 bits so that the QMP socket's path stays within the 108
-// bytes of a unix socket address.
-func guestRunDir(dataDir string, in *fetch.Incoming) string {
-	return filepath.Join(dataDir, "guests", in.ID.String()[:16])
+// file), under the migration's local name: no name from the network is a
+// path, and the QMP socket's path stays within a unix socket's 108 bytes.
+func (d *Daemon) guestRunDir(in *fetch.Incoming) string {
+	return filepath.Join(d.cfg.DataDir, "guests", d.names.of(in.ID))
 }
 
 // absPath is p made absolute (p itself if that fails: the placement
@@ -281,7 +280,7 @@ func (d *Daemon) settleGuest(in *fetch.Incoming, g *fetch.Gatherer) {
 	}
 	ctx, cancel := context.WithTimeout(d.runCtx, resumeTimeout)
 	defer cancel()
-	run := absPath(filepath.Join(guestRunDir(d.cfg.DataDir, in), "local"))
+	run := absPath(filepath.Join(d.guestRunDir(in), "local"))
 	dirs := []string{run}
 	for _, p := range paths {
 		if dir := filepath.Dir(p); !slices.Contains(dirs, dir) {
