@@ -53,11 +53,11 @@ type Roles struct {
 	ctx   context.Context // gathers live under it
 	wg    sync.WaitGroup  // gather goroutines
 
-	mu       sync.Mutex
-	gathers  map[wire.MigrationID]*gatherEntry // until retired
+	mu      sync.Mutex
+	gathers map[wire.MigrationID]*gatherEntry // until retired
 	// dropped are chunks of ended gathers waiting to leave the store
 	// until no other migration is open here (dropLocalCopies).
-	dropped []chunk.ID
+	dropped  []chunk.ID
 	evicting map[wire.MigrationID]*eviction.Eviction
 }
 
