@@ -123,7 +123,8 @@ type Migration struct {
 	Gather   *GatherReport `json:"gather,omitempty"` // destination: the gather's report
 	Guest    *GuestReport  `json:"guest,omitempty"`  // destination: the guest resumed here
 	// Retired: the migration has ended here and its state is gone (views
-	// unmounted, files closed); only this record is left.
+	// unmounted, exports closed, files closed); only this record is left,
+	// its Gather.Lazy and Gather.NBD naming where the views were.
 	Retired bool `json:"retired,omitempty"`
 }
 

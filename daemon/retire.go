@@ -37,6 +37,7 @@ func (d *Daemon) retireWhenUnused(in *fetch.Incoming, g *fetch.Gatherer, gatherE
 			}
 		}
 	}
+	rec := d.incomingRecord(in.Status()) // Lazy and NBD say where the views were
 	m := d.takeLazy(id.String())
 	if m != nil {
 		if gatherErr == nil {
@@ -46,11 +47,8 @@ func (d *Daemon) retireWhenUnused(in *fetch.Incoming, g *fetch.Gatherer, gatherE
 		}
 	}
 	d.views.close(id)
-	rec := d.incomingRecord(in.Status())
-	if rec.Gather != nil {
-		rec.Gather.Lazy, rec.Gather.NBD = "", nil
-	}
 	d.roles.Retire(id)
+	rec.Guest = d.guests.get(id)
 	d.guests.forget(id)
 	if errors.Is(gatherErr, fetch.ErrAbandoned) {
 		if paths := g.Paths(); len(paths) > 0 {

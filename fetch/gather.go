@@ -418,7 +418,7 @@ func (g *Gatherer) Finished(root chunk.ID) {
 }
 
 func (g *Gatherer) resolve(root chunk.ID) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(g.stopCtx, 5*time.Minute) // stopAll ends it
 	defer cancel()
 	// The manifest's chunks are not placed like data: ask every holder of
 	// the migration (it is usually in the local store already).

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
+
 	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
@@ -236,4 +238,78 @@ func buildRoot(t *testing.T, o wire.Open, ids []chunk.ID) chunk.ID {
 		t.Fatal(err)
 	}
 	return root
+}
+
+// While another migration is still gathering here, a complete gather's
+// chunks stay in the store (that migration's source may have been told
+// this node holds them, and place them later); they leave once the last
+// running gather ends.
+func TestGatheredChunksWaitForOtherMigrations(t *testing.T) {
+	nodes := newTestNodes(t, 2, nil)
+	src, dst := nodes[0], nodes[1]
+	connect(t, src, dst)
+	ended := make(chan error, 2)
+	roles := dst.ServeRoles(t.Context(), dst.store, RolesConfig{Dir: t.TempDir(),
+		OnGatherDone: func(_ *fetch.Incoming, _ *fetch.Gatherer, _ fetch.Report, err error) { ended <- err }})
+	t.Cleanup(roles.Wait)
+	open := func(cs []wire.Chunk) (wire.Open, []wire.Placement, *wire.Reader, network.Stream) {
+		for _, c := range cs {
+			if err := dst.store.Put(c.ID, c.Data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		o := wire.Open{VM: "vm", Regions: []wire.RegionInfo{{Name: "mem", Size: uint64(len(cs)) * 4096, ChunkSize: 4096}}}
+		rand.Read(o.ID[:])
+		s, err := src.Host().NewStream(t.Context(), dst.ID(), ProtoMigrate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ps []wire.Placement
+		for i, c := range cs {
+			ps = append(ps, wire.Placement{Region: 0, Index: uint64(i), ID: c.ID, Holders: 1})
+		}
+		rd := wire.NewReader(s, 0)
+		for _, f := range [][]byte{wire.AppendOpen(nil, o),
+			wire.AppendHolders(nil, []wire.Holder{{Index: 0, Peer: dst.ID().String()}}),
+			wire.AppendPlacements(nil, ps, false)} {
+			if _, err := s.Write(f); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := rd.Expect(wire.TypeAck); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return o, ps, rd, s
+	}
+	first, running := randomChunks(3, 4096), randomChunks(3, 4096)
+	oa, psa, rda, sa := open(first)
+	_, _, _, sb := open(running) // stays open: still gathering
+	ids := make([]chunk.ID, len(psa))
+	for i, p := range psa {
+		ids[i] = p.ID
+	}
+	if _, err := sa.Write(wire.AppendDone(nil, buildRoot(t, oa, ids), true)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rda.Expect(wire.TypeAck); err != nil {
+		t.Fatal(err)
+	}
+	sa.Close()
+	if err := <-ended; err != nil {
+		t.Fatalf("first gather: %v", err)
+	}
+	for _, c := range first {
+		if !dst.store.Has(c.ID) {
+			t.Fatal("a chunk left the store while another migration was still gathering here")
+		}
+	}
+	sb.Reset() // the second source dies: the last running gather ends
+	if err := <-ended; !errors.Is(err, fetch.ErrAbandoned) {
+		t.Fatalf("second gather: %v", err)
+	}
+	for _, c := range append(first, running...) {
+		if dst.store.Has(c.ID) {
+			t.Fatalf("chunk %s still in the store once no gather runs", c.ID.Short())
+		}
+	}
 }

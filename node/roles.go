@@ -54,8 +54,11 @@ type Roles struct {
 	ctx   context.Context // gathers live under it
 	wg    sync.WaitGroup  // gather goroutines
 
-	mu       sync.Mutex
-	gathers  map[wire.MigrationID]*gatherEntry // until retired
+	mu      sync.Mutex
+	gathers map[wire.MigrationID]*gatherEntry // until retired
+	// dropped are chunks of ended gathers waiting to leave the store
+	// until no other migration is open here (dropLocalCopies).
+	dropped  []chunk.ID
 	evicting map[wire.MigrationID]*eviction.Eviction
 }
 
@@ -154,14 +157,31 @@ func (r *Roles) Scattering() int {
 	return len(r.evicting)
 }
 
-// dropLocalCopies deletes from the store the chunks a complete gather has
-// written to its files, unless another owner pins them or another gather
-// here still needs them: the VM's files are the one copy kept here, and
-// the memory tier goes back to serving migrations. A later gather of the
-// same content fetches it again (this store does not index the files).
+// dropLocalCopies deletes from the store the chunks an ended gather
+// brought here (complete: its files hold them; abandoned: worthless),
+// unless an owner pins them: the VM's files are the one copy kept here,
+// and the memory tier goes back to serving migrations. While another
+// migration is open here they wait (dropped), since its source may have
+// been told by a have query that this node holds them and place them
+// later; the last gather to end while none other runs drops them all. A later gather of
+// the same content fetches it again (this store does not index the files).
 func (r *Roles) dropLocalCopies(self wire.MigrationID, ids []chunk.ID) (chunks int, bytes int64) {
+	r.mu.Lock()
+	r.dropped = append(r.dropped, ids...)
+	alone := r.in.Len() <= len(r.gathers) // no migration opened without its gather yet
+	for id, e := range r.gathers {
+		if id != self && gatherState(e.g) == "gathering" {
+			alone = false
+		}
+	}
+	if !alone {
+		r.mu.Unlock()
+		return 0, 0
+	}
+	ids, r.dropped = r.dropped, nil
+	r.mu.Unlock()
 	for _, id := range ids {
-		if !r.store.Pinned(id) && !r.neededByOthers(self, id) && r.store.Has(id) {
+		if !r.store.Pinned(id) && r.store.Has(id) {
 			if data, err := r.store.Get(id, nil); err == nil {
 				bytes += int64(len(data))
 			}
