@@ -641,6 +641,10 @@ func (g *Gatherer) Run(ctx context.Context) error {
 			err := g.failed
 			g.mu.Unlock()
 			if err != nil {
+				if errors.Is(err, ErrAbandoned) && !g.cfg.NoRelease {
+					g.stopAll()
+					g.releaseAbandoned(ctx)
+				}
 				return err
 			}
 			for _, f := range g.files {
@@ -742,6 +746,33 @@ func (g *Gatherer) release(ctx context.Context) {
 	g.mu.Lock()
 	g.st.ReleasedHolders = released
 	g.mu.Unlock()
+}
+
+// abandonedReleaseTimeout bounds the releases of an abandoned migration:
+// a holder that does not answer keeps its copies until their lease ends,
+// rather than holding up the migration's teardown.
+const abandonedReleaseTimeout = 5 * time.Second
+
+// releaseAbandoned tells every holder the source named that the
+// migration will never be gathered: the VM stays at its source, and what
+// was pushed for it is worth nothing. Only this node, the destination, may
+// say so; holders the source never named keep their copies until their
+// lease ends. The holders are asked at once, each bounded in time.
+func (g *Gatherer) releaseAbandoned(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, abandonedReleaseTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, p := range g.in.Peers() {
+		if p == g.in.Source {
+			continue // it gave the migration up: nothing of it is held there for us
+		}
+		wg.Go(func() {
+			if err := g.net.Release(ctx, p, wire.Release{ID: g.in.ID}); err != nil {
+				g.log.Warn("release an abandoned migration's holder", "peer", p, "err", err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // Err is why the gather failed (nil while it runs or once complete).

@@ -3,11 +3,13 @@ package node
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/sgrelay/sg/chunkstore"
 	"github.com/sgrelay/sg/eviction"
+	"github.com/sgrelay/sg/fetch"
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/wire"
@@ -379,5 +381,59 @@ func TestDestinationTakesItsMigrationBeyondTheQuota(t *testing.T) {
 	pushAllFor(t, src, dest, migrationHold(dest, mig), chunks)
 	if n := countHeld(dest.store, chunks); n != 48 {
 		t.Fatalf("the destination holds %d of its migration's 48 chunks", n)
+	}
+}
+
+// A source that dies mid-scatter leaves its chunks on the relays it named;
+// the destination, the one peer that may free them, releases them when it
+// gives the migration up, long before their lease would end. What the
+// relay holds for another migration stays.
+func TestAbandonedMigrationReleasedAtItsHolders(t *testing.T) {
+	src, dest, relay, _ := hostileCluster(t, nil) // a 24 h lease
+	gatherEnded := make(chan error, 1)
+	roles := dest.ServeRoles(t.Context(), dest.store, RolesConfig{Dir: t.TempDir(),
+		OnGatherDone: func(_ *fetch.Incoming, _ *fetch.Gatherer, _ fetch.Report, err error) { gatherEnded <- err }})
+	t.Cleanup(roles.Wait)
+
+	o := wire.Open{ID: randomMigrationID(), VM: "web1",
+		Regions: []wire.RegionInfo{{Name: "mem", Size: 64 * 4096, ChunkSize: 4096}}}
+	other := randomMigrationID()
+	mine, theirs := randomChunks(32, 4096), randomChunks(16, 4096)
+	pushAllFor(t, src, relay, migrationHold(dest, o.ID), mine)
+	pushAllFor(t, src, relay, migrationHold(dest, other), theirs)
+
+	s, err := src.Host().NewStream(t.Context(), dest.ID(), ProtoMigrate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := wire.NewReader(s, 0)
+	var ps []wire.Placement
+	for i, c := range mine {
+		ps = append(ps, wire.Placement{Region: 0, Index: uint64(i), ID: c.ID, Holders: 1})
+	}
+	for _, f := range [][]byte{wire.AppendOpen(nil, o),
+		wire.AppendHolders(nil, []wire.Holder{{Index: 0, Peer: relay.ID().String()}}),
+		wire.AppendPlacements(nil, ps, false)} {
+		if _, err := s.Write(f); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rd.Expect(wire.TypeAck); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Reset() // the source dies before it hands over the manifest
+	select {
+	case err := <-gatherEnded:
+		if !errors.Is(err, fetch.ErrAbandoned) {
+			t.Fatalf("gather ended with %v, want ErrAbandoned", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the abandoned gather never ended")
+	}
+	if n := countHeld(relay.store, mine); n != 0 {
+		t.Fatalf("the relay keeps %d of the abandoned migration's 32 chunks", n)
+	}
+	if n := countHeld(relay.store, theirs); n != 16 {
+		t.Fatalf("the relay keeps %d of another migration's 16 chunks", n)
 	}
 }

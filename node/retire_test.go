@@ -109,7 +109,7 @@ func TestAbandonedMigrationsGiveEverythingBack(t *testing.T) {
 	// A replayed Open of a migration whose VM directory is here (as a
 	// completed gather leaves it) is refused, and the files stay as they were.
 	replay := last
-	vmDir := filepath.Join(dir, fmt.Sprintf("%s-%s", replay.VM, replay.ID.String()[:8]))
+	vmDir := filepath.Join(dir, replay.ID.String())
 	if err := os.MkdirAll(vmDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
