@@ -187,12 +187,22 @@ type Admission struct {
 	// region bytes.
 	PerSource      int
 	PerSourceBytes int64
+	// MaxOpenPositions caps the chunk positions of every migration here
+	// not yet retired, whatever its source: what their gathers hold in
+	// memory (StatePerPosition bytes each at most) is bounded by what the
+	// node can hold, not by how many sources it has. 0: not checked.
+	MaxOpenPositions int64
 	// Room reports how many bytes this node can still take for gathered
 	// VMs (the free disk where they are written); nil: not checked. The
 	// migrations still open here are counted against it too, since their
 	// files fill as they gather.
 	Room func() (int64, error)
 }
+
+// StatePerPosition bounds the bytes of memory an open migration's
+// position costs this node, its gather's state included (measured by
+// TestStatePerPositionBounded).
+const StatePerPosition = 512
 
 // Admission defaults.
 const (
@@ -228,11 +238,15 @@ func (s *Incomings) admitLocked(source string, o wire.Open, positions, bytes uin
 		return nil
 	}
 	var fromSource int
-	var sourceBytes, openBytes uint64
+	var sourceBytes, openBytes, held uint64
 	for _, in := range s.m {
 		in.mu.Lock()
 		open := in.finished.IsZero() && !in.abandoned
+		abandoned := in.abandoned
 		in.mu.Unlock()
+		if !abandoned { // handed over or not, its gather holds its state until retired
+			held += in.positions()
+		}
 		if !open {
 			continue
 		}
@@ -242,6 +256,10 @@ func (s *Incomings) admitLocked(source string, o wire.Open, positions, bytes uin
 			fromSource++
 			sourceBytes += b
 		}
+	}
+	if a.MaxOpenPositions > 0 && held+positions > uint64(a.MaxOpenPositions) {
+		return fmt.Errorf("open %s: VM %s has %d chunk positions, with %d held by the migrations here this node takes at most %d (%d bytes of state each): %w",
+			o.ID, o.VM, positions, held, a.MaxOpenPositions, StatePerPosition, ErrTooLarge)
 	}
 	if fromSource >= a.PerSource {
 		return fmt.Errorf("open %s: %d migrations from this source are open here (cap %d): %w", o.ID, fromSource, a.PerSource, ErrTooManyOpen)
@@ -259,6 +277,15 @@ func (s *Incomings) admitLocked(source string, o wire.Open, positions, bytes uin
 		}
 	}
 	return nil
+}
+
+// positions is the migration's chunk positions, all regions together.
+func (in *Incoming) positions() uint64 {
+	var n uint64
+	for _, r := range in.Regions {
+		n += (r.Size + uint64(r.ChunkSize) - 1) / uint64(r.ChunkSize)
+	}
+	return n
 }
 
 // bytes is the migration's total region size.

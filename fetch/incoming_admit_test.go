@@ -151,3 +151,36 @@ func TestPlacedIDsSparse(t *testing.T) {
 		t.Fatal("placement at the last position not recorded")
 	}
 }
+
+// The gathers of every migration here hold state per position until they
+// are retired, handed over or not: the node-wide cap counts them all,
+// whatever their source, so many sources (or one that hands over at once
+// and opens again) cannot hold more than the node can.
+func TestIncomingAdmissionOpenPositions(t *testing.T) {
+	s := NewIncomings(nil)
+	s.SetAdmission(Admission{MaxPositions: 4096, PerSource: 16, PerSourceBytes: 1 << 40, MaxOpenPositions: 6000})
+	if _, err := s.Open("a", openOf(1, 4000*4096)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish("a", wire.MigrationID{1}, chunk.Sum([]byte("root")), false); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Open("b", openOf(2, 2001*4096))
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("2001 positions beside 4000 handed over (node cap 6000): %v, want ErrTooLarge", err)
+	}
+	t.Log(err)
+	if _, err := s.Open("b", openOf(3, 2000*4096)); err != nil {
+		t.Fatalf("2000 positions beside 4000 (node cap 6000): %v", err)
+	}
+	// An abandoned migration's state goes at once: it no longer counts.
+	s.Abandon("b", wire.MigrationID{3}, errors.New("eviction failed"))
+	if _, err := s.Open("c", openOf(4, 2000*4096)); err != nil {
+		t.Fatalf("open after an abandoned one: %v", err)
+	}
+	// A retired migration gives its positions back.
+	s.Remove(wire.MigrationID{1})
+	if _, err := s.Open("c", openOf(5, 4000*4096)); err != nil {
+		t.Fatalf("open after one was retired: %v", err)
+	}
+}

@@ -16,6 +16,12 @@ func (n *Node) admission(dir string) fetch.Admission {
 		MaxPositions:   n.cfg.MaxIncomingPositions,
 		PerSource:      n.cfg.MaxIncomingPerPeer,
 		PerSourceBytes: n.cfg.MaxIncomingBytesPerPeer,
+		// What a destination's gathers hold in memory is bounded by the
+		// host's memory, however many sources open migrations here.
+		MaxOpenPositions: n.cfg.MaxOpenPositions,
+	}
+	if a.MaxOpenPositions == 0 {
+		a.MaxOpenPositions = defaultOpenPositions()
 	}
 	if dir != "" {
 		a.Room = func() (int64, error) { return freeDisk(dir) }
@@ -38,4 +44,16 @@ func freeDisk(dir string) (int64, error) {
 		}
 		dir = parent
 	}
+}
+
+// defaultOpenPositions lets the gathers of the migrations open here hold
+// at most a quarter of the host's memory (fetch.StatePerPosition bytes a
+// position): a 24 GiB host takes 12 M positions, 48 GiB of 4 KiB pages.
+func defaultOpenPositions() int64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil || si.Totalram == 0 {
+		return fetch.DefaultMaxPositions
+	}
+	total := uint64(si.Totalram) * uint64(si.Unit)
+	return max(int64(total/4/fetch.StatePerPosition), 1<<20)
 }

@@ -74,6 +74,10 @@ type Config struct {
 	MaxIncomingPositions    int64
 	MaxIncomingPerPeer      int
 	MaxIncomingBytesPerPeer int64
+	// MaxOpenPositions caps the chunk positions of all migrations opened
+	// here and not yet retired, from every source together (their gathers'
+	// state); 0: a quarter of the host's memory at 512 bytes a position.
+	MaxOpenPositions int64
 
 	// HostOptions are extra libp2p options (simnet plugs its simulated
 	// QUIC transport in here). Not settable from a config file.
@@ -122,7 +126,7 @@ func (c Config) Validate() error {
 	if c.RequestRate < 0 || c.PushLogIDs < 0 || c.HoldLease < 0 {
 		return errors.New("node: request rate, push log size or hold lease is negative")
 	}
-	if c.MaxIncomingPositions < 0 || c.MaxIncomingPerPeer < 0 || c.MaxIncomingBytesPerPeer < 0 {
+	if c.MaxIncomingPositions < 0 || c.MaxIncomingPerPeer < 0 || c.MaxIncomingBytesPerPeer < 0 || c.MaxOpenPositions < 0 {
 		return errors.New("node: incoming migration caps are negative")
 	}
 	if c.RefreshInterval <= 0 || c.RequestTimeout <= 0 || c.PingTimeout <= 0 || c.PushWindow <= 0 {

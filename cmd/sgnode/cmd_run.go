@@ -193,10 +193,12 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 		}
 		cfg.Node.RequestRate = *r
 	}
-	if fc.IncomingPerPeer < 0 || fc.IncomingMaxChunks < 0 {
-		return cfg, fmt.Errorf("incoming_per_peer %d, incoming_max_chunks %d: want positive numbers", fc.IncomingPerPeer, fc.IncomingMaxChunks)
+	if fc.IncomingPerPeer < 0 || fc.IncomingMaxChunks < 0 || fc.IncomingOpenChunks < 0 {
+		return cfg, fmt.Errorf("incoming_per_peer %d, incoming_max_chunks %d, incoming_open_chunks %d: want positive numbers",
+			fc.IncomingPerPeer, fc.IncomingMaxChunks, fc.IncomingOpenChunks)
 	}
 	cfg.Node.MaxIncomingPerPeer, cfg.Node.MaxIncomingPositions = fc.IncomingPerPeer, fc.IncomingMaxChunks
+	cfg.Node.MaxOpenPositions = fc.IncomingOpenChunks
 	if s := fc.IncomingSizePerPeer; s != "" {
 		if cfg.Node.MaxIncomingBytesPerPeer, err = units.ParseSize(s); err != nil {
 			return cfg, fmt.Errorf("incoming_size_per_peer: %w", err)

@@ -34,6 +34,7 @@ type fileConfig struct {
 	IncomingPerPeer     int    `toml:"incoming_per_peer"`
 	IncomingSizePerPeer string `toml:"incoming_size_per_peer"`
 	IncomingMaxChunks   int64  `toml:"incoming_max_chunks"`
+	IncomingOpenChunks  int64  `toml:"incoming_open_chunks"`
 	QEMUBinary          string `toml:"qemu_binary"`
 	QEMUResume          *bool  `toml:"qemu_resume"`
 	QEMUUser            string `toml:"qemu_user"`
@@ -111,12 +112,16 @@ request_rate = 2500000
 
 # Migrations opened to this node by one source: at most this many open
 # (not yet handed over) at once, of this total size; and at most this many
-# chunk positions in one migration (the gather keeps ~33 bytes of state per
+# chunk positions in one migration (the gather keeps up to 512 bytes of state per
 # position). An Open beyond them, or larger than the free disk of the data
 # directory, is refused before anything is allocated for it.
 incoming_per_peer = 16
 incoming_size_per_peer = "1TiB"
 incoming_max_chunks = 67108864
+# The chunk positions of all migrations here until they are retired, every
+# source together (512 bytes of memory each at most); 0: a quarter of
+# this host's memory.
+incoming_open_chunks = 0
 
 # QEMU guests evicted to this node: start them here at once, on the lazy
 # views of their memory and disks (false: gather only; start them yourself
