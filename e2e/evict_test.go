@@ -237,7 +237,10 @@ func TestEvictTwoReplicas(t *testing.T) {
 }
 
 func TestEvictSurvivesKilledIntermediate(t *testing.T) {
-	c := startCluster(t, "src", "dst", "r1", "r2", "r3")
+	// The destination keeps its gathered chunks in its store: verify
+	// below runs after r1 is gone, by when the gather may be complete, and
+	// a gathered VM's chunks otherwise live only in its files.
+	c := startClusterWith(t, map[string][]string{"dst": {"--keep-gathered-chunks"}}, "src", "dst", "r1", "r2", "r3")
 	src, dst, victim := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
