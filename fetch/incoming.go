@@ -182,9 +182,9 @@ type Admission struct {
 	// MaxPositions caps one migration's chunk positions, all regions
 	// together: the gather keeps a few bytes of state per position.
 	MaxPositions int64
-	// PerSource caps the migrations one source may have open here (not
-	// yet handed over nor abandoned), and PerSourceBytes their total
-	// region bytes.
+	// PerSource caps the migrations one source may have here (not yet
+	// retired nor abandoned: a handed-over migration still gathers), and
+	// PerSourceBytes their total region bytes.
 	PerSource      int
 	PerSourceBytes int64
 	// MaxOpenPositions caps the chunk positions of every migration here
@@ -194,8 +194,8 @@ type Admission struct {
 	MaxOpenPositions int64
 	// Room reports how many bytes this node can still take for gathered
 	// VMs (the free disk where they are written); nil: not checked. The
-	// migrations still open here are counted against it too, since their
-	// files fill as they gather.
+	// migrations here not yet retired are counted against it too, since
+	// their files fill as they gather.
 	Room func() (int64, error)
 }
 
@@ -241,15 +241,15 @@ func (s *Incomings) admitLocked(source string, o wire.Open, positions, bytes uin
 	var sourceBytes, openBytes, held uint64
 	for _, in := range s.m {
 		in.mu.Lock()
-		open := in.finished.IsZero() && !in.abandoned
 		abandoned := in.abandoned
 		in.mu.Unlock()
-		if !abandoned { // handed over or not, its gather holds its state until retired
-			held += in.positions()
-		}
-		if !open {
+		if abandoned { // its state and files go at once
 			continue
 		}
+		// Handed over or not, a migration holds its gather's state and
+		// fills its files until it is retired: a source that hands over at
+		// once and opens again is still held to its caps.
+		held += in.positions()
 		b := in.bytes()
 		openBytes += b
 		if in.Source == source {

@@ -110,8 +110,8 @@ hold_lease = "24h"
 # banned. The default is twice what a 40 Gbit/s migration needs.
 request_rate = 2500000
 
-# Migrations opened to this node by one source: at most this many open
-# (not yet handed over) at once, of this total size; and at most this many
+# Migrations opened to this node by one source: at most this many at once
+# (each until it is retired), of this total size; and at most this many
 # chunk positions in one migration (the gather keeps up to 512 bytes of state per
 # position). An Open beyond them, or larger than the free disk of the data
 # directory, is refused before anything is allocated for it.
