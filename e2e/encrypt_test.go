@@ -25,8 +25,10 @@ func TestEvictEncryptedRelaysHoldNoPlaintext(t *testing.T) {
 	for _, encrypt := range []bool{true, false} {
 		name := map[bool]string{true: "encrypted", false: "control"}[encrypt]
 		t.Run(name, func(t *testing.T) {
+			// dst keeps its gathered chunks: the VM is gathered again from it
+			// below.
 			c := startClusterWith(t, map[string][]string{
-				"dst": {"--ingest-rate", "200Mbit"}, "r1": onDisk, "r2": onDisk,
+				"dst": {"--ingest-rate", "200Mbit", "--keep-gathered-chunks"}, "r1": onDisk, "r2": onDisk,
 			}, "src", "dst", "r1", "r2")
 			src, dst := c.Nodes[0], c.Nodes[1]
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
