@@ -26,7 +26,7 @@ const maxHoldsPerPeer = 4096
 
 // holdStore is what keeps held chunks: *chunkstore.Store.
 type holdStore interface {
-	Hold(holder string, ids ...chunk.ID)
+	Hold(holder string, ids ...chunk.ID) int
 	Free(holder string, del bool) ([]chunk.ID, error)
 }
 
@@ -71,9 +71,9 @@ func newHolds(store Store, lease time.Duration) *holds {
 // errTooManyHolds refuses a pusher that opened maxHoldsPerPeer holds.
 var errTooManyHolds = errors.New("too many open holds for this peer")
 
-// open returns from's hold for h, making it if new. Opening a
-// migration's hold again (another stream of the same eviction) extends
-// its lease.
+// open returns from's hold for h, making it if new. Opening a hold again
+// (another stream of the same eviction) does not extend its lease: only
+// the destination's renew does.
 func (hs *holds) open(from peer.ID, h wire.Hold) (*hold, error) {
 	if err := h.Validate(); err != nil {
 		return nil, err
@@ -90,9 +90,6 @@ func (hs *holds) open(from peer.ID, h wire.Hold) (*hold, error) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if r := hs.recs[key]; r != nil {
-		if r.kind == wire.HoldMigration {
-			r.expires = now.Add(hs.lease)
-		}
 		return r, nil
 	}
 	if hs.perPeer[from] >= maxHoldsPerPeer {
@@ -126,11 +123,24 @@ func holdKey(from peer.ID, h wire.Hold) string {
 	return fmt.Sprintf("hold/%s/%s", from, hex.EncodeToString(s.Sum(nil)[:16]))
 }
 
-// keep records that r keeps ids. Call it before storing them.
-func (hs *holds) keep(r *hold, ids ...chunk.ID) {
-	if hs.store != nil {
-		hs.store.Hold(r.key, ids...)
+// errHoldEnded refuses a push on a stream whose hold was released or ran
+// out: nothing would ever free what it stored.
+var errHoldEnded = errors.New("hold ended: open a new push stream")
+
+// keep records that r keeps ids, and returns how many were new to r. Call
+// it before storing them. It refuses once r has ended: the check and the
+// store's hold are made under hs.mu, so an end that comes later frees
+// them, and one that came first leaves nothing pinned.
+func (hs *holds) keep(r *hold, ids ...chunk.ID) (int, error) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.recs[r.key] != r {
+		return 0, errHoldEnded
 	}
+	if hs.store == nil {
+		return len(ids), nil
+	}
+	return hs.store.Hold(r.key, ids...), nil
 }
 
 // release ends, for the destination from, migration id in each hold that

@@ -41,7 +41,9 @@ func (n *Node) handlePush(s network.Stream) {
 		for i := range chunks {
 			chunks[i].ID = chunk.Sum(chunks[i].Data)
 		}
-		st = n.storePushed(from, h, chunks, st[:0])
+		if st, err = n.storePushed(from, h, chunks, st[:0]); err != nil {
+			return dst, err
+		}
 		digest := wire.PushDigest(chunks)
 		if !slices.ContainsFunc(st, func(s wire.Status) bool { return s != wire.StatusOK }) {
 			n.pushes.add(digest, chunks)
@@ -52,7 +54,8 @@ func (n *Node) handlePush(s network.Stream) {
 
 // storePushed stores one batch, each chunk under the ID computed from its
 // bytes, then syncs once (group commit) so every OK it returns is durable.
-func (n *Node) storePushed(from peer.ID, h *hold, chunks []wire.Chunk, st []wire.Status) []wire.Status {
+// It fails, storing nothing more, once h has ended.
+func (n *Node) storePushed(from peer.ID, h *hold, chunks []wire.Chunk, st []wire.Status) ([]wire.Status, error) {
 	stored := false
 	quota := n.quota.limit > 0 && !n.quotaExempt(from, h)
 	for _, c := range chunks {
@@ -63,7 +66,9 @@ func (n *Node) storePushed(from peer.ID, h *hold, chunks []wire.Chunk, st []wire
 			s = wire.StatusFull
 			n.m.quotaRefused.Inc()
 		default:
-			n.holds.keep(h, c.ID) // before the store: a concurrent free then keeps it
+			if _, err := n.holds.keep(h, c.ID); err != nil { // before the store: a concurrent free then keeps it
+				return st, err
+			}
 			if err := n.store.Put(c.ID, c.Data); err != nil {
 				s = putStatus(err)
 			} else {
@@ -98,7 +103,7 @@ func (n *Node) storePushed(from peer.ID, h *hold, chunks []wire.Chunk, st []wire
 	if full > 0 {
 		n.warnFull(from, full)
 	}
-	return st
+	return st, nil
 }
 
 // fullWarnEvery spaces the "store full" warnings of a relay that keeps

@@ -181,15 +181,16 @@ func (r *Roles) dropLocalCopies(self wire.MigrationID, ids []chunk.ID) (chunks i
 	ids, r.dropped = r.dropped, nil
 	r.mu.Unlock()
 	for _, id := range ids {
-		if !r.store.Pinned(id) && r.store.Has(id) {
-			if data, err := r.store.Get(id, nil); err == nil {
-				bytes += int64(len(data))
-			}
-			if err := r.store.Delete(id); err != nil {
-				r.log.Warn("dropping a gathered chunk's store copy", "chunk", id, "err", err)
-				continue
-			}
+		// Checked and deleted under the store's lock: a push holding the
+		// chunk meanwhile keeps it.
+		size, err := r.store.DeleteUnpinned(id)
+		if err != nil {
+			r.log.Warn("dropping a gathered chunk's store copy", "chunk", id, "err", err)
+			continue
+		}
+		if size > 0 {
 			r.n.quota.forget(id)
+			bytes += int64(size)
 			chunks++
 		}
 	}
