@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -38,6 +37,7 @@ type holdStore interface {
 // a migration's after the lease, a put's at its expiry.
 type holds struct {
 	store holdStore // nil: the store keeps no holds
+	quota *pushQuota
 	lease time.Duration
 	now   func() time.Time
 	self  peer.ID // this node: holds naming it are for migrations to here
@@ -56,16 +56,17 @@ type hold struct {
 	pending map[wire.MigrationID]bool // migrations not released yet (put: its ID)
 	expires time.Time                 // zero: until removed
 	// ids are the hold's migrations as pushed (immutable); forSelf: their
-	// destination is this node; opened: one of them was found open here
-	// from the pusher (its pushes are then not held to the push quota).
+	// destination is this node.
 	ids     []wire.MigrationID
 	forSelf bool
-	opened  atomic.Bool
+	// charged is what the pusher's quota was charged for this hold's
+	// entries, given back when it ends (under holds.mu).
+	charged int64
 }
 
-func newHolds(store Store, lease time.Duration) *holds {
+func newHolds(store Store, lease time.Duration, quota *pushQuota) *holds {
 	hs, _ := store.(holdStore)
-	return &holds{store: hs, lease: lease, now: time.Now, recs: map[string]*hold{}, perPeer: map[peer.ID]int{}}
+	return &holds{store: hs, quota: quota, lease: lease, now: time.Now, recs: map[string]*hold{}, perPeer: map[peer.ID]int{}}
 }
 
 // errTooManyHolds refuses a pusher that opened maxHoldsPerPeer holds.
@@ -127,20 +128,23 @@ func holdKey(from peer.ID, h wire.Hold) string {
 // out: nothing would ever free what it stored.
 var errHoldEnded = errors.New("hold ended: open a new push stream")
 
-// keep records that r keeps ids, and returns how many were new to r. Call
-// it before storing them. It refuses once r has ended: the check and the
+// keep records that r keeps ids, and returns how many were new to r; each
+// new one adds entryCost (already reserved from the pusher's quota) to
+// what r gives back when it ends. Call it before storing them. It refuses once r has ended: the check and the
 // store's hold are made under hs.mu, so an end that comes later frees
 // them, and one that came first leaves nothing pinned.
-func (hs *holds) keep(r *hold, ids ...chunk.ID) (int, error) {
+func (hs *holds) keep(r *hold, entryCost int64, ids ...chunk.ID) (int, error) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if hs.recs[r.key] != r {
 		return 0, errHoldEnded
 	}
-	if hs.store == nil {
-		return len(ids), nil
+	added := len(ids)
+	if hs.store != nil {
+		added = hs.store.Hold(r.key, ids...)
 	}
-	return hs.store.Hold(r.key, ids...), nil
+	r.charged += int64(added) * entryCost
+	return added, nil
 }
 
 // release ends, for the destination from, migration id in each hold that
@@ -217,6 +221,9 @@ func (hs *holds) forgetLocked(r *hold) {
 }
 
 func (hs *holds) free(ended []*hold, del bool) ([]chunk.ID, error) {
+	for _, r := range ended { // ended: no keep adds to charged any more
+		hs.quota.refund(r.pusher, r.charged)
+	}
 	if hs.store == nil {
 		return nil, nil
 	}
@@ -252,6 +259,7 @@ func (n *Node) runExpiry(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			n.pruneExempt()
 			freed, err := n.holds.expire(now)
 			n.forgetFreed(freed)
 			if err != nil {
@@ -262,39 +270,6 @@ func (n *Node) runExpiry(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// MigrationExpecter is implemented by a MigrationSink that can say
-// whether it has a migration open from a peer.
-type MigrationExpecter interface {
-	Expecting(from peer.ID, id wire.MigrationID) bool
-}
-
-// quotaExempt reports whether pushes for h need not count against from's
-// push quota: they carry a migration from opened here, to here. The quota
-// keeps one peer from filling a relay others rely on; a destination takes
-// the VMs opened to it (their Open is bounded where it is decoded). A
-// pusher that only names this node as destination is not exempt.
-func (n *Node) quotaExempt(from peer.ID, h *hold) bool {
-	if h == nil || !h.forSelf {
-		return false
-	}
-	if h.opened.Load() {
-		return true
-	}
-	n.mig.mu.RLock()
-	e, ok := n.mig.sink.(MigrationExpecter)
-	n.mig.mu.RUnlock()
-	if !ok {
-		return false
-	}
-	for _, id := range h.ids {
-		if e.Expecting(from, id) {
-			h.opened.Store(true)
-			return true
-		}
-	}
-	return false
 }
 
 // forgetFreed uncharges deleted chunks from their pushers' quotas.

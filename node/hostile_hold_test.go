@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sgrelay/sg/chunkstore"
+	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -108,4 +110,119 @@ func TestHostileReleaseKeepsChunksTheHoldDidNotBring(t *testing.T) {
 func serveRoles(t *testing.T, n testNode) {
 	roles := n.ServeRoles(t.Context(), n.store, RolesConfig{Dir: t.TempDir()})
 	t.Cleanup(roles.Wait)
+}
+
+// openMigration opens migration o from src at dest (which serves roles)
+// and keeps its control stream open until the test ends.
+func openMigration(t *testing.T, src, dest testNode, o wire.Open) {
+	t.Helper()
+	s, err := src.Host().NewStream(t.Context(), dest.ID(), ProtoMigrate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Reset() })
+	if _, err := s.Write(wire.AppendOpen(nil, o)); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := wire.NewReader(s, 0).Expect(wire.TypeAck); err != nil {
+		t.Fatal(err)
+	} else if st, msg, _ := wire.DecodeAck(p); st != wire.StatusOK {
+		t.Fatalf("open refused: %s", msg)
+	}
+}
+
+// pushCount pushes chunks from a to b for h in batches of 16 and counts
+// the OK and Full answers; any other answer fails the test.
+func pushCount(t *testing.T, a, b testNode, h wire.Hold, chunks []wire.Chunk) (ok, full int) {
+	t.Helper()
+	for i := 0; i < len(chunks); i += 16 {
+		st, err := tryPushFor(t, a, b, h, chunks[i:min(len(chunks), i+16)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st {
+			switch s {
+			case wire.StatusOK:
+				ok++
+			case wire.StatusFull:
+				full++
+			default:
+				t.Fatalf("push: %v", s)
+			}
+		}
+	}
+	return ok, full
+}
+
+// A source that opened a 4 KiB migration to a node cannot push without
+// bound under it: beyond the Open's bytes its pushes count against its
+// quota and are refused once that is spent. A hold naming a migration
+// it did not open beside one it did is not exempt at all.
+func TestHostileSmallOpenDoesNotLiftTheQuota(t *testing.T) {
+	const budget, size = 4 << 20, 64 << 10
+	nodes := newTestNodesWithStore(t, 2, chunkstore.Config{MemoryBudget: budget}, nil)
+	src, dest := nodes[0], nodes[1]
+	connect(t, src, dest)
+	serveRoles(t, dest)
+	mig := randomMigrationID()
+	openMigration(t, src, dest, wire.Open{ID: mig, VM: "tiny",
+		Regions: []wire.RegionInfo{{Name: "mem", Size: 4096, ChunkSize: 4096}}})
+
+	mixed := migrationHold(dest, mig, randomMigrationID())
+	if ok, _ := pushCount(t, src, dest, mixed, randomChunks(1, 4096)); dest.quota.usedBy(src.ID()) == 0 || ok != 1 {
+		t.Fatalf("a hold naming an unopened migration was exempt from the quota (ok %d)", ok)
+	}
+	ok, full := pushCount(t, src, dest, migrationHold(dest, mig), randomChunks(48, size)) // 3 MiB
+	if want := (int(DefaultPushQuotaShare*budget) - 4096 - 2*chunkOverhead) / (size + 2*chunkOverhead); ok != want || full != 48-want {
+		t.Fatalf("under a 4 KiB migration's hold the source stored %d of 48 chunks (refused %d), want its quota's %d", ok, full, want)
+	}
+}
+
+// A peer cannot grow the node's maps without bound: 1-byte chunks cost
+// their entries against its quota, and so does holding a chunk that is
+// already here under one hold after another; ending the holds gives the
+// entries back.
+func TestHostileTinyChunksAndReholdsCountAgainstTheQuota(t *testing.T) {
+	const quota = 64 << 10
+	nodes := newTestNodes(t, 2, func(i int, c *Config) { c.PushQuota = quota })
+	attacker, relay := nodes[0], nodes[1]
+	connect(t, attacker, relay)
+	serveRoles(t, relay)
+	tiny := make([]wire.Chunk, 256) // every 1-byte chunk there is
+	for i := range tiny {
+		d := []byte{byte(i)}
+		tiny[i] = wire.Chunk{ID: chunk.Sum(d), Data: d}
+	}
+	put := wire.Hold{Kind: wire.HoldPut, IDs: []wire.MigrationID{randomMigrationID()}}
+	ok, full := pushCount(t, attacker, relay, put, tiny)
+	if want := quota / (1 + 2*chunkOverhead); ok != want || full != 256-want {
+		t.Fatalf("1-byte chunks: %d stored, %d refused; want %d stored", ok, full, want)
+	}
+	rawMigrate(t, attacker, relay, wire.AppendRemove(nil, put.IDs[0]))
+	if used := relay.quota.usedBy(attacker.ID()); used != 0 {
+		t.Fatalf("after removing its put the attacker is still charged %d bytes", used)
+	}
+
+	present := randomChunks(1, 4096)
+	if err := relay.store.Put(present[0].ID, present[0].Data); err != nil {
+		t.Fatal(err)
+	}
+	var holds []wire.Hold
+	reheld := 0
+	for range 2 * quota / chunkOverhead {
+		h := wire.Hold{Kind: wire.HoldPut, IDs: []wire.MigrationID{randomMigrationID()}}
+		if ok, _ := pushCount(t, attacker, relay, h, present); ok == 1 {
+			reheld++
+			holds = append(holds, h)
+		}
+	}
+	if want := quota / chunkOverhead; reheld != want {
+		t.Fatalf("a chunk already here was held %d times, want the quota's %d", reheld, want)
+	}
+	for _, h := range holds {
+		rawMigrate(t, attacker, relay, wire.AppendRemove(nil, h.IDs[0]))
+	}
+	if used := relay.quota.usedBy(attacker.ID()); used != 0 || !relay.store.Has(present[0].ID) {
+		t.Fatalf("after removing its holds the attacker is charged %d bytes (chunk kept: %v)", used, relay.store.Has(present[0].ID))
+	}
 }

@@ -336,9 +336,16 @@ func (s roleSink) OpenMigration(from peer.ID, o wire.Open) error {
 }
 
 // Expecting implements MigrationExpecter: from opened migration id here.
-func (s roleSink) Expecting(from peer.ID, id wire.MigrationID) bool {
+func (s roleSink) Expecting(from peer.ID, id wire.MigrationID) (int64, bool) {
 	in, err := s.r.in.Get(id)
-	return err == nil && in.Source == from.String()
+	if err != nil || in.Source != from.String() {
+		return 0, false
+	}
+	var b int64
+	for _, r := range in.Regions { // each at most 2^50 bytes, at most wire.MaxRegions
+		b += int64(r.Size)
+	}
+	return b, true
 }
 
 func (s roleSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {
