@@ -23,6 +23,11 @@ const DefaultHoldLease = 24 * time.Hour
 // records themselves cannot exhaust the node.
 const maxHoldsPerPeer = 4096
 
+// maxHoldIDsPerPeer bounds the migration IDs all of one pusher's holds
+// name together: each costs a pending entry, so holds × wire.MaxHoldIDs
+// would let one peer take tens of MB of records.
+const maxHoldIDsPerPeer = 4096
+
 // holdStore is what keeps held chunks: *chunkstore.Store.
 type holdStore interface {
 	Hold(holder string, ids ...chunk.ID) int
@@ -45,6 +50,7 @@ type holds struct {
 	mu      sync.Mutex
 	recs    map[string]*hold
 	perPeer map[peer.ID]int
+	idsPeer map[peer.ID]int // migration IDs named by each pusher's holds
 }
 
 // hold is one pusher's hold on the chunks it pushed for one purpose.
@@ -66,10 +72,11 @@ type hold struct {
 
 func newHolds(store Store, lease time.Duration, quota *pushQuota) *holds {
 	hs, _ := store.(holdStore)
-	return &holds{store: hs, quota: quota, lease: lease, now: time.Now, recs: map[string]*hold{}, perPeer: map[peer.ID]int{}}
+	return &holds{store: hs, quota: quota, lease: lease, now: time.Now, recs: map[string]*hold{}, perPeer: map[peer.ID]int{}, idsPeer: map[peer.ID]int{}}
 }
 
-// errTooManyHolds refuses a pusher that opened maxHoldsPerPeer holds.
+// errTooManyHolds refuses a pusher that opened maxHoldsPerPeer holds, or
+// holds naming maxHoldIDsPerPeer migration IDs.
 var errTooManyHolds = errors.New("too many open holds for this peer")
 
 // open returns from's hold for h, making it if new. Opening a hold again
@@ -93,7 +100,7 @@ func (hs *holds) open(from peer.ID, h wire.Hold) (*hold, error) {
 	if r := hs.recs[key]; r != nil {
 		return r, nil
 	}
-	if hs.perPeer[from] >= maxHoldsPerPeer {
+	if hs.perPeer[from] >= maxHoldsPerPeer || hs.idsPeer[from]+len(h.IDs) > maxHoldIDsPerPeer {
 		return nil, errTooManyHolds
 	}
 	r := &hold{key: key, pusher: from, kind: h.Kind, dest: dest, pending: make(map[wire.MigrationID]bool, len(h.IDs)),
@@ -109,6 +116,7 @@ func (hs *holds) open(from peer.ID, h wire.Hold) (*hold, error) {
 	}
 	hs.recs[key] = r
 	hs.perPeer[from]++
+	hs.idsPeer[from] += len(r.ids)
 	return r, nil
 }
 
@@ -217,6 +225,9 @@ func (hs *holds) forgetLocked(r *hold) {
 	delete(hs.recs, r.key)
 	if hs.perPeer[r.pusher]--; hs.perPeer[r.pusher] <= 0 {
 		delete(hs.perPeer, r.pusher)
+	}
+	if hs.idsPeer[r.pusher] -= len(r.ids); hs.idsPeer[r.pusher] <= 0 {
+		delete(hs.idsPeer, r.pusher)
 	}
 }
 

@@ -226,3 +226,35 @@ func TestHostileTinyChunksAndReholdsCountAgainstTheQuota(t *testing.T) {
 		t.Fatalf("after removing its holds the attacker is charged %d bytes (chunk kept: %v)", used, relay.store.Has(present[0].ID))
 	}
 }
+
+// One peer's holds together name at most maxHoldIDsPerPeer migrations:
+// holds of wire.MaxHoldIDs IDs each are refused once that many are named,
+// and another peer still opens its own.
+func TestHostileHoldIDsBoundedPerPeer(t *testing.T) {
+	nodes := newTestNodes(t, 3, nil)
+	attacker, relay, honest := nodes[0], nodes[1], nodes[2]
+	connect(t, attacker, relay)
+	connect(t, honest, relay)
+	bigHold := func() wire.Hold {
+		ids := make([]wire.MigrationID, wire.MaxHoldIDs)
+		for i := range ids {
+			ids[i] = randomMigrationID()
+		}
+		return migrationHold(honest, ids...)
+	}
+	for i := range maxHoldIDsPerPeer / wire.MaxHoldIDs {
+		if _, err := tryPushFor(t, attacker, relay, bigHold(), randomChunks(1, 64)); err != nil {
+			t.Fatalf("hold %d within the bound: %v", i, err)
+		}
+	}
+	if _, err := tryPushFor(t, attacker, relay, bigHold(), randomChunks(1, 64)); err == nil {
+		t.Fatal("a hold beyond the peer's bound on named migrations was opened")
+	}
+	if _, err := tryPushFor(t, attacker, relay, migrationHold(honest, randomMigrationID()), randomChunks(1, 64)); err == nil {
+		t.Fatal("a one-migration hold beyond the peer's bound was opened")
+	}
+	if n := relay.holds.count(); n != maxHoldIDsPerPeer/wire.MaxHoldIDs {
+		t.Fatalf("%d holds open, want %d", n, maxHoldIDsPerPeer/wire.MaxHoldIDs)
+	}
+	pushAllFor(t, honest, relay, migrationHold(honest, randomMigrationID()), randomChunks(1, 64))
+}
