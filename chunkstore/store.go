@@ -49,6 +49,12 @@ type Store struct {
 	// chunk once: it counts once in pins, and Free deletes what no one
 	// else keeps.
 	held map[string]map[chunk.ID]struct{}
+	// brought are the held chunks that were absent when a hold first took
+	// them: that hold's push stored them. Free deletes only these, so a
+	// hold on a chunk that was already here (which anyone can take by
+	// pushing its bytes) cannot delete it. An entry lives while the chunk
+	// is pinned.
+	brought map[chunk.ID]struct{}
 }
 
 // Open builds a Store from cfg, opening (and scanning) the disk tier.
@@ -61,6 +67,8 @@ func Open(cfg Config) (*Store, error) {
 		pins: make(map[chunk.ID]int32),
 		own:  make(map[string][]chunk.ID),
 		held: make(map[string]map[chunk.ID]struct{}),
+
+		brought: make(map[chunk.ID]struct{}),
 	}
 	if cfg.DiskDir != "" && cfg.DiskBudget > 0 {
 		d, err := OpenDisk(DiskConfig{Dir: cfg.DiskDir, Budget: cfg.DiskBudget, SegmentSize: cfg.SegmentSize})
@@ -173,6 +181,7 @@ func (s *Store) Unpin(owner string) int {
 	for _, id := range ids {
 		if s.pins[id]--; s.pins[id] <= 0 {
 			delete(s.pins, id)
+			delete(s.brought, id)
 		}
 	}
 	delete(s.own, owner)
@@ -187,9 +196,11 @@ func (s *Store) Pinned(id chunk.ID) bool {
 }
 
 // Hold records that holder keeps ids, each once however often it is
-// held. Hold a chunk before storing it: a Free running meanwhile then
-// cannot delete it between the store and the hold.
-func (s *Store) Hold(holder string, ids ...chunk.ID) {
+// held, and returns how many of ids were new to holder. Hold a chunk
+// before storing it: a Free running meanwhile then cannot delete it
+// between the store and the hold. A chunk absent when first held is
+// marked as brought by a hold, and only such a chunk is deleted by Free.
+func (s *Store) Hold(holder string, ids ...chunk.ID) (added int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	set := s.held[holder]
@@ -198,11 +209,38 @@ func (s *Store) Hold(holder string, ids ...chunk.ID) {
 		s.held[holder] = set
 	}
 	for _, id := range ids {
-		if _, ok := set[id]; !ok {
-			set[id] = struct{}{}
-			s.pins[id]++
+		if _, ok := set[id]; ok {
+			continue
 		}
+		set[id] = struct{}{}
+		added++
+		if s.pins[id] == 0 && !s.Has(id) {
+			s.brought[id] = struct{}{}
+		}
+		s.pins[id]++
 	}
+	return added
+}
+
+// DeleteUnpinned deletes id if it is stored and nothing pins or holds it,
+// checked and deleted under the store's lock: a hold taken concurrently
+// (a push about to be acknowledged) either comes first and keeps the
+// chunk, or comes after and stores it again. It returns the bytes deleted
+// (0: kept or absent).
+func (s *Store) DeleteUnpinned(id chunk.ID) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pins[id] > 0 || !s.Has(id) {
+		return 0, nil
+	}
+	data, err := s.Get(id, nil)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.Delete(id); err != nil {
+		return 0, err
+	}
+	return len(data), nil
 }
 
 // Held reports how many chunks holder keeps.
@@ -213,8 +251,10 @@ func (s *Store) Held(holder string) int {
 }
 
 // Free ends holder's hold and deletes each of its chunks that no other
-// holder or pin keeps; it returns the deleted IDs. With del false it only
-// ends the hold (what it kept is left to GC).
+// holder or pin keeps and that a hold brought into the store; it returns
+// the deleted IDs. A chunk that was here before any hold took it is only
+// unpinned, and left to GC. With del false it only ends the hold (what it
+// kept is left to GC).
 func (s *Store) Free(holder string, del bool) ([]chunk.ID, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -225,7 +265,9 @@ func (s *Store) Free(holder string, del bool) ([]chunk.ID, error) {
 			continue
 		}
 		delete(s.pins, id)
-		if !del || !s.Has(id) {
+		_, brought := s.brought[id]
+		delete(s.brought, id)
+		if !del || !brought || !s.Has(id) {
 			continue
 		}
 		if e := s.Delete(id); e != nil {

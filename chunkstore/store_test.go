@@ -262,18 +262,23 @@ func TestHoldAndFree(t *testing.T) {
 	}
 	defer s.Close()
 	var ids []chunk.ID
+	var data [][]byte
 	for i := range 4 {
 		d := []byte{byte(i), 1, 2, 3}
-		id := chunk.Sum(d)
-		if err := s.Put(id, d); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
+		ids, data = append(ids, chunk.Sum(d)), append(data, d)
 	}
-	s.Hold("a", ids[0], ids[1], ids[1]) // held twice by a: counted once
+	// Held before they are stored, as a push does: the holds brought them.
+	if n := s.Hold("a", ids[0], ids[1], ids[1]); n != 2 { // held twice by a: counted once
+		t.Fatalf("Hold(a) added %d, want 2", n)
+	}
 	s.Hold("b", ids[1], ids[2])
 	s.Pin("gather", ids[2])
 	s.Hold("c", ids[3])
+	for i := range ids {
+		if err := s.Put(ids[i], data[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if n := s.Held("a"); n != 2 {
 		t.Fatalf("a holds %d, want 2", n)
 	}
@@ -289,5 +294,43 @@ func TestHoldAndFree(t *testing.T) {
 	}
 	if freed, _ := s.Free("c", false); len(freed) != 0 || !s.Has(ids[3]) || s.Pinned(ids[3]) {
 		t.Fatal("a Free without deletion deleted, or left the chunk held")
+	}
+}
+
+// A hold on a chunk that was stored before any hold took it (a peer
+// pushing bytes it knows) never deletes it on Free; a chunk the hold
+// brought is deleted; DeleteUnpinned keeps what a hold keeps.
+func TestFreeDeletesOnlyWhatHoldsBrought(t *testing.T) {
+	s, err := Open(Config{MemoryBudget: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	present, pushed := []byte("already here"), []byte("brought by the hold")
+	pid, nid := chunk.Sum(present), chunk.Sum(pushed)
+	if err := s.Put(pid, present); err != nil {
+		t.Fatal(err)
+	}
+	s.Hold("attacker", pid, nid)
+	if err := s.Put(nid, pushed); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.DeleteUnpinned(pid); n != 0 || !s.Has(pid) {
+		t.Fatal("DeleteUnpinned deleted a held chunk")
+	}
+	freed, err := s.Free("attacker", true)
+	if err != nil || len(freed) != 1 || freed[0] != nid {
+		t.Fatalf("Free = %v, %v; want only the chunk the hold brought", freed, err)
+	}
+	if !s.Has(pid) || s.Pinned(pid) {
+		t.Fatal("the chunk that was here before the hold was deleted, or left pinned")
+	}
+	// Held again after it was freed, it is still not the hold's to delete.
+	s.Hold("attacker", pid)
+	if freed, _ := s.Free("attacker", true); len(freed) != 0 || !s.Has(pid) {
+		t.Fatalf("a second hold on a present chunk deleted it: %v", freed)
+	}
+	if n, err := s.DeleteUnpinned(pid); err != nil || n != len(present) || s.Has(pid) {
+		t.Fatalf("DeleteUnpinned of an unpinned chunk = %d, %v", n, err)
 	}
 }

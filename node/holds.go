@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -24,9 +23,14 @@ const DefaultHoldLease = 24 * time.Hour
 // records themselves cannot exhaust the node.
 const maxHoldsPerPeer = 4096
 
+// maxHoldIDsPerPeer bounds the migration IDs all of one pusher's holds
+// name together: each costs a pending entry, so holds × wire.MaxHoldIDs
+// would let one peer take tens of MB of records.
+const maxHoldIDsPerPeer = 4096
+
 // holdStore is what keeps held chunks: *chunkstore.Store.
 type holdStore interface {
-	Hold(holder string, ids ...chunk.ID)
+	Hold(holder string, ids ...chunk.ID) int
 	Free(holder string, del bool) ([]chunk.ID, error)
 }
 
@@ -38,6 +42,7 @@ type holdStore interface {
 // a migration's after the lease, a put's at its expiry.
 type holds struct {
 	store holdStore // nil: the store keeps no holds
+	quota *pushQuota
 	lease time.Duration
 	now   func() time.Time
 	self  peer.ID // this node: holds naming it are for migrations to here
@@ -45,6 +50,7 @@ type holds struct {
 	mu      sync.Mutex
 	recs    map[string]*hold
 	perPeer map[peer.ID]int
+	idsPeer map[peer.ID]int // migration IDs named by each pusher's holds
 }
 
 // hold is one pusher's hold on the chunks it pushed for one purpose.
@@ -56,24 +62,26 @@ type hold struct {
 	pending map[wire.MigrationID]bool // migrations not released yet (put: its ID)
 	expires time.Time                 // zero: until removed
 	// ids are the hold's migrations as pushed (immutable); forSelf: their
-	// destination is this node; opened: one of them was found open here
-	// from the pusher (its pushes are then not held to the push quota).
+	// destination is this node.
 	ids     []wire.MigrationID
 	forSelf bool
-	opened  atomic.Bool
+	// charged is what the pusher's quota was charged for this hold's
+	// entries, given back when it ends (under holds.mu).
+	charged int64
 }
 
-func newHolds(store Store, lease time.Duration) *holds {
+func newHolds(store Store, lease time.Duration, quota *pushQuota) *holds {
 	hs, _ := store.(holdStore)
-	return &holds{store: hs, lease: lease, now: time.Now, recs: map[string]*hold{}, perPeer: map[peer.ID]int{}}
+	return &holds{store: hs, quota: quota, lease: lease, now: time.Now, recs: map[string]*hold{}, perPeer: map[peer.ID]int{}, idsPeer: map[peer.ID]int{}}
 }
 
-// errTooManyHolds refuses a pusher that opened maxHoldsPerPeer holds.
+// errTooManyHolds refuses a pusher that opened maxHoldsPerPeer holds, or
+// holds naming maxHoldIDsPerPeer migration IDs.
 var errTooManyHolds = errors.New("too many open holds for this peer")
 
-// open returns from's hold for h, making it if new. Opening a
-// migration's hold again (another stream of the same eviction) extends
-// its lease.
+// open returns from's hold for h, making it if new. Opening a hold again
+// (another stream of the same eviction) does not extend its lease: only
+// the destination's renew does.
 func (hs *holds) open(from peer.ID, h wire.Hold) (*hold, error) {
 	if err := h.Validate(); err != nil {
 		return nil, err
@@ -90,12 +98,9 @@ func (hs *holds) open(from peer.ID, h wire.Hold) (*hold, error) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if r := hs.recs[key]; r != nil {
-		if r.kind == wire.HoldMigration {
-			r.expires = now.Add(hs.lease)
-		}
 		return r, nil
 	}
-	if hs.perPeer[from] >= maxHoldsPerPeer {
+	if hs.perPeer[from] >= maxHoldsPerPeer || hs.idsPeer[from]+len(h.IDs) > maxHoldIDsPerPeer {
 		return nil, errTooManyHolds
 	}
 	r := &hold{key: key, pusher: from, kind: h.Kind, dest: dest, pending: make(map[wire.MigrationID]bool, len(h.IDs)),
@@ -111,6 +116,7 @@ func (hs *holds) open(from peer.ID, h wire.Hold) (*hold, error) {
 	}
 	hs.recs[key] = r
 	hs.perPeer[from]++
+	hs.idsPeer[from] += len(r.ids)
 	return r, nil
 }
 
@@ -126,11 +132,27 @@ func holdKey(from peer.ID, h wire.Hold) string {
 	return fmt.Sprintf("hold/%s/%s", from, hex.EncodeToString(s.Sum(nil)[:16]))
 }
 
-// keep records that r keeps ids. Call it before storing them.
-func (hs *holds) keep(r *hold, ids ...chunk.ID) {
-	if hs.store != nil {
-		hs.store.Hold(r.key, ids...)
+// errHoldEnded refuses a push on a stream whose hold was released or ran
+// out: nothing would ever free what it stored.
+var errHoldEnded = errors.New("hold ended: open a new push stream")
+
+// keep records that r keeps ids, and returns how many were new to r; each
+// new one adds entryCost (already reserved from the pusher's quota) to
+// what r gives back when it ends. Call it before storing them. It refuses once r has ended: the check and the
+// store's hold are made under hs.mu, so an end that comes later frees
+// them, and one that came first leaves nothing pinned.
+func (hs *holds) keep(r *hold, entryCost int64, ids ...chunk.ID) (int, error) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.recs[r.key] != r {
+		return 0, errHoldEnded
 	}
+	added := len(ids)
+	if hs.store != nil {
+		added = hs.store.Hold(r.key, ids...)
+	}
+	r.charged += int64(added) * entryCost
+	return added, nil
 }
 
 // release ends, for the destination from, migration id in each hold that
@@ -204,9 +226,15 @@ func (hs *holds) forgetLocked(r *hold) {
 	if hs.perPeer[r.pusher]--; hs.perPeer[r.pusher] <= 0 {
 		delete(hs.perPeer, r.pusher)
 	}
+	if hs.idsPeer[r.pusher] -= len(r.ids); hs.idsPeer[r.pusher] <= 0 {
+		delete(hs.idsPeer, r.pusher)
+	}
 }
 
 func (hs *holds) free(ended []*hold, del bool) ([]chunk.ID, error) {
+	for _, r := range ended { // ended: no keep adds to charged any more
+		hs.quota.refund(r.pusher, r.charged)
+	}
 	if hs.store == nil {
 		return nil, nil
 	}
@@ -242,6 +270,7 @@ func (n *Node) runExpiry(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			n.pruneExempt()
 			freed, err := n.holds.expire(now)
 			n.forgetFreed(freed)
 			if err != nil {
@@ -252,39 +281,6 @@ func (n *Node) runExpiry(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// MigrationExpecter is implemented by a MigrationSink that can say
-// whether it has a migration open from a peer.
-type MigrationExpecter interface {
-	Expecting(from peer.ID, id wire.MigrationID) bool
-}
-
-// quotaExempt reports whether pushes for h need not count against from's
-// push quota: they carry a migration from opened here, to here. The quota
-// keeps one peer from filling a relay others rely on; a destination takes
-// the VMs opened to it (their Open is bounded where it is decoded). A
-// pusher that only names this node as destination is not exempt.
-func (n *Node) quotaExempt(from peer.ID, h *hold) bool {
-	if h == nil || !h.forSelf {
-		return false
-	}
-	if h.opened.Load() {
-		return true
-	}
-	n.mig.mu.RLock()
-	e, ok := n.mig.sink.(MigrationExpecter)
-	n.mig.mu.RUnlock()
-	if !ok {
-		return false
-	}
-	for _, id := range h.ids {
-		if e.Expecting(from, id) {
-			h.opened.Store(true)
-			return true
-		}
-	}
-	return false
 }
 
 // forgetFreed uncharges deleted chunks from their pushers' quotas.

@@ -67,6 +67,9 @@ type Node struct {
 	quota *pushQuota
 	// holds records why pushed chunks are kept, and for whom.
 	holds *holds
+	// exempt bounds what sources push here beyond their quota for the
+	// migrations they opened here.
+	exempt *exemptBudget
 	// expiryDone is closed when the hold expiry goroutine has returned.
 	expiryDone chan struct{}
 	// pushes remembers the IDs of recent pushes stored here.
@@ -122,7 +125,8 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 	if lease == 0 {
 		lease = DefaultHoldLease
 	}
-	n.holds = newHolds(store, lease)
+	n.holds = newHolds(store, lease, n.quota)
+	n.exempt = newExemptBudget()
 	n.life, n.stopLife = context.WithCancel(context.Background())
 	n.gater = &gater{allowed: make(map[peer.ID]bool), allowAny: cfg.AllowAny}
 	for _, p := range cfg.Peers {

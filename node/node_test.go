@@ -333,13 +333,13 @@ func tryPushFor(t *testing.T, a, b testNode, h wire.Hold, chunks []wire.Chunk) (
 }
 
 // One peer cannot fill a relay beyond its quota: its excess is answered
-// "full" (and not stored), another peer still gets its own share, chunks
-// already held cost nothing, and a release by the migration's destination
-// gives the share back.
+// "full" (and not stored), another peer still gets its own share, a chunk
+// already stored costs only its hold entry, and a release by the
+// migration's destination gives the share back.
 func TestPushQuotaPerPeer(t *testing.T) {
 	nodes := newTestNodes(t, 3, func(i int, c *Config) {
 		if i == 1 {
-			c.PushQuota = 8 * 4096
+			c.PushQuota = 8*(4096+2*chunkOverhead) + chunkOverhead // 8 new chunks and one hold on a stored one
 		}
 	})
 	a, relay, c := nodes[0], nodes[1], nodes[2]
@@ -364,7 +364,8 @@ func TestPushQuotaPerPeer(t *testing.T) {
 			t.Fatalf("chunk %d within a's quota: %v", i, s)
 		}
 	}
-	// c has its own share, and a chunk a already stored costs it nothing.
+	// c has its own share, and a chunk a already stored costs it only its
+	// hold entry.
 	fromC := append(randomChunks(8, 4096), fromA[0])
 	for i, s := range pushOnce(t, c, relay, fromC) {
 		if s != wire.StatusOK {

@@ -41,7 +41,9 @@ func (n *Node) handlePush(s network.Stream) {
 		for i := range chunks {
 			chunks[i].ID = chunk.Sum(chunks[i].Data)
 		}
-		st = n.storePushed(from, h, chunks, st[:0])
+		if st, err = n.storePushed(from, h, chunks, st[:0]); err != nil {
+			return dst, err
+		}
 		digest := wire.PushDigest(chunks)
 		if !slices.ContainsFunc(st, func(s wire.Status) bool { return s != wire.StatusOK }) {
 			n.pushes.add(digest, chunks)
@@ -52,27 +54,16 @@ func (n *Node) handlePush(s network.Stream) {
 
 // storePushed stores one batch, each chunk under the ID computed from its
 // bytes, then syncs once (group commit) so every OK it returns is durable.
-func (n *Node) storePushed(from peer.ID, h *hold, chunks []wire.Chunk, st []wire.Status) []wire.Status {
+// It fails, storing nothing more, once h has ended.
+func (n *Node) storePushed(from peer.ID, h *hold, chunks []wire.Chunk, st []wire.Status) ([]wire.Status, error) {
 	stored := false
-	quota := n.quota.limit > 0 && !n.quotaExempt(from, h)
+	budgets := n.exemptBudgets(from, h) // asked for every batch
 	for _, c := range chunks {
-		s := wire.StatusOK
-		switch {
-		case quota && !n.store.Has(c.ID) && !n.quota.admit(from, len(c.Data)):
-			// Over this peer's share: it routes the chunk elsewhere.
-			s = wire.StatusFull
-			n.m.quotaRefused.Inc()
-		default:
-			n.holds.keep(h, c.ID) // before the store: a concurrent free then keeps it
-			if err := n.store.Put(c.ID, c.Data); err != nil {
-				s = putStatus(err)
-			} else {
-				stored = true
-				if quota {
-					n.quota.charge(from, c.ID, len(c.Data))
-				}
-			}
+		s, put, err := n.storeOne(from, h, budgets, c)
+		if err != nil {
+			return st, err
 		}
+		stored = stored || put
 		st = append(st, s)
 	}
 	if stored {
@@ -98,7 +89,47 @@ func (n *Node) storePushed(from peer.ID, h *hold, chunks []wire.Chunk, st []wire
 	if full > 0 {
 		n.warnFull(from, full)
 	}
-	return st
+	return st, nil
+}
+
+// storeOne keeps and stores one pushed chunk, charged (as the quota costs
+// it: its hold entry, and its bytes and store entry if it is new here) to
+// a migration's exempt budget when one has room, else to from's quota;
+// put says the store was written.
+func (n *Node) storeOne(from peer.ID, h *hold, budgets []int64, c wire.Chunk) (s wire.Status, put bool, err error) {
+	present := n.store.Has(c.ID)
+	stored := int64(0) // what storing it costs
+	if !present {
+		stored = int64(len(c.Data)) + chunkOverhead
+	}
+	cost := stored + chunkOverhead
+	mig := n.exempt.reserve(from, h.ids, budgets, cost)
+	refund := n.quota.refund
+	entryCost := int64(chunkOverhead) // given back to the quota when the hold ends
+	if mig >= 0 {
+		refund = func(from peer.ID, b int64) { n.exempt.refund(from, h.ids[mig], b) }
+		entryCost = 0 // the migration's budget is spent for good
+	} else if !n.quota.reserve(from, cost) {
+		// Over this peer's share: it routes the chunk elsewhere.
+		n.m.quotaRefused.Inc()
+		return wire.StatusFull, false, nil
+	}
+	added, err := n.holds.keep(h, entryCost, c.ID) // before the store: a concurrent free then keeps it
+	if err != nil {
+		refund(from, cost)
+		return wire.StatusFailed, false, err
+	}
+	if added == 0 { // this hold kept it already
+		refund(from, chunkOverhead)
+	}
+	if err := n.store.Put(c.ID, c.Data); err != nil {
+		refund(from, stored)
+		return putStatus(err), false, nil
+	}
+	if stored > 0 && mig < 0 {
+		n.quota.own(from, c.ID, stored)
+	}
+	return wire.StatusOK, true, nil
 }
 
 // fullWarnEvery spaces the "store full" warnings of a relay that keeps

@@ -8,10 +8,19 @@ import (
 	"github.com/sgrelay/sg/internal/chunk"
 )
 
+// chunkOverhead is what the quota charges for each entry a push makes
+// beyond its data: a stored chunk's index, pin and owner entries, and a
+// hold's entry for each chunk it keeps. Without it a peer could fill the
+// node's memory with tiny chunks, or with holds on chunks already here,
+// while its quota counted almost nothing.
+const chunkOverhead = 256
+
 // pushQuota caps the bytes one peer's pushes may occupy in this node's
 // store, so that one admitted peer (buggy, compromised, or just evicting
-// a huge VM) cannot fill a relay that others rely on. A chunk is charged
-// to the peer that first stored it and uncharged when it is deleted.
+// a huge VM) cannot fill a relay that others rely on. A stored chunk
+// costs its size plus chunkOverhead, charged to the peer that first
+// stored it until it is deleted; each chunk a hold keeps costs its pusher
+// chunkOverhead more until the hold ends.
 type pushQuota struct {
 	limit int64 // bytes per peer; 0: no quota
 
@@ -46,28 +55,47 @@ func newPushQuota(limit int64) *pushQuota {
 	return &pushQuota{limit: limit, used: map[peer.ID]int64{}, owner: map[chunk.ID]charged{}}
 }
 
-// admit reports whether from may store n more bytes.
-func (q *pushQuota) admit(from peer.ID, n int) bool {
+// reserve charges from n bytes if that keeps it within its quota.
+func (q *pushQuota) reserve(from peer.ID, n int64) bool {
 	if q.limit <= 0 {
 		return true
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.used[from]+int64(n) <= q.limit
+	if q.used[from]+n > q.limit {
+		return false
+	}
+	q.used[from] += n
+	return true
 }
 
-// charge records that from stored id (n bytes).
-func (q *pushQuota) charge(from peer.ID, id chunk.ID, n int) {
-	if q.limit <= 0 {
+// refund gives back n bytes reserved by from.
+func (q *pushQuota) refund(from peer.ID, n int64) {
+	if q.limit <= 0 || n == 0 {
 		return
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if _, ok := q.owner[id]; ok {
+	if q.used[from] -= n; q.used[from] <= 0 {
+		delete(q.used, from)
+	}
+}
+
+// own records that from's reservation of n bytes is for storing id, given
+// back when id is deleted; if id is charged already, n is given back now.
+func (q *pushQuota) own(from peer.ID, id chunk.ID, n int64) {
+	if q.limit <= 0 {
 		return
 	}
-	q.owner[id] = charged{from, int64(n)}
-	q.used[from] += int64(n)
+	q.mu.Lock()
+	_, dup := q.owner[id]
+	if !dup {
+		q.owner[id] = charged{from, n}
+	}
+	q.mu.Unlock()
+	if dup {
+		q.refund(from, n)
+	}
 }
 
 // forget uncharges a deleted chunk.
@@ -76,11 +104,17 @@ func (q *pushQuota) forget(id chunk.ID) {
 		return
 	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	if c, ok := q.owner[id]; ok {
-		delete(q.owner, id)
-		if q.used[c.peer] -= c.size; q.used[c.peer] <= 0 {
-			delete(q.used, c.peer)
-		}
+	c, ok := q.owner[id]
+	delete(q.owner, id)
+	q.mu.Unlock()
+	if ok {
+		q.refund(c.peer, c.size)
 	}
+}
+
+// usedBy is what from is charged.
+func (q *pushQuota) usedBy(from peer.ID) int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.used[from]
 }

@@ -181,15 +181,16 @@ func (r *Roles) dropLocalCopies(self wire.MigrationID, ids []chunk.ID) (chunks i
 	ids, r.dropped = r.dropped, nil
 	r.mu.Unlock()
 	for _, id := range ids {
-		if !r.store.Pinned(id) && r.store.Has(id) {
-			if data, err := r.store.Get(id, nil); err == nil {
-				bytes += int64(len(data))
-			}
-			if err := r.store.Delete(id); err != nil {
-				r.log.Warn("dropping a gathered chunk's store copy", "chunk", id, "err", err)
-				continue
-			}
+		// Checked and deleted under the store's lock: a push holding the
+		// chunk meanwhile keeps it.
+		size, err := r.store.DeleteUnpinned(id)
+		if err != nil {
+			r.log.Warn("dropping a gathered chunk's store copy", "chunk", id, "err", err)
+			continue
+		}
+		if size > 0 {
 			r.n.quota.forget(id)
+			bytes += int64(size)
 			chunks++
 		}
 	}
@@ -335,9 +336,16 @@ func (s roleSink) OpenMigration(from peer.ID, o wire.Open) error {
 }
 
 // Expecting implements MigrationExpecter: from opened migration id here.
-func (s roleSink) Expecting(from peer.ID, id wire.MigrationID) bool {
+func (s roleSink) Expecting(from peer.ID, id wire.MigrationID) (int64, bool) {
 	in, err := s.r.in.Get(id)
-	return err == nil && in.Source == from.String()
+	if err != nil || in.Source != from.String() {
+		return 0, false
+	}
+	var b int64
+	for _, r := range in.Regions { // each at most 2^50 bytes, at most wire.MaxRegions
+		b += int64(r.Size)
+	}
+	return b, true
 }
 
 func (s roleSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {
