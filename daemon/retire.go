@@ -57,7 +57,12 @@ func (d *Daemon) retireWhenUnused(in *fetch.Incoming, g *fetch.Gatherer, gatherE
 	d.out.retired(rec)
 	d.log.Info("migration retired", "vm", in.VM, "migration", id, "state", rec.State)
 	if m != nil && gatherErr != nil {
-		m.Wait() // returns once the last process holding the aborted view lets go
+		// The aborted view's server ends once the last process holding
+		// it lets go; shutdown does not wait for that process.
+		select {
+		case <-m.Done():
+		case <-d.runCtx.Done():
+		}
 	}
 }
 
