@@ -42,7 +42,16 @@ type QEMUConfig struct {
 	// User is the account QEMU drops to; empty: qemu.DefaultUser if the
 	// host has it, else "nobody"; "root" keeps root.
 	User string
+	// Sandbox is SandboxRequire (or empty): a QEMU without -sandbox is
+	// refused; or SandboxOptional: it runs guests without one, warned.
+	Sandbox string
 }
+
+// The values of QEMUConfig.Sandbox.
+const (
+	SandboxRequire  = "require"
+	SandboxOptional = "optional"
+)
 
 // DefaultConfig returns the defaults for a data directory.
 func DefaultConfig(dataDir string) Config {
@@ -81,6 +90,9 @@ func (c Config) Validate() error {
 	}
 	if c.MigrationRecords < 0 {
 		return errors.New("migration_records is negative")
+	}
+	if sb := c.QEMU.Sandbox; sb != "" && sb != SandboxRequire && sb != SandboxOptional {
+		return fmt.Errorf("qemu_sandbox = %q: want %q or %q", sb, SandboxRequire, SandboxOptional)
 	}
 	if err := c.storeConfig().Validate(); err != nil {
 		return fmt.Errorf("store: %w", err)

@@ -213,6 +213,7 @@ func absPath(p string) string {
 func (d *Daemon) qemuHost() *qemu.Host {
 	d.guests.setHost.Do(func() {
 		d.guests.host.Binary, d.guests.host.User = d.cfg.QEMU.Binary, d.cfg.QEMU.User
+		d.guests.host.SandboxOptional = d.cfg.QEMU.Sandbox == SandboxOptional
 	})
 	return &d.guests.host
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"time"
@@ -22,8 +21,7 @@ const retirePoll = 200 * time.Millisecond
 // moved to the local files); a failed or abandoned one is torn down at
 // once. Teardown unmounts the views, stops the NBD exports, retires the
 // gather (files, per-position state, pins) and leaves one record for
-// `sgctl migrations`. An abandoned migration's partial files are removed:
-// the VM stays at its source.
+// `sgctl migrations`, and removes what nothing will use (removeLeftovers).
 func (d *Daemon) retireWhenUnused(in *fetch.Incoming, g *fetch.Gatherer, gatherErr error) {
 	id := in.ID
 	if gatherErr == nil {
@@ -49,18 +47,60 @@ func (d *Daemon) retireWhenUnused(in *fetch.Incoming, g *fetch.Gatherer, gatherE
 	d.views.close(id)
 	d.roles.Retire(id)
 	rec.Guest = d.guests.get(id)
+	use := d.guests.use(id)
 	d.guests.forget(id)
-	if errors.Is(gatherErr, fetch.ErrAbandoned) {
-		if paths := g.Paths(); len(paths) > 0 {
-			if err := os.RemoveAll(filepath.Dir(paths[0])); err != nil {
-				d.log.Warn("an abandoned migration's files not removed", "vm", in.VM, "err", err)
-			}
-		}
+	vmDir := ""
+	if paths := g.Paths(); len(paths) > 0 {
+		vmDir = filepath.Dir(paths[0])
 	}
+	d.removeLeftovers(in.VM, vmDir, d.guestRunDir(in), gatherErr, use)
 	d.out.retired(rec)
 	d.log.Info("migration retired", "vm", in.VM, "migration", id, "state", rec.State)
 	if m != nil && gatherErr != nil {
-		m.Wait() // returns once the last process holding the aborted view lets go
+		// The aborted view's server ends once the last process holding
+		// it lets go; shutdown does not wait for that process.
+		select {
+		case <-m.Done():
+		case <-d.runCtx.Done():
+		}
+	}
+}
+
+// guestUse is what a migration's guest process uses at its retirement.
+type guestUse struct {
+	starting bool // QEMU is being started (it makes and uses the run directory)
+	running  bool // a QEMU process is known (on the views or the local files)
+	local    bool // it runs on the gathered files
+}
+
+// use reports how migration id's guest uses its files now.
+func (gs *guests) use(id wire.MigrationID) guestUse {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	s := gs.m[id]
+	if s == nil {
+		return guestUse{}
+	}
+	return guestUse{starting: s.rep.State == api.GuestStarting, running: s.guest != nil, local: s.guest != nil && s.rep.Local}
+}
+
+// removeLeftovers removes what a retired migration leaves on disk that
+// nothing will use, so that failures a source provokes (a gather it makes
+// fail after most of the data arrived, again and again) cannot fill the
+// data directory: the gathered files of a gather that did not complete
+// (the VM is not here) unless a guest runs on them, and the guest's run
+// directory (serial log, QEMU log, QMP socket) unless a guest process is
+// starting or running. A complete gather's files are the VM: kept.
+func (d *Daemon) removeLeftovers(vm, vmDir, runDir string, gatherErr error, use guestUse) {
+	if gatherErr != nil && vmDir != "" && !use.local {
+		if err := os.RemoveAll(vmDir); err != nil {
+			d.log.Warn("an unfinished migration's files not removed", "vm", vm, "dir", vmDir, "err", err)
+		}
+	}
+	if !use.starting && !use.running {
+		if err := os.RemoveAll(runDir); err != nil {
+			d.log.Warn("a retired guest's run directory not removed", "vm", vm, "dir", runDir, "err", err)
+		}
 	}
 }
 

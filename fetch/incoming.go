@@ -73,6 +73,7 @@ type IncomingStatus struct {
 	Bytes    int64
 	Chunks   int64 // positions in all regions
 	Placed   int64 // positions whose chunk is placed
+	Named    int64 // distinct chunks placed, each with its holders (≤ Placed)
 	Root     chunk.ID
 	Done     bool
 	Opened   time.Time
@@ -83,7 +84,7 @@ type IncomingStatus struct {
 func (in *Incoming) Status() IncomingStatus {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	st := IncomingStatus{ID: in.ID, Source: in.Source, VM: in.VM, Placed: in.placed, Root: in.root,
+	st := IncomingStatus{ID: in.ID, Source: in.Source, VM: in.VM, Placed: in.placed, Named: int64(len(in.holders)), Root: in.root,
 		Done: !in.finished.IsZero(), Opened: in.Opened, Finished: in.finished}
 	for _, r := range in.Regions {
 		st.Bytes += int64(r.Size)
@@ -322,6 +323,7 @@ var (
 	ErrUnknownMigration   = errors.New("no such migration")
 	ErrWrongSource        = errors.New("migration belongs to another source")
 	ErrBadPlacement       = errors.New("placement outside the VM")
+	ErrPlacementChanged   = errors.New("position already placed with another chunk")
 	ErrTooLarge           = errors.New("migration too large for this node")
 	ErrTooManyOpen        = errors.New("too many migrations open from this source")
 )
@@ -405,6 +407,9 @@ func (s *Incomings) AddHolders(source string, id wire.MigrationID, hs []wire.Hol
 }
 
 // AddPlacements records where chunks are, pinning them for the migration.
+// A frame that puts a position outside the VM, or gives a placed position
+// another chunk, is refused whole: a position holds one chunk, so the
+// holders and pins of a migration never outgrow its positions.
 func (s *Incomings) AddPlacements(source string, id wire.MigrationID, ps []wire.Placement) error {
 	in, err := s.from(source, id)
 	if err != nil {
@@ -416,11 +421,11 @@ func (s *Incomings) AddPlacements(source string, id wire.MigrationID, ps []wire.
 		in.mu.Unlock()
 		return fmt.Errorf("%s: %w", id, ErrUnknownMigration)
 	}
+	if err := in.checkPlacementsLocked(ps); err != nil {
+		in.mu.Unlock()
+		return fmt.Errorf("%s: %w", id, err)
+	}
 	for _, p := range ps {
-		if int(p.Region) >= len(in.ids) || p.Index >= in.ids[p.Region].len() {
-			in.mu.Unlock()
-			return fmt.Errorf("%s: region %d index %d: %w", id, p.Region, p.Index, ErrBadPlacement)
-		}
 		if in.ids[p.Region].at(p.Index).IsZero() {
 			in.placed++
 		}
@@ -438,6 +443,32 @@ func (s *Incomings) AddPlacements(source string, id wire.MigrationID, ps []wire.
 	}
 	if l != nil {
 		l.Placed(ps)
+	}
+	return nil
+}
+
+// checkPlacementsLocked refuses ps if one of them is outside the VM or
+// changes the chunk of a position, already placed or earlier in ps.
+// Placing a position again with its own chunk (new holders) is fine.
+func (in *Incoming) checkPlacementsLocked(ps []wire.Placement) error {
+	type position struct {
+		region uint16
+		index  uint64
+	}
+	inFrame := make(map[position]chunk.ID, len(ps)) // len(ps) ≤ wire.MaxPlacements
+	for _, p := range ps {
+		if int(p.Region) >= len(in.ids) || p.Index >= in.ids[p.Region].len() {
+			return fmt.Errorf("region %d index %d: %w", p.Region, p.Index, ErrBadPlacement)
+		}
+		at := position{p.Region, p.Index}
+		had := in.ids[p.Region].at(p.Index)
+		if had.IsZero() {
+			had = inFrame[at]
+		}
+		inFrame[at] = p.ID
+		if !had.IsZero() && had != p.ID {
+			return fmt.Errorf("region %d index %d is %s, not %s: %w", p.Region, p.Index, had, p.ID, ErrPlacementChanged)
+		}
 	}
 	return nil
 }

@@ -133,7 +133,7 @@ func buildConfig(data string, fc fileConfig) (daemon.Config, error) {
 	}
 	cfg.Node.AllowAny = fc.AllowAny
 	cfg.Node.Zone = fc.Zone
-	cfg.QEMU.Binary, cfg.QEMU.User = fc.QEMUBinary, fc.QEMUUser
+	cfg.QEMU.Binary, cfg.QEMU.User, cfg.QEMU.Sandbox = fc.QEMUBinary, fc.QEMUUser, fc.QEMUSandbox
 	cfg.MigrationRecords = fc.MigrationRecords
 	cfg.KeepGatheredChunks = fc.KeepGatheredChunks
 	if fc.QEMUResume != nil {

@@ -38,6 +38,7 @@ type fileConfig struct {
 	QEMUBinary          string `toml:"qemu_binary"`
 	QEMUResume          *bool  `toml:"qemu_resume"`
 	QEMUUser            string `toml:"qemu_user"`
+	QEMUSandbox         string `toml:"qemu_sandbox"`
 	// MigrationRecords bounds the ended migrations `sgctl migrations`
 	// keeps; 0: the default.
 	MigrationRecords   int    `toml:"migration_records"`
@@ -130,9 +131,12 @@ incoming_open_chunks = 0
 # allow-list; nothing the source sends names a program). qemu_user: the
 # account QEMU drops to once it has opened the guest's files; empty:
 # "sg-qemu" if this host has it, else "nobody"; "root" keeps root.
+# qemu_sandbox: "require" refuses to start guests with a QEMU built
+# without seccomp (no -sandbox); "optional" runs them unsandboxed, warned.
 qemu_resume = true
 qemu_binary = ""
 qemu_user = ""
+qemu_sandbox = "require"
 
 # Ended migrations (both roles) that 'sgctl migrations' keeps, newest
 # first; older records are dropped (also: sgctl migrations rm / prune).

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sgrelay/sg/daemon"
 	"github.com/sgrelay/sg/fetch"
 )
 
@@ -29,6 +30,9 @@ func TestDefaultConfigFileBuilds(t *testing.T) {
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	if cfg.QEMU.Sandbox != daemon.SandboxRequire {
+		t.Fatalf("qemu_sandbox of the default file: %q", cfg.QEMU.Sandbox)
 	}
 	if cfg.Store.MemoryBudget != 1<<30 || len(cfg.Node.Listen) != 1 {
 		t.Fatalf("defaults not applied: %+v", cfg.Store)
@@ -71,12 +75,16 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		"qemu_resume = \"yes\"\n":               "qemu_resume",
 		"hold_lease = \"-1h\"\n":                "hold_lease",
 		"hold_lease = \"forever\"\n":            "hold_lease",
+		"qemu_sandbox = \"off\"\n":              "qemu_sandbox",
 	}
 	for text, key := range cases {
 		t.Run(key, func(t *testing.T) {
 			fc, err := readFileConfig(writeConfig(t, text), false)
 			if err == nil {
-				_, err = buildConfig(t.TempDir(), fc)
+				var cfg daemon.Config
+				if cfg, err = buildConfig(t.TempDir(), fc); err == nil {
+					err = cfg.Validate()
+				}
 			}
 			if err == nil && key == "log_level" {
 				_, err = newLogger(os.Stderr, fc.LogLevel, fc.LogFormat)

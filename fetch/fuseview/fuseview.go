@@ -147,6 +147,7 @@ type Mount struct {
 	Dir    string
 	server *fuse.Server
 	open   *atomic.Int64
+	done   chan struct{} // closed when the server has ended
 }
 
 // OpenHandles is how many handles processes hold on the mount's files
@@ -178,7 +179,12 @@ func New(dir string, files []File) (*Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	return &Mount{Dir: dir, server: srv, open: open}, nil
+	m := &Mount{Dir: dir, server: srv, open: open, done: make(chan struct{})}
+	go func() { // owned by m: it ends with the server
+		srv.Wait()
+		close(m.done)
+	}()
+	return m, nil
 }
 
 // Unmount stops serving (lazily if files are still open: their readers
@@ -187,7 +193,7 @@ func (m *Mount) Unmount() error {
 	if err := m.server.Unmount(); err != nil {
 		_ = syscall.Unmount(m.Dir, syscall.MNT_DETACH)
 	}
-	m.server.Wait()
+	<-m.done
 	_ = os.Remove(m.Dir)
 	return nil
 }
@@ -211,4 +217,8 @@ func (m *Mount) Abort() {
 }
 
 // Wait waits for the server to end after Abort or Unmount.
-func (m *Mount) Wait() { m.server.Wait() }
+func (m *Mount) Wait() { <-m.done }
+
+// Done is closed when the server has ended, so that a caller can stop
+// waiting for a process that keeps an aborted view's file open.
+func (m *Mount) Done() <-chan struct{} { return m.done }

@@ -113,3 +113,29 @@ func TestOpenHandlesCountsDescriptorsAndMappings(t *testing.T) {
 	syscall.Munmap(mapped)
 	wait(0)
 }
+
+// After Abort, the server ends once the last handle is gone (at once
+// where the FUSE connection can be aborted): Done says when, so that a
+// caller can wait for it and for other things together.
+func TestAbortedViewDoneOnceHandlesGo(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	dir := filepath.Join(t.TempDir(), "view")
+	m, err := New(dir, []File{{Name: "mem", Size: 1 << 20, Region: zeroRegion{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(dir, "mem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Abort()
+	f.Close()
+	select {
+	case <-m.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the aborted view's server did not end after its last handle went")
+	}
+	m.Wait() // returns at once now
+}

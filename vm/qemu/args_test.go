@@ -306,3 +306,37 @@ func TestParsePropsRoundTrip(t *testing.T) {
 		t.Error("bare item accepted")
 	}
 }
+
+// A source's description without netdevs and without -nodefaults must
+// not give the guest QEMU's default NIC (user networking, unrestricted,
+// with the destination's loopback at 10.0.2.2): -nodefaults is always
+// there, once, and nothing else makes a network.
+func TestArgsNeverLeaveADefaultNetwork(t *testing.T) {
+	for _, src := range [][]string{
+		{},
+		{"-nodefaults", "-serial", "file:/vm/s.log"},
+	} {
+		src = append([]string{"qemu-system-x86_64", "-accel", "tcg", "-machine", "q35,memory-backend=mem", "-m", "64M",
+			"-object", "memory-backend-file,id=mem,size=64M,mem-path=/vm/mem,share=on"}, src...)
+		m, err := ParseArgs(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Guest.Netdevs) != 0 {
+			t.Fatalf("%q: netdevs %v", src, m.Guest.Netdevs)
+		}
+		got, handed, err := m.Guest.Args(testPlacement)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := slices.Index(got, "-nodefaults"); n < 0 || slices.Contains(got[n+1:], "-nodefaults") {
+			t.Fatalf("%q: -nodefaults not there exactly once: %q", src, got)
+		}
+		for _, net := range []string{"-net", "-nic", "-netdev"} {
+			if slices.Contains(got, net) {
+				t.Fatalf("%q: %s in %q", src, net, got)
+			}
+		}
+		checkBuilt(t, got, handed, "/g")
+	}
+}

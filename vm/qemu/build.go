@@ -64,10 +64,11 @@ func inside(path string, dirs []string) bool {
 // Args checks d (Check) and builds the destination's QEMU arguments
 // (without the binary, the user and the sandbox, which are local
 // settings): the described hardware, every host path one of p's inside
-// p.Dirs, the monitor on the run directory's QMP socket, the first
-// serial port logged there, stopped (-S) and waiting for its device state
-// (-incoming defer). Disk images that are files are handed over as
-// descriptors: handed lists them, in descriptor order.
+// p.Dirs, no default device (-nodefaults), the monitor on the run
+// directory's QMP socket, the first serial port logged there, stopped
+// (-S) and waiting for its device state (-incoming defer). Disk images
+// that are files are handed over as descriptors: handed lists them, in
+// descriptor order.
 func (d *Description) Args(p Placement) (args []string, handed []Handed, err error) {
 	if err := d.Check(); err != nil {
 		return nil, nil, err
@@ -81,6 +82,11 @@ func (d *Description) Args(p Placement) (args []string, handed []Handed, err err
 	}
 	out := []string{}
 	add := func(opt string, v ...string) { out = append(append(out, "-"+opt), v...) }
+	// Always: without it QEMU adds a default NIC on an unrestricted user
+	// network (the host's loopback at 10.0.2.2), a default monitor,
+	// parallel port and CD-ROM to a description that does not ask for
+	// them. Only what the description lists is built.
+	add("nodefaults")
 	if len(d.Machine) > 0 {
 		add("machine", propsString(d.Machine))
 	}
@@ -151,7 +157,9 @@ func (d *Description) Args(p Placement) (args []string, handed []Handed, err err
 		add("vga", d.VGA)
 	}
 	for _, f := range d.Flags {
-		add(f)
+		if f != "nodefaults" { // already there
+			add(f)
+		}
 	}
 	run := path("run directory", filepath.Join(p.RunDir, "x"))
 	run = filepath.Dir(run)

@@ -13,8 +13,8 @@ import (
 // FuzzDestinationArgs: for any bytes in a guest config region (it comes
 // from the network), ReadConfig and Args either refuse, or build a
 // command line whose every option is one the builder may write, whose
-// every sub-key is on the allow-list, and whose every host path lies in
-// the guest's own directory.
+// every sub-key is on the allow-list, whose every host path lies in the
+// guest's own directory, and which has -nodefaults (no default NIC).
 func FuzzDestinationArgs(f *testing.F) {
 	m, err := ParseArgs(guestArgs)
 	if err != nil {
@@ -72,6 +72,7 @@ func checkBuilt(t *testing.T, out []string, handed []Handed, dir string) {
 	}
 	sets := map[string]bool{} // -add-fd sets seen
 	fds := 0
+	nodefaults := 0
 	keysOK := func(opt, v string, implied string, keys map[string]rule, extra ...string) Props {
 		ps, err := parseProps(opt, v, implied)
 		if err != nil {
@@ -92,6 +93,9 @@ func checkBuilt(t *testing.T, out []string, handed []Handed, dir string) {
 		if !slices.Contains(valueOptions, name) {
 			if name != "S" && !slices.Contains(flags, name) {
 				t.Fatalf("option -%s is not one the builder may write: %q", name, out)
+			}
+			if name == "nodefaults" {
+				nodefaults++
 			}
 			continue
 		}
@@ -171,6 +175,9 @@ func checkBuilt(t *testing.T, out []string, handed []Handed, dir string) {
 		case "append":
 			// The guest kernel's command line: the guest's, not the host's.
 		}
+	}
+	if nodefaults != 1 {
+		t.Fatalf("%d -nodefaults (QEMU would add a default NIC on an unrestricted user network): %q", nodefaults, out)
 	}
 	if fds != len(handed) {
 		t.Fatalf("%d -add-fd for %d handed files: %q", fds, len(handed), out)

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"os/user"
@@ -25,6 +26,11 @@ type Host struct {
 	// files (-run-with user= or -runas); empty: DefaultUser if it exists,
 	// else "nobody"; "root" runs it as root.
 	User string
+	// SandboxOptional lets a QEMU built without seccomp (no -sandbox) run
+	// guests unsandboxed (qemu_sandbox = "optional"); otherwise such a
+	// binary is refused, since an escape from its device models would
+	// then have every system call.
+	SandboxOptional bool
 
 	mu     sync.Mutex
 	probed map[string]features // by binary path
@@ -40,9 +46,13 @@ type features struct {
 // probeTimeout bounds one `qemu -help`.
 const probeTimeout = 10 * time.Second
 
+// ErrNoSandbox: the QEMU binary cannot sandbox itself, and the operator
+// has not allowed running it without.
+var ErrNoSandbox = errors.New("QEMU without a sandbox")
+
 // Command is the binary for arch and the options that confine it: the
-// user it drops to and its seccomp sandbox, where the binary supports
-// them.
+// user it drops to and its seccomp sandbox. A binary that can drop
+// neither is refused; one without -sandbox too, unless SandboxOptional.
 func (h *Host) Command(ctx context.Context, arch string) (bin string, confine []string, err error) {
 	bin = h.Binary
 	if bin == "" {
@@ -78,6 +88,9 @@ func (h *Host) Command(ctx context.Context, arch string) (bin string, confine []
 		default:
 			return "", nil, fmt.Errorf("%s can neither -run-with user= nor -runas: cannot run it as %s", bin, name)
 		}
+	}
+	if !f.sandbox && !h.SandboxOptional {
+		return "", nil, fmt.Errorf("%w: %s has no -sandbox (built without seccomp): not running a guest unsandboxed; set qemu_sandbox = \"optional\" to allow it", ErrNoSandbox, bin)
 	}
 	if f.sandbox {
 		// spawn=deny: no fork or exec (so no -daemonize: sgnode detaches

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -40,10 +41,21 @@ func TestHostCommandIsLocal(t *testing.T) {
 	if err != nil || !slices.Equal(confine, []string{"-sandbox", "on,obsolete=deny,spawn=deny,resourcecontrol=deny,elevateprivileges=deny"}) {
 		t.Fatalf("%q %v", confine, err)
 	}
-	// An older QEMU: -runas; without -sandbox in its help, no sandbox.
+	// An older QEMU: -runas. Without -sandbox in its help it is refused,
+	// saying why and which setting allows it; with that setting it runs
+	// without a sandbox.
 	fakeQEMU(t, "aarch64", "-runas user      change to user id user just before starting the VM")
-	_, confine, err = (&Host{User: "nobody"}).Command(ctx, "aarch64")
+	if _, confine, err = (&Host{User: "nobody"}).Command(ctx, "aarch64"); !errors.Is(err, ErrNoSandbox) ||
+		!strings.Contains(err.Error(), `qemu_sandbox = "optional"`) {
+		t.Fatalf("a QEMU without -sandbox: %q %v, want ErrNoSandbox naming qemu_sandbox", confine, err)
+	}
+	_, confine, err = (&Host{User: "nobody", SandboxOptional: true}).Command(ctx, "aarch64")
 	if err != nil || !slices.Equal(confine, []string{"-runas", "nobody"}) {
+		t.Fatalf("%q %v", confine, err)
+	}
+	// Optional does not leave out a sandbox the binary has.
+	_, confine, err = (&Host{User: "nobody", SandboxOptional: true}).Command(ctx, "x86_64")
+	if err != nil || !slices.Contains(confine, "-sandbox") {
 		t.Fatalf("%q %v", confine, err)
 	}
 	// The architecture picks only among qemu-system-* binaries; a

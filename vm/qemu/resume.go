@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -106,6 +107,9 @@ func Resume(ctx context.Context, cfg Config, rc ResumeConfig) (*Guest, error) {
 	bin, confine, err := rc.Host.Command(ctx, cfg.Guest.Arch)
 	if err != nil {
 		return nil, fmt.Errorf("VM %s: %w", cfg.VM, err)
+	}
+	if !slices.Contains(confine, "-sandbox") && rc.Log != nil {
+		rc.Log.Warn("QEMU runs this guest WITHOUT a seccomp sandbox: its binary has no -sandbox (qemu_sandbox = \"optional\")", "vm", cfg.VM, "binary", bin)
 	}
 	args = append(args, confine...)
 	run := rc.Placement.RunDir

@@ -1,0 +1,58 @@
+package daemon
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sgrelay/sg/fetch"
+)
+
+// What a retired migration leaves on disk is removed unless something
+// uses it: a source that makes gathers fail on purpose, after most of
+// the data arrived, cannot fill the data directory with partial images
+// or guest logs; a complete VM's files, and the files of a guest that
+// runs, stay.
+func TestRetireRemovesWhatNothingUses(t *testing.T) {
+	d := &Daemon{log: slog.New(slog.DiscardHandler)}
+	failed := errors.Join(fetch.ErrGatherFailed, errors.New("chunk of the wrong size"))
+	for _, c := range []struct {
+		name          string
+		err           error
+		use           guestUse
+		keepVM, keepR bool
+	}{
+		{"failed, no guest", failed, guestUse{}, false, false},
+		{"abandoned, no guest", fetch.ErrAbandoned, guestUse{}, false, false},
+		{"complete, guest moved away or never started", nil, guestUse{}, true, false},
+		{"complete, guest on the local files", nil, guestUse{running: true, local: true}, true, true},
+		{"failed, guest still starting", failed, guestUse{starting: true}, false, true},
+		{"failed, guest on the (aborted) views", failed, guestUse{running: true}, false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			data := t.TempDir()
+			vmDir := filepath.Join(data, "vms", "0123")
+			runDir := filepath.Join(data, "guests", "x1")
+			for _, f := range []string{filepath.Join(vmDir, "mem.img"), filepath.Join(runDir, "serial.log")} {
+				if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(f, make([]byte, 4096), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d.removeLeftovers("web1", vmDir, runDir, c.err, c.use)
+			if _, err := os.Stat(vmDir); (err == nil) != c.keepVM {
+				t.Errorf("gathered files: stat %v, want kept=%v", err, c.keepVM)
+			}
+			if _, err := os.Stat(runDir); (err == nil) != c.keepR {
+				t.Errorf("run directory: stat %v, want kept=%v", err, c.keepR)
+			}
+			if _, err := os.Stat(filepath.Join(data, "vms")); err != nil {
+				t.Errorf("the data directory's vms lost: %v", err)
+			}
+		})
+	}
+}
