@@ -167,8 +167,16 @@ func (o *outgoing) list() []api.Migration {
 // migrationsList merges outgoing and incoming migrations, oldest first.
 func (d *Daemon) migrationsList() []api.Migration {
 	out := d.out.list()
+	retired := map[string]bool{}
+	for _, m := range out {
+		if m.Retired {
+			retired[m.ID] = true
+		}
+	}
 	for _, in := range d.roles.Incomings().List() {
-		out = append(out, d.incomingRecord(in))
+		if !retired[in.ID.String()] { // being retired: its record says it
+			out = append(out, d.incomingRecord(in))
+		}
 	}
 	slices.SortFunc(out, func(a, b api.Migration) int { return a.Started.Compare(b.Started) })
 	return out

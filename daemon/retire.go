@@ -45,16 +45,19 @@ func (d *Daemon) retireWhenUnused(in *fetch.Incoming, g *fetch.Gatherer, gatherE
 		}
 	}
 	d.views.close(id)
-	d.roles.Retire(id)
 	rec.Guest = d.guests.get(id)
 	use := d.guests.use(id)
+	// The record is listed before the migration leaves the incomings, so
+	// that `sgctl migrations` never misses it (migrationsList shows one
+	// of the two while both exist).
+	d.out.retired(rec)
+	d.roles.Retire(id)
 	d.guests.forget(id)
 	vmDir := ""
 	if paths := g.Paths(); len(paths) > 0 {
 		vmDir = filepath.Dir(paths[0])
 	}
 	d.removeLeftovers(in.VM, vmDir, d.guestRunDir(in), gatherErr, use)
-	d.out.retired(rec)
 	d.log.Info("migration retired", "vm", in.VM, "migration", id, "state", rec.State)
 	if m != nil && gatherErr != nil {
 		// The aborted view's server ends once the last process holding
