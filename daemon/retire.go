@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"time"
@@ -74,6 +75,8 @@ type guestUse struct {
 	starting bool // QEMU is being started (it makes and uses the run directory)
 	running  bool // a QEMU process is known (on the views or the local files)
 	local    bool // it runs on the gathered files
+	resumed  bool // a guest ran here: its writes are in the gathered files
+	failed   bool // its start failed: its logs say why
 }
 
 // use reports how migration id's guest uses its files now.
@@ -84,23 +87,29 @@ func (gs *guests) use(id wire.MigrationID) guestUse {
 	if s == nil {
 		return guestUse{}
 	}
-	return guestUse{starting: s.rep.State == api.GuestStarting, running: s.guest != nil, local: s.guest != nil && s.rep.Local}
+	return guestUse{starting: s.rep.State == api.GuestStarting, running: s.guest != nil, local: s.guest != nil && s.rep.Local,
+		resumed: s.rep.ResumedAfter > 0, failed: s.rep.State == api.GuestFailed}
 }
 
 // removeLeftovers removes what a retired migration leaves on disk that
 // nothing will use, so that failures a source provokes (a gather it makes
 // fail after most of the data arrived, again and again) cannot fill the
-// data directory: the gathered files of a gather that did not complete
-// (the VM is not here) unless a guest runs on them, and the guest's run
-// directory (serial log, QEMU log, QMP socket) unless a guest process is
-// starting or running. A complete gather's files are the VM: kept.
+// data directory. The gathered files of a gather that did not complete go,
+// unless a guest ran on them: its writes since it resumed are there and
+// nowhere else (but an abandoned migration's guest goes on at its source,
+// so its copy here is worth nothing once stopped). The guest's run
+// directory (serial log, QEMU log, QMP socket) goes unless a guest process
+// is starting or running, or its start failed (the logs say why). A
+// complete gather's files are the VM: kept.
 func (d *Daemon) removeLeftovers(vm, vmDir, runDir string, gatherErr error, use guestUse) {
-	if gatherErr != nil && vmDir != "" && !use.local {
+	live := use.starting || use.running || use.local
+	worthless := !use.resumed || errors.Is(gatherErr, fetch.ErrAbandoned)
+	if gatherErr != nil && vmDir != "" && !live && worthless {
 		if err := os.RemoveAll(vmDir); err != nil {
 			d.log.Warn("an unfinished migration's files not removed", "vm", vm, "dir", vmDir, "err", err)
 		}
 	}
-	if !use.starting && !use.running {
+	if !live && !use.failed {
 		if err := os.RemoveAll(runDir); err != nil {
 			d.log.Warn("a retired guest's run directory not removed", "vm", vm, "dir", runDir, "err", err)
 		}

@@ -28,8 +28,11 @@ func TestRetireRemovesWhatNothingUses(t *testing.T) {
 		{"abandoned, no guest", fetch.ErrAbandoned, guestUse{}, false, false},
 		{"complete, guest moved away or never started", nil, guestUse{}, true, false},
 		{"complete, guest on the local files", nil, guestUse{running: true, local: true}, true, true},
-		{"failed, guest still starting", failed, guestUse{starting: true}, false, true},
-		{"failed, guest on the (aborted) views", failed, guestUse{running: true}, false, true},
+		{"failed, guest still starting", failed, guestUse{starting: true}, true, true},
+		{"failed, guest on the (aborted) views", failed, guestUse{running: true, resumed: true}, true, true},
+		{"failed, guest ran on the views and stopped: its writes stay", failed, guestUse{resumed: true}, true, false},
+		{"abandoned, guest ran and was stopped: the VM goes on at its source", fetch.ErrAbandoned, guestUse{resumed: true}, false, false},
+		{"complete, guest failed to start: its logs stay", nil, guestUse{failed: true}, true, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			data := t.TempDir()

@@ -597,7 +597,7 @@ func TestQEMUHostileGuestRefusedAtVMAdd(t *testing.T) {
 	if err := os.Truncate(mem, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	base := []string{"qemu-system-x86_64", "-machine", "q35,memory-backend=mem", "-m", "1M",
+	base := []string{"qemu-system-x86_64", "-nodefaults", "-machine", "q35,memory-backend=mem", "-m", "1M",
 		"-object", "memory-backend-file,id=mem,size=1M,mem-path=" + mem + ",share=on"}
 	for name, tc := range map[string]struct {
 		argv []string

@@ -114,6 +114,12 @@ func ParseArgs(argv []string) (*Machine, error) {
 	if err := d.Check(); err != nil {
 		return nil, err
 	}
+	if !slices.Contains(d.Flags, "nodefaults") {
+		// The destination always runs QEMU with -nodefaults (a default NIC
+		// would be an unrestricted user network): the default devices of a
+		// guest without it would not be there to load its device state into.
+		return nil, fmt.Errorf("%w: no -nodefaults: the destination creates no default device (NIC, VGA, CD-ROM, ...), so this guest's device state would not load there; start it with -nodefaults and its devices named", ErrUnsupported)
+	}
 	return m, nil
 }
 

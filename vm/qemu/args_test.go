@@ -312,8 +312,15 @@ func TestParsePropsRoundTrip(t *testing.T) {
 // with the destination's loopback at 10.0.2.2): -nodefaults is always
 // there, once, and nothing else makes a network.
 func TestArgsNeverLeaveADefaultNetwork(t *testing.T) {
+	// A source guest without -nodefaults is refused at vm add: its default
+	// devices would not exist at the destination.
+	noDefaults := []string{"qemu-system-x86_64", "-accel", "tcg", "-machine", "q35,memory-backend=mem", "-m", "64M",
+		"-object", "memory-backend-file,id=mem,size=64M,mem-path=/vm/mem,share=on"}
+	if _, err := ParseArgs(noDefaults); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "-nodefaults") {
+		t.Fatalf("a guest without -nodefaults: %v, want ErrUnsupported naming -nodefaults", err)
+	}
 	for _, src := range [][]string{
-		{},
+		{"-nodefaults"},
 		{"-nodefaults", "-serial", "file:/vm/s.log"},
 	} {
 		src = append([]string{"qemu-system-x86_64", "-accel", "tcg", "-machine", "q35,memory-backend=mem", "-m", "64M",
