@@ -611,7 +611,7 @@ func TestQEMUHostileGuestRefusedAtVMAdd(t *testing.T) {
 		"virtfs":             {append(slices.Clone(base), "-virtfs", "local,path=/,mount_tag=r,security_model=none"), "-virtfs"},
 		"plugin":             {append(slices.Clone(base), "-plugin", marker), "-plugin"},
 		"hostfwd":            {append(slices.Clone(base), "-netdev", "user,id=n,hostfwd=tcp::2222-:22"), `"hostfwd"`},
-		"duplicate mem-path": {append(slices.Clone(base[:6]), "memory-backend-file,id=mem,size=1M,mem-path="+mem+",share=on,mem-path="+marker), `"mem-path" given twice`},
+		"duplicate mem-path": {append(slices.Clone(base[:7]), "memory-backend-file,id=mem,size=1M,mem-path="+mem+",share=on,mem-path="+marker), `"mem-path" given twice`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			qmp := startFakeGuest(t, tc.argv)
