@@ -75,7 +75,8 @@ func (b *exemptBudget) prune(open func(from peer.ID, id wire.MigrationID) bool) 
 // whether it has a migration open from a peer.
 type MigrationExpecter interface {
 	// Expecting reports whether from has migration id open here, and
-	// the Open's total region bytes.
+	// what its chunks may cost the store: the Open's region bytes and a
+	// store and a hold entry per chunk position.
 	Expecting(from peer.ID, id wire.MigrationID) (bytes int64, ok bool)
 }
 
@@ -88,9 +89,10 @@ func (n *Node) expecter() MigrationExpecter {
 }
 
 // exemptBudgets returns, for a push batch under h, the exempt budget of
-// each of h's migrations, or nil when h's pushes are held to the quota:
-// h must name this node as destination and every one of its migrations
-// must be open here from the pusher. Asked again for every batch, so a
+// each of h's migrations (0 for one not open here from the pusher), or nil
+// when h's pushes are held to the quota: h must name this node as
+// destination and one of its migrations at least must be open here from
+// the pusher (an eviction's other VMs may have ended). Asked again for every batch, so a
 // migration that ended exempts nothing more.
 func (n *Node) exemptBudgets(from peer.ID, h *hold) []int64 {
 	if h == nil || !h.forSelf || n.quota.limit <= 0 {
@@ -101,12 +103,14 @@ func (n *Node) exemptBudgets(from peer.ID, h *hold) []int64 {
 		return nil
 	}
 	budgets := make([]int64, len(h.ids))
+	open := false
 	for i, id := range h.ids {
-		b, ok := e.Expecting(from, id)
-		if !ok {
-			return nil
+		if b, ok := e.Expecting(from, id); ok { // one that is not open here has no budget
+			budgets[i], open = b, true
 		}
-		budgets[i] = b
+	}
+	if !open {
+		return nil
 	}
 	return budgets
 }

@@ -155,9 +155,11 @@ func pushCount(t *testing.T, a, b testNode, h wire.Hold, chunks []wire.Chunk) (o
 }
 
 // A source that opened a 4 KiB migration to a node cannot push without
-// bound under it: beyond the Open's bytes its pushes count against its
-// quota and are refused once that is spent. A hold naming a migration
-// it did not open beside one it did is not exempt at all.
+// bound under it: beyond what the Open's chunks may cost (its bytes and
+// two entries a position) its pushes count against its quota and are
+// refused once that is spent. A hold naming only migrations it did not
+// open is not exempt at all; one naming one it did beside others is
+// exempt within that one's budget only.
 func TestHostileSmallOpenDoesNotLiftTheQuota(t *testing.T) {
 	const budget, size = 4 << 20, 64 << 10
 	nodes := newTestNodesWithStore(t, 2, chunkstore.Config{MemoryBudget: budget}, nil)
@@ -168,12 +170,18 @@ func TestHostileSmallOpenDoesNotLiftTheQuota(t *testing.T) {
 	openMigration(t, src, dest, wire.Open{ID: mig, VM: "tiny",
 		Regions: []wire.RegionInfo{{Name: "mem", Size: 4096, ChunkSize: 4096}}})
 
+	unopened := migrationHold(dest, randomMigrationID(), randomMigrationID())
+	if ok, _ := pushCount(t, src, dest, unopened, randomChunks(1, 4096)); dest.quota.usedBy(src.ID()) == 0 || ok != 1 {
+		t.Fatalf("a hold naming only unopened migrations was exempt from the quota (ok %d)", ok)
+	}
+	charged := dest.quota.usedBy(src.ID())
 	mixed := migrationHold(dest, mig, randomMigrationID())
-	if ok, _ := pushCount(t, src, dest, mixed, randomChunks(1, 4096)); dest.quota.usedBy(src.ID()) == 0 || ok != 1 {
-		t.Fatalf("a hold naming an unopened migration was exempt from the quota (ok %d)", ok)
+	if ok, _ := pushCount(t, src, dest, mixed, randomChunks(1, 4096)); dest.quota.usedBy(src.ID()) != charged || ok != 1 {
+		t.Fatalf("a 4 KiB chunk under a hold naming the open 4 KiB migration was charged to the quota (%d -> %d, ok %d)",
+			charged, dest.quota.usedBy(src.ID()), ok)
 	}
 	ok, full := pushCount(t, src, dest, migrationHold(dest, mig), randomChunks(48, size)) // 3 MiB
-	if want := (int(DefaultPushQuotaShare*budget) - 4096 - 2*chunkOverhead) / (size + 2*chunkOverhead); ok != want || full != 48-want {
+	if want := (int(DefaultPushQuotaShare*budget) - int(charged)) / (size + 2*chunkOverhead); ok != want || full != 48-want {
 		t.Fatalf("under a 4 KiB migration's hold the source stored %d of 48 chunks (refused %d), want its quota's %d", ok, full, want)
 	}
 }

@@ -341,11 +341,14 @@ func (s roleSink) Expecting(from peer.ID, id wire.MigrationID) (int64, bool) {
 	if err != nil || in.Source != from.String() {
 		return 0, false
 	}
-	var b int64
-	for _, r := range in.Regions { // each at most 2^50 bytes, at most wire.MaxRegions
+	// Each region is at most 2^50 bytes and there are at most
+	// wire.MaxRegions: the sums fit; the entries' cost is capped so it does too.
+	var b, positions int64
+	for _, r := range in.Regions {
 		b += int64(r.Size)
+		positions += int64((r.Size + uint64(r.ChunkSize) - 1) / uint64(r.ChunkSize))
 	}
-	return b, true
+	return b + min(positions, 1<<50)*2*chunkOverhead, true
 }
 
 func (s roleSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {
