@@ -51,16 +51,22 @@ type holds struct {
 	recs    map[string]*hold
 	perPeer map[peer.ID]int
 	idsPeer map[peer.ID]int // migration IDs named by each pusher's holds
+	opened  uint64          // records made: each has a store key of its own
 }
 
 // hold is one pusher's hold on the chunks it pushed for one purpose.
 type hold struct {
-	key     string
-	pusher  peer.ID
-	kind    wire.HoldKind
-	dest    peer.ID                   // the migrations' destination
-	pending map[wire.MigrationID]bool // migrations not released yet (put: its ID)
-	expires time.Time                 // zero: until removed
+	key string
+	// storeKey names this record's chunks in the store. A hold opened
+	// again under the same key while the ended record's chunks are
+	// being freed (outside holds.mu) must not share their set, or that
+	// Free would unpin what the new record's stream was told is stored.
+	storeKey string
+	pusher   peer.ID
+	kind     wire.HoldKind
+	dest     peer.ID                   // the migrations' destination
+	pending  map[wire.MigrationID]bool // migrations not released yet (put: its ID)
+	expires  time.Time                 // zero: until removed
 	// ids are the hold's migrations as pushed (immutable); forSelf: their
 	// destination is this node.
 	ids     []wire.MigrationID
@@ -103,8 +109,9 @@ func (hs *holds) open(from peer.ID, h wire.Hold) (*hold, error) {
 	if hs.perPeer[from] >= maxHoldsPerPeer || hs.idsPeer[from]+len(h.IDs) > maxHoldIDsPerPeer {
 		return nil, errTooManyHolds
 	}
-	r := &hold{key: key, pusher: from, kind: h.Kind, dest: dest, pending: make(map[wire.MigrationID]bool, len(h.IDs)),
-		ids: h.IDs, forSelf: h.Kind == wire.HoldMigration && dest == hs.self}
+	hs.opened++
+	r := &hold{key: key, storeKey: fmt.Sprintf("%s/%d", key, hs.opened), pusher: from, kind: h.Kind, dest: dest,
+		pending: make(map[wire.MigrationID]bool, len(h.IDs)), ids: h.IDs, forSelf: h.Kind == wire.HoldMigration && dest == hs.self}
 	for _, id := range h.IDs {
 		r.pending[id] = true
 	}
@@ -149,7 +156,7 @@ func (hs *holds) keep(r *hold, entryCost int64, ids ...chunk.ID) (int, error) {
 	}
 	added := len(ids)
 	if hs.store != nil {
-		added = hs.store.Hold(r.key, ids...)
+		added = hs.store.Hold(r.storeKey, ids...)
 	}
 	r.charged += int64(added) * entryCost
 	return added, nil
@@ -241,7 +248,7 @@ func (hs *holds) free(ended []*hold, del bool) ([]chunk.ID, error) {
 	var freed []chunk.ID
 	var errs error
 	for _, r := range ended {
-		ids, err := hs.store.Free(r.key, del)
+		ids, err := hs.store.Free(r.storeKey, del)
 		freed = append(freed, ids...)
 		errs = errors.Join(errs, err)
 	}

@@ -1,8 +1,12 @@
 package node
 
 import (
+	"crypto/rand"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/sgrelay/sg/chunkstore"
 	"github.com/sgrelay/sg/internal/chunk"
@@ -265,4 +269,68 @@ func TestHostileHoldIDsBoundedPerPeer(t *testing.T) {
 		t.Fatalf("%d holds open, want %d", n, maxHoldIDsPerPeer/wire.MaxHoldIDs)
 	}
 	pushAllFor(t, honest, relay, migrationHold(honest, randomMigrationID()), randomChunks(1, 64))
+}
+
+// A hold that ends is freed outside the holds' lock; a new stream may open
+// the same hold meanwhile (the source pushes on after a lease ran out) and
+// store chunks under it. The ended record's free must not touch them: each
+// record keeps its chunks under a store key of its own.
+func TestReopenedHoldKeepsWhatItsStreamStored(t *testing.T) {
+	st, err := chunkstore.Open(chunkstore.Config{MemoryBudget: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	hs := newHolds(st, time.Hour, newPushQuota(0))
+	newID := func() peer.ID {
+		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := peer.IDFromPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	pusher, dest := newID(), newID()
+	h := wire.Hold{Kind: wire.HoldMigration, IDs: []wire.MigrationID{randomMigrationID()}, Dest: dest.String()}
+	openHold := func() *hold {
+		r, err := hs.open(pusher, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	store := func(r *hold, c wire.Chunk) {
+		if _, err := hs.keep(r, 0, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Put(c.ID, c.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs := randomChunks(2, 4096)
+	old := openHold()
+	store(old, cs[0])
+	// The hold ends (as release and expiry do: forgotten under the lock,
+	// freed after it), and before its free runs a new stream opens it
+	// again and stores both chunks.
+	hs.mu.Lock()
+	hs.forgetLocked(old)
+	hs.mu.Unlock()
+	renewed := openHold()
+	if renewed == old {
+		t.Fatal("the ended record was handed out again")
+	}
+	store(renewed, cs[0])
+	store(renewed, cs[1])
+	if _, err := hs.free([]*hold{old}, true); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cs {
+		if !st.Has(c.ID) || !st.Pinned(c.ID) {
+			t.Fatalf("chunk %d the new stream stored: present %v, pinned %v after the old record's free", i, st.Has(c.ID), st.Pinned(c.ID))
+		}
+	}
 }
