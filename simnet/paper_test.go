@@ -63,7 +63,7 @@ func paperVM(name string, seed uint64, mib int64) VMSpec {
 // Experiments 1 and 2 measure ET against a bandwidth model, so their
 // guests are large enough that what each eviction costs whatever its size
 // (~12 ms: two round trips, QUIC's slow start, the last ack) stays near 1%
-// of it, as it does in the paper's 5 GB (the README gives the 64 MiB
+// of it, as it does in the paper's 5 GB (docs/results.md gives the 64 MiB
 // figures too). The others use 64 MiB guests.
 const (
 	modelVMMiB = 256

@@ -12,7 +12,7 @@ import (
 
 // TestLinkTimeline prints what the source wrote to each peer every
 // millisecond of an experiment-1 eviction, with the idle time of its
-// uplink (a queue drained at the link rate): how the README's start, end
+// uplink (a queue drained at the link rate): how docs/results.md's start, end
 // and idle figures were read. SG_TIMELINE=130 (the destination's Mbit/s)
 // runs it; SG_VM_MIB sizes the VM.
 func TestLinkTimeline(t *testing.T) {
