@@ -403,25 +403,13 @@ func TestAbandonedMigrationReleasedAtItsHolders(t *testing.T) {
 	pushAllFor(t, src, relay, migrationHold(dest, o.ID), mine)
 	pushAllFor(t, src, relay, migrationHold(dest, other), theirs)
 
-	s, err := src.Host().NewStream(t.Context(), dest.ID(), ProtoMigrate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd := wire.NewReader(s, 0)
 	var ps []wire.Placement
 	for i, c := range mine {
 		ps = append(ps, wire.Placement{Region: 0, Index: uint64(i), ID: c.ID, Holders: 1})
 	}
-	for _, f := range [][]byte{wire.AppendOpen(nil, o),
+	s, _ := controlStream(t, src, dest, wire.AppendOpen(nil, o),
 		wire.AppendHolders(nil, []wire.Holder{{Index: 0, Peer: relay.ID().String()}}),
-		wire.AppendPlacements(nil, ps, false)} {
-		if _, err := s.Write(f); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := rd.Expect(wire.TypeAck); err != nil {
-			t.Fatal(err)
-		}
-	}
+		wire.AppendPlacements(nil, ps, false))
 	s.Reset() // the source dies before it hands over the manifest
 	select {
 	case err := <-gatherEnded:

@@ -580,3 +580,24 @@ func TestRequestFloodBanned(t *testing.T) {
 // testHold is what the tests' pushes say they are for: a put, kept until
 // removed.
 var testHold = wire.Hold{Kind: wire.HoldPut, IDs: []wire.MigrationID{{1}}}
+
+// controlStream opens a /sg/migrate control stream from src to dst and
+// sends frames one by one, each answered by an Ack (whatever its status);
+// the stream stays open for the caller.
+func controlStream(t *testing.T, src, dst testNode, frames ...[]byte) (network.Stream, *wire.Reader) {
+	t.Helper()
+	s, err := src.Host().NewStream(t.Context(), dst.ID(), ProtoMigrate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := wire.NewReader(s, 0)
+	for _, f := range frames {
+		if _, err := s.Write(f); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rd.Expect(wire.TypeAck); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s, rd
+}

@@ -164,25 +164,13 @@ func TestGatheredChunksLeaveTheStore(t *testing.T) {
 		dst.store.Pin("someone-else", other.ID)
 		o := wire.Open{VM: "vm", Regions: []wire.RegionInfo{{Name: "mem", Size: 5 * 4096, ChunkSize: 4096}}}
 		rand.Read(o.ID[:])
-		s, err := src.Host().NewStream(t.Context(), dst.ID(), ProtoMigrate)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var ps []wire.Placement
 		for i, c := range append(cs, other) {
 			ps = append(ps, wire.Placement{Region: 0, Index: uint64(i), ID: c.ID, Holders: 1})
 		}
-		rd := wire.NewReader(s, 0)
-		for _, f := range [][]byte{wire.AppendOpen(nil, o),
+		s, rd := controlStream(t, src, dst, wire.AppendOpen(nil, o),
 			wire.AppendHolders(nil, []wire.Holder{{Index: 0, Peer: dst.ID().String()}}),
-			wire.AppendPlacements(nil, ps, false)} {
-			if _, err := s.Write(f); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := rd.Expect(wire.TypeAck); err != nil {
-				t.Fatal(err)
-			}
-		}
+			wire.AppendPlacements(nil, ps, false))
 		var root chunk.ID
 		if complete {
 			// The source sends Done with build: the destination builds
@@ -260,25 +248,13 @@ func TestGatheredChunksWaitForOtherMigrations(t *testing.T) {
 		}
 		o := wire.Open{VM: "vm", Regions: []wire.RegionInfo{{Name: "mem", Size: uint64(len(cs)) * 4096, ChunkSize: 4096}}}
 		rand.Read(o.ID[:])
-		s, err := src.Host().NewStream(t.Context(), dst.ID(), ProtoMigrate)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var ps []wire.Placement
 		for i, c := range cs {
 			ps = append(ps, wire.Placement{Region: 0, Index: uint64(i), ID: c.ID, Holders: 1})
 		}
-		rd := wire.NewReader(s, 0)
-		for _, f := range [][]byte{wire.AppendOpen(nil, o),
+		s, rd := controlStream(t, src, dst, wire.AppendOpen(nil, o),
 			wire.AppendHolders(nil, []wire.Holder{{Index: 0, Peer: dst.ID().String()}}),
-			wire.AppendPlacements(nil, ps, false)} {
-			if _, err := s.Write(f); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := rd.Expect(wire.TypeAck); err != nil {
-				t.Fatal(err)
-			}
-		}
+			wire.AppendPlacements(nil, ps, false))
 		return o, ps, rd, s
 	}
 	first, running := randomChunks(3, 4096), randomChunks(3, 4096)
