@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/internal/lab"
 	"github.com/sgrelay/sg/internal/rawquic"
-	"github.com/sgrelay/sg/lab"
 )
 
 // BenchmarkEvictScatterVsDirect evicts fresh 192 MiB VMs (30% zero, 20%

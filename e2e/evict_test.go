@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/internal/lab"
 	"github.com/sgrelay/sg/internal/workload"
-	"github.com/sgrelay/sg/lab"
 )
 
 // vmSpec is the test VM: 256 MiB memory + 128 MiB disk, 30% zero

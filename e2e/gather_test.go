@@ -13,8 +13,8 @@ import (
 	"unsafe"
 
 	"github.com/sgrelay/sg/api"
-	"github.com/sgrelay/sg/fetch/fuseview"
-	"github.com/sgrelay/sg/lab"
+	"github.com/sgrelay/sg/internal/fetch/fuseview"
+	"github.com/sgrelay/sg/internal/lab"
 )
 
 // lazyDir waits until the destination has a lazy view for vm.

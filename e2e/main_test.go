@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sgrelay/sg/lab"
+	"github.com/sgrelay/sg/internal/lab"
 )
 
 // binDir holds the sgnode and sgctl binaries built for this run.

@@ -21,13 +21,13 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/api"
-	"github.com/sgrelay/sg/daemon"
-	"github.com/sgrelay/sg/eviction"
-	"github.com/sgrelay/sg/fetch/fuseview"
+	"github.com/sgrelay/sg/internal/daemon"
+	"github.com/sgrelay/sg/internal/eviction"
+	"github.com/sgrelay/sg/internal/fetch/fuseview"
+	"github.com/sgrelay/sg/internal/lab"
 	"github.com/sgrelay/sg/internal/manifest"
-	"github.com/sgrelay/sg/lab"
-	"github.com/sgrelay/sg/node"
-	"github.com/sgrelay/sg/vm/qemu"
+	"github.com/sgrelay/sg/internal/node"
+	"github.com/sgrelay/sg/internal/vm/qemu"
 )
 
 // guestKernelDir is where .ci/guest-kernel unpacks the Debian cloud

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/api"
-	"github.com/sgrelay/sg/lab"
+	"github.com/sgrelay/sg/internal/lab"
 )
 
 // TestDestinationKilledMidGatherResumes kills the destination's sgnode

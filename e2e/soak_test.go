@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/api"
-	"github.com/sgrelay/sg/fetch/fuseview"
+	"github.com/sgrelay/sg/internal/fetch/fuseview"
+	"github.com/sgrelay/sg/internal/lab"
 	"github.com/sgrelay/sg/internal/workload"
-	"github.com/sgrelay/sg/lab"
 )
 
 // Soak tolerances. Mounts, descriptors and goroutines go back to their

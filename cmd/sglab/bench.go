@@ -21,12 +21,12 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/api"
-	"github.com/sgrelay/sg/chunkstore"
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/chunkstore"
+	"github.com/sgrelay/sg/internal/lab"
 	"github.com/sgrelay/sg/internal/rawquic"
 	"github.com/sgrelay/sg/internal/units"
 	"github.com/sgrelay/sg/internal/workload"
-	"github.com/sgrelay/sg/lab"
 )
 
 // rawquicServe is the hidden subcommand that runs the raw quic-go sink in

@@ -24,9 +24,9 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/internal/lab"
 	"github.com/sgrelay/sg/internal/units"
 	"github.com/sgrelay/sg/internal/workload"
-	"github.com/sgrelay/sg/lab"
 )
 
 func shortPeer(id string) string { return id[:8] + "…" + id[len(id)-6:] }

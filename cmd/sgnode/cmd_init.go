@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/sgrelay/sg/daemon"
-	"github.com/sgrelay/sg/node"
+	"github.com/sgrelay/sg/internal/daemon"
+	"github.com/sgrelay/sg/internal/node"
 )
 
 func cmdInit(args []string, stdout io.Writer) error {

@@ -15,9 +15,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/sgrelay/sg/daemon"
+	"github.com/sgrelay/sg/internal/daemon"
+	"github.com/sgrelay/sg/internal/node"
 	"github.com/sgrelay/sg/internal/units"
-	"github.com/sgrelay/sg/node"
 )
 
 // listFlag collects a repeatable flag.

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sgrelay/sg/daemon"
-	"github.com/sgrelay/sg/fetch"
+	"github.com/sgrelay/sg/internal/daemon"
+	"github.com/sgrelay/sg/internal/fetch"
 )
 
 func writeConfig(t testing.TB, text string) string {
