@@ -15,6 +15,7 @@ import (
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/internal/fetch/fuseview"
 	"github.com/sgrelay/sg/internal/lab"
+	"github.com/sgrelay/sg/internal/testenv"
 )
 
 // lazyDir waits until the destination has a lazy view for vm.
@@ -40,9 +41,7 @@ func lazyDir(t *testing.T, ctx context.Context, dst *lab.Node, vm string) string
 // while), a reader on the destination's FUSE file reads random pages and
 // gets the right bytes; at the end the materialized images are identical.
 func TestLazyFUSEReadsDuringScatter(t *testing.T) {
-	if err := fuseview.Available(); err != nil {
-		t.Skip("FUSE unavailable:", err)
-	}
+	testenv.Need(t, "FUSE", fuseview.Available())
 	c := startCluster(t, "src", "dst", "r1", "r2", "r3")
 	src, dst := c.Nodes[0], c.Nodes[1]
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
@@ -109,9 +108,7 @@ func TestLazyFUSEReadsDuringScatter(t *testing.T) {
 // The destination exports the disk over NBD as soon as the migration
 // opens; qemu-img converts it to a file byte-identical to the source disk.
 func TestNBDExportOfGatheredDisk(t *testing.T) {
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img not installed (apt-get install qemu-utils)")
-	}
+	testenv.Tool(t, "apt-get install qemu-utils", "qemu-img")
 	c := startCluster(t, "src", "dst", "r1")
 	src, dst := c.Nodes[0], c.Nodes[1]
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
@@ -178,9 +175,7 @@ func TestGatherExistingManifest(t *testing.T) {
 // (writes land in the local copy, never on the network), while the
 // scatter still runs.
 func TestLazyFUSEMmap(t *testing.T) {
-	if err := fuseview.Available(); err != nil {
-		t.Skip("FUSE unavailable:", err)
-	}
+	testenv.Need(t, "FUSE", fuseview.Available())
 	c := startCluster(t, "src", "dst", "r1")
 	src, dst := c.Nodes[0], c.Nodes[1]
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)

@@ -27,6 +27,7 @@ import (
 	"github.com/sgrelay/sg/internal/lab"
 	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/node"
+	"github.com/sgrelay/sg/internal/testenv"
 	"github.com/sgrelay/sg/internal/vm/qemu"
 )
 
@@ -77,21 +78,15 @@ func buildGuest(t *testing.T) guest {
 	if testing.Short() {
 		t.Skip("boots a guest under TCG")
 	}
-	for _, tool := range []string{"qemu-system-x86_64", "busybox", "cpio", "gzip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (.ci/run installs qemu-system-x86, busybox-static, cpio)", tool)
-		}
-	}
-	if err := fuseview.Available(); err != nil {
-		t.Skipf("lazy FUSE views unavailable: %v", err)
-	}
+	testenv.Tool(t, ".ci/run installs qemu-system-x86, busybox-static, cpio", "qemu-system-x86_64", "busybox", "cpio", "gzip")
+	testenv.Need(t, "lazy FUSE views", fuseview.Available())
 	kdir := os.Getenv("SG_GUEST_KERNEL_DIR")
 	if kdir == "" {
 		kdir = guestKernelDir
 	}
 	kernels, _ := filepath.Glob(filepath.Join(kdir, "boot", "vmlinuz-*"))
 	if len(kernels) == 0 {
-		t.Skipf("no guest kernel in %s (run .ci/guest-kernel)", kdir)
+		testenv.Missing(t, "a guest kernel in %s (run .ci/guest-kernel)", kdir)
 	}
 	release := filepath.Base(kernels[0])[len("vmlinuz-"):]
 	root := filepath.Join(t.TempDir(), "initramfs")
@@ -645,9 +640,7 @@ func TestQEMUHostileGuestRefusedAtVMAdd(t *testing.T) {
 // destination refuses each guest with a message naming it, starts no
 // QEMU, runs nothing and creates no file outside its data directory.
 func TestQEMUHostileDescriptionRefusedAtDestination(t *testing.T) {
-	if err := fuseview.Available(); err != nil {
-		t.Skipf("lazy FUSE views unavailable: %v", err)
-	}
+	testenv.Need(t, "lazy FUSE views", fuseview.Available())
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	c := startCluster(t, "dst", "evil")

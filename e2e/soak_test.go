@@ -18,6 +18,7 @@ import (
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/internal/fetch/fuseview"
 	"github.com/sgrelay/sg/internal/lab"
+	"github.com/sgrelay/sg/internal/testenv"
 	"github.com/sgrelay/sg/internal/workload"
 )
 
@@ -161,9 +162,7 @@ func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real processes")
 	}
-	if err := fuseview.Available(); err != nil {
-		t.Skip("FUSE unavailable:", err)
-	}
+	testenv.Need(t, "FUSE", fuseview.Available())
 	rounds := 30
 	if v := os.Getenv("SG_SOAK"); v != "" {
 		var err error
@@ -404,9 +403,7 @@ func overBaseline(base, s procStats) string {
 // export; once both let go the migration is retired: the view unmounted,
 // the export closed, one record left.
 func TestSoakViewInUseStaysMounted(t *testing.T) {
-	if err := fuseview.Available(); err != nil {
-		t.Skip("FUSE unavailable:", err)
-	}
+	testenv.Need(t, "FUSE", fuseview.Available())
 	c := startCluster(t, "src", "dst", "r1")
 	src, dst := c.Nodes[0], c.Nodes[1]
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)

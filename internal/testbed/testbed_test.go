@@ -12,6 +12,7 @@ import (
 
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/internal/lab"
+	"github.com/sgrelay/sg/internal/testenv"
 	"github.com/sgrelay/sg/internal/workload"
 )
 
@@ -50,9 +51,7 @@ func slowDestinationHosts() []Host {
 // startBed builds the hosts and starts one sgnode on each.
 func startBed(t *testing.T, ctx context.Context, hosts []Host) (*Bed, *lab.Cluster) {
 	t.Helper()
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	testenv.Need(t, "network namespaces", Available())
 	bin := buildBinaries(t)
 	bed, err := New(ctx, hosts)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sgrelay/sg/internal/testenv"
 )
 
 type memRegion []byte
@@ -27,9 +29,7 @@ const nobody = 65534
 // mount admits other users (for an unprivileged hypervisor): the kernel
 // checks the file's owner and mode. The owner it names reads it.
 func TestHostileLocalUserCannotReadView(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	testenv.Need(t, "FUSE", Available())
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -73,9 +73,7 @@ func (zeroRegion) WriteAt(_ context.Context, p []byte, _ int64) (int, error) { r
 // The mount counts the handles processes hold on its files, descriptors
 // and mappings alike, so its owner knows when nothing uses the view.
 func TestOpenHandlesCountsDescriptorsAndMappings(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	testenv.Need(t, "FUSE", Available())
 	dir := filepath.Join(t.TempDir(), "view")
 	m, err := New(dir, []File{{Name: "mem", Size: 1 << 20, Region: zeroRegion{}}})
 	if err != nil {
@@ -118,9 +116,7 @@ func TestOpenHandlesCountsDescriptorsAndMappings(t *testing.T) {
 // where the FUSE connection can be aborted): Done says when, so that a
 // caller can wait for it and for other things together.
 func TestAbortedViewDoneOnceHandlesGo(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	testenv.Need(t, "FUSE", Available())
 	dir := filepath.Join(t.TempDir(), "view")
 	m, err := New(dir, []File{{Name: "mem", Size: 1 << 20, Region: zeroRegion{}}})
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/sgrelay/sg/internal/testenv"
 )
 
 type memDisk struct {
@@ -67,9 +69,7 @@ func TestClientsCopyExport(t *testing.T) {
 		{"nbdcopy", func(out string) []string { return []string{"nbd+unix:///disk0?socket=" + sock, out} }},
 	} {
 		t.Run(c.tool, func(t *testing.T) {
-			if _, err := exec.LookPath(c.tool); err != nil {
-				t.Skipf("%s not installed (apt-get install qemu-utils libnbd-bin)", c.tool)
-			}
+			testenv.Tool(t, "apt-get install qemu-utils libnbd-bin", c.tool)
 			out := filepath.Join(t.TempDir(), "out.raw")
 			if b, err := exec.Command(c.tool, c.args(out)...).CombinedOutput(); err != nil {
 				t.Fatalf("%s: %v: %s", c.tool, err, b)
@@ -87,7 +87,7 @@ func TestClientsCopyExport(t *testing.T) {
 
 func TestWritesGoToTheDisk(t *testing.T) {
 	if _, err := exec.LookPath("nbdcopy"); err != nil {
-		t.Skip("nbdcopy not installed (apt-get install libnbd-bin)")
+		testenv.Missing(t, "nbdcopy not on PATH (apt-get install libnbd-bin)")
 	}
 	data := make([]byte, 1<<20)
 	sock, d := serve(t, data)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sgrelay/sg/internal/testenv"
 )
 
 // TestResumeRunsUnprivilegedAndSandboxed saves a small guest's device
@@ -22,15 +24,11 @@ func TestResumeRunsUnprivilegedAndSandboxed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts QEMU")
 	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("dropping to another user needs root")
-	}
+	testenv.Tool(t, "apt-get install qemu-system-x86", "qemu-system-x86_64")
+	testenv.Root(t, "QEMU drops to another user")
 	nobody, err := user.Lookup("nobody")
 	if err != nil {
-		t.Skip("no user nobody")
+		testenv.Missing(t, "user nobody: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
