@@ -1,11 +1,8 @@
 package daemon
 
 import (
-	"errors"
-	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 
 	"github.com/sgrelay/sg/internal/fetch"
 	"github.com/sgrelay/sg/internal/fetch/fuseview"
@@ -85,18 +82,16 @@ func (d *Daemon) unmountAll() {
 	}
 }
 
-// unmountStale detaches FUSE views a killed sgnode left mounted under
-// <data>/lazy: their server is gone ("transport endpoint is not
-// connected") and they would stand in the way of new views and cleanup.
+// unmountStale detaches FUSE views an earlier sgnode left mounted under
+// <data>/lazy: they would stand in the way of new views and cleanup. It
+// never stats them (fuseview.DetachUnder), so a view whose connection
+// another process still holds cannot hold up the start.
 func (d *Daemon) unmountStale() {
-	dirs, _ := filepath.Glob(filepath.Join(d.cfg.DataDir, "lazy", "*"))
-	for _, dir := range dirs {
-		if _, err := os.Stat(dir); errors.Is(err, syscall.ENOTCONN) {
-			if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-				d.log.Warn("stale lazy view left mounted", "dir", dir, "err", err)
-				continue
-			}
-			d.log.Info("unmounted a lazy view left by a previous run", "dir", dir)
-		}
+	detached, err := fuseview.DetachUnder(filepath.Join(d.cfg.DataDir, "lazy"))
+	for _, dir := range detached {
+		d.log.Info("unmounted a lazy view left by a previous run", "dir", dir)
+	}
+	if err != nil {
+		d.log.Warn("stale lazy view left mounted", "err", err)
 	}
 }

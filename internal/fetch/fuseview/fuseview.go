@@ -20,6 +20,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // Region is one file's backing: the gather's demand path.
@@ -163,12 +164,12 @@ func New(dir string, files []File) (*Mount, error) {
 		return nil, err
 	}
 	open := new(atomic.Int64)
-	srv, err := fs.Mount(dir, &root{files: files, open: open}, &fs.Options{
+	srv, err := mountNoInherit(dir, &root{files: files, open: open}, &fs.Options{
 		MountOptions: fuse.MountOptions{
 			// allow_other lets the hypervisor (maybe not root) in;
 			// default_permissions makes the kernel check each file's
 			// owner and mode, so no other local user reads a guest.
-			FsName: "sg", Name: "sg", DirectMount: true, AllowOther: true,
+			FsName: "sg", Name: "sg", DirectMountStrict: true, AllowOther: true,
 			Options:      []string{"default_permissions"},
 			MaxReadAhead: 128 << 10, MaxWrite: 1 << 20,
 			// Reads are answered from memory, never from a file
@@ -185,6 +186,50 @@ func New(dir string, files []File) (*Mount, error) {
 		close(m.done)
 	}()
 	return m, nil
+}
+
+// mountNoInherit mounts like fs.Mount, so that no process started later
+// inherits the mount's /dev/fuse descriptor: go-fuse opens it without
+// close-on-exec, and a hypervisor holding it would keep the connection
+// alive after sgnode died, so that every read of the view (the guest's, a
+// restarted sgnode's) waited for good instead of failing. Holding
+// syscall.ForkLock for reading keeps any fork out from the open to the
+// flag being set; the mount is direct (root) so it forks no fusermount.
+func mountNoInherit(dir string, r *root, opts *fs.Options) (*fuse.Server, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	srv, err := fs.Mount(dir, r, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := closeOnExecAll(); err != nil {
+		_ = srv.Unmount()
+		return nil, fmt.Errorf("mark descriptors close-on-exec: %w", err)
+	}
+	return srv, nil
+}
+
+// closeOnExecAll sets close-on-exec on every descriptor of the process
+// above stderr. Go opens its own descriptors with it, and os/exec hands a
+// child only what it names (ExtraFiles), so nothing that should be
+// inherited loses by it.
+func closeOnExecAll() error {
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		var fd int
+		if _, err := fmt.Sscan(e.Name(), &fd); err != nil || fd <= 2 {
+			continue
+		}
+		// The directory's own descriptor is in the list and closed by
+		// now: EBADF is expected for it.
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && !errors.Is(err, unix.EBADF) {
+			return fmt.Errorf("fd %d: %w", fd, err)
+		}
+	}
+	return nil
 }
 
 // Unmount stops serving (lazily if files are still open: their readers

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -134,4 +135,81 @@ func TestAbortedViewDoneOnceHandlesGo(t *testing.T) {
 		t.Fatal("the aborted view's server did not end after its last handle went")
 	}
 	m.Wait() // returns at once now
+}
+
+// A process started once a view is mounted (a guest's QEMU) inherits no
+// /dev/fuse descriptor: one would keep the view's connection alive after
+// sgnode died, and every read of the view would wait for good.
+func TestStartedProcessInheritsNoFUSEDescriptor(t *testing.T) {
+	testenv.Need(t, "FUSE", Available())
+	m, err := New(filepath.Join(t.TempDir(), "view"), []File{{Name: "mem", Size: 4096, Region: make(memRegion, 4096)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmount()
+	own := fuseDescriptors(t, "self")
+	if len(own) == 0 {
+		t.Fatal("the mount's /dev/fuse descriptor is not open in this process")
+	}
+	child := exec.Command("sleep", "30")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	if got := fuseDescriptors(t, strconv.Itoa(child.Process.Pid)); len(got) > 0 {
+		t.Fatalf("a started process inherited /dev/fuse as fd %v", got)
+	}
+}
+
+// fuseDescriptors lists process pid's descriptors open on /dev/fuse.
+func fuseDescriptors(t *testing.T, pid string) []string {
+	t.Helper()
+	dir := filepath.Join("/proc", pid, "fd")
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []string
+	for _, e := range es {
+		if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && target == "/dev/fuse" {
+			fds = append(fds, e.Name())
+		}
+	}
+	return fds
+}
+
+// DetachUnder finds the views below a directory from mountinfo (escaped
+// paths included, other file systems and the directory's neighbours left
+// alone) and detaches them.
+func TestDetachUnder(t *testing.T) {
+	info := strings.Join([]string{
+		`36 35 98:0 / /data/lazy/ab\040cd rw - fuse.sg sg rw`,
+		`37 35 98:0 / /data/lazy/ef rw shared:1 - fuse sg rw`,
+		`38 35 98:0 / /data/lazy-other/x rw - fuse.sg sg rw`,
+		`39 35 98:0 / /data/lazy/tmp rw - tmpfs tmpfs rw`,
+		`40 35 98:0 / /data/lazy rw - fuse.sg sg rw`,
+		`garbage`,
+	}, "\n")
+	got, err := fuseMountsUnder(strings.NewReader(info), "/data/lazy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"/data/lazy/ab cd", "/data/lazy/ef"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+
+	testenv.Need(t, "FUSE", Available())
+	lazy := filepath.Join(t.TempDir(), "lazy")
+	m, err := New(filepath.Join(lazy, "view"), []File{{Name: "mem", Size: 4096, Region: make(memRegion, 4096)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmount()
+	detached, err := DetachUnder(lazy)
+	if err != nil || len(detached) != 1 || detached[0] != m.Dir {
+		t.Fatalf("DetachUnder(%s) = %q, %v; want [%s]", lazy, detached, err, m.Dir)
+	}
+	if again, err := DetachUnder(lazy); err != nil || len(again) != 0 {
+		t.Fatalf("after the detach: %q, %v; want nothing mounted", again, err)
+	}
 }
