@@ -26,7 +26,7 @@ type Config struct {
 	// keeps (0: DefaultMigrationRecords).
 	MigrationRecords int
 	// KeepGatheredChunks keeps a gathered VM's chunks in the store as
-	// well as in its files (node.RolesConfig.KeepGathered).
+	// well as in its files (cluster.Config.KeepGathered).
 	KeepGatheredChunks bool
 	Version            string
 }

@@ -184,7 +184,7 @@ func (d *Daemon) servePut(w http.ResponseWriter, r *http.Request) {
 	}
 	d.log.Info("put started", "path", req.Path, "size", fi.Size(), "targets", targets)
 	ev := newEventStream(w)
-	res, err := eviction.Put(r.Context(), d.node.Cluster(), targets, f, fi.Size(), cfg, func(p eviction.PutProgress) {
+	res, err := eviction.Put(r.Context(), d.net, targets, f, fi.Size(), cfg, func(p eviction.PutProgress) {
 		ev.send(api.Event{Progress: &api.Progress{Done: p.BytesAcked, Total: p.Total, Stage: "push"}}, false)
 	})
 	if err != nil {
@@ -234,7 +234,7 @@ func (d *Daemon) serveGet(w http.ResponseWriter, r *http.Request) {
 	defer tmp.Close()
 	d.log.Info("get started", "cid", req.CID, "output", req.Output, "holders", len(holders))
 	ev := newEventStream(w)
-	res, err := fetch.Get(r.Context(), d.node.Cluster(), holders, d.store, root, tmp, fetch.DefaultConfig(), func(p fetch.Progress) {
+	res, err := fetch.Get(r.Context(), d.net, holders, d.store, root, tmp, fetch.DefaultConfig(), func(p fetch.Progress) {
 		ev.send(api.Event{Progress: &api.Progress{Done: p.BytesDone, Total: p.Total, Stage: "fetch"}}, false)
 	})
 	if err == nil {

@@ -203,7 +203,7 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	}
-	e, err := eviction.New(d.node.Cluster(), vms, cfg)
+	e, err := eviction.New(d.net, vms, cfg)
 	if err != nil {
 		resumeAll()
 		writeError(w, http.StatusBadRequest, err)
@@ -306,7 +306,7 @@ func (d *Daemon) serveVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	peers := d.connectedPeers()
-	res, err := fetch.Verify(r.Context(), d.node.Cluster(), d.node.Cluster(), peers, d.store, root, req.Fetch)
+	res, err := fetch.Verify(r.Context(), d.net, d.net, peers, d.store, root, req.Fetch)
 	if err != nil {
 		writeError(w, http.StatusConflict, err)
 		return

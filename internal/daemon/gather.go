@@ -171,7 +171,7 @@ func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
 				writeError(w, http.StatusBadRequest, fmt.Errorf("--from: %w", err))
 				return
 			}
-			rtt, _ := d.node.Cluster().RTT(p)
+			rtt, _ := d.net.RTT(p)
 			holders = append(holders, fetch.Holder{Peer: p, RTT: rtt})
 		}
 	} else if holders, err = d.holdersOf(r.Context(), root); err != nil {
@@ -185,7 +185,7 @@ func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	m, err := fetch.ResolveManifest(r.Context(), d.node.Cluster(), holders, d.store, root, secret)
+	m, err := fetch.ResolveManifest(r.Context(), d.net, holders, d.store, root, secret)
 	if err != nil {
 		writeError(w, http.StatusConflict, err)
 		return

@@ -20,8 +20,8 @@ import (
 	"github.com/sgrelay/sg/internal/wire"
 )
 
-// Cluster is what an eviction needs from the network. The daemon adapts
-// node.Node to it; tests and simnet may plug in anything.
+// Cluster is what an eviction needs from the network. cluster.Net adapts
+// node.Node to it; tests may plug in anything.
 type Cluster interface {
 	Network
 	// Have asks peer which of ids it already holds.
