@@ -86,7 +86,7 @@ func (c Config) storeConfig() chunkstore.Config {
 // Validate reports the first thing wrong with c, naming the setting.
 func (c Config) Validate() error {
 	if c.DataDir == "" {
-		return errors.New("data directory (--data) is required")
+		return errors.New("no data directory")
 	}
 	if c.MigrationRecords < 0 {
 		return errors.New("migration_records is negative")
