@@ -63,7 +63,7 @@ func decodeRequest(w http.ResponseWriter, r *http.Request, v any) bool {
 func parseCID(s string) (chunk.ID, error) {
 	id, err := chunk.Parse(s)
 	if err != nil {
-		return chunk.ID{}, invalid("cid", err)
+		return chunk.ID{}, invalid("", err)
 	}
 	return id, nil
 }
@@ -176,10 +176,10 @@ func (d *Daemon) holdersOf(ctx context.Context, root chunk.ID) ([]fetch.Holder, 
 		}
 	}
 	if len(out) == 0 && d.store.Has(root) {
-		return nil, conflict("cid", errors.New("only this node holds that CID; nothing to fetch from peers"))
+		return nil, conflict("", errors.New("only this node holds that CID; nothing to fetch from peers"))
 	}
 	if len(out) == 0 {
-		return nil, conflict("cid", fmt.Errorf("no connected peer holds %s: %w", root, errors.Join(errs...)))
+		return nil, conflict("", fmt.Errorf("no connected peer holds %s: %w", root, errors.Join(errs...)))
 	}
 	return out, nil
 }
