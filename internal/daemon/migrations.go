@@ -216,11 +216,11 @@ func (d *Daemon) removeMigration(prefix string) (*api.PruneResult, error) {
 	id, err := d.out.remove(prefix)
 	switch {
 	case errors.Is(err, errNoRecord) && d.openIncoming(prefix):
-		return nil, conflict("id", errors.New("the migration is still open here (gathering, or its views are in use): it is forgotten once retired"))
+		return nil, conflict("", errors.New("the migration is still open here (gathering, or its views are in use): it is forgotten once retired"))
 	case errors.Is(err, errNoRecord):
 		return nil, notFound(err)
 	case err != nil:
-		return nil, conflict("id", err)
+		return nil, conflict("", err)
 	}
 	return &api.PruneResult{Removed: 1, IDs: []string{id}}, nil
 }

@@ -65,7 +65,7 @@ func (d *Daemon) addVM(ctx context.Context, req api.AddVMRequest) (*api.VM, erro
 		return nil, invalid("", err)
 	}
 	if err := d.vms.Add(spec); errors.Is(err, vm.ErrExists) {
-		return nil, conflict("name", err)
+		return nil, conflict("", err)
 	} else if err != nil {
 		return nil, err
 	}
