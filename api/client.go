@@ -48,13 +48,13 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w at %s (is it running? set --api or SG_API): %v", ErrNoDaemon, c.socket, err)
+		return nil, fmt.Errorf("%w at %s (is it running?): %v", ErrNoDaemon, c.socket, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		var eb ErrorBody
 		if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb) == nil && eb.Error != "" {
-			return nil, errors.New(eb.Error)
+			return nil, &Error{Status: resp.StatusCode, Field: eb.Field, Message: eb.Error}
 		}
 		return nil, fmt.Errorf("sgnode answered %s", resp.Status)
 	}

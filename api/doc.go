@@ -6,6 +6,11 @@
 // NDJSON stream of Event lines: progress while they run, then exactly one
 // line carrying the result or the error.
 //
+// A refused request (or a long one that fails before its first event) is
+// answered with a 4xx or 5xx status and an ErrorBody, whose Field names
+// the request field at fault, if one is; Client returns it as an *Error,
+// so that a front end can point at its own way of setting that field.
+//
 //	GET  /v1/status   Status
 //	GET  /v1/peers    []Peer
 //	POST /v1/put      PutRequest  → stream of Event{Progress | Put | Error}

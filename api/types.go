@@ -107,4 +107,21 @@ func (ev *Event) isProgress() bool { return ev.Progress != nil || ev.EvictProgre
 // ErrorBody is the JSON body of a non-2xx answer.
 type ErrorBody struct {
 	Error string `json:"error"`
+	// Field is the request field at fault, by its JSON name, when one
+	// is: a client names its own way of setting it.
+	Field string `json:"field,omitempty"`
+}
+
+// Error is a request the node refused, as Client returns it.
+type Error struct {
+	Status  int    // the HTTP status
+	Field   string // as in ErrorBody; may be empty
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return e.Field + ": " + e.Message
+	}
+	return e.Message
 }

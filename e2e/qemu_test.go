@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/internal/cluster"
 	"github.com/sgrelay/sg/internal/daemon"
 	"github.com/sgrelay/sg/internal/eviction"
 	"github.com/sgrelay/sg/internal/fetch/fuseview"
@@ -682,7 +683,7 @@ func TestQEMUHostileDescriptionRefusedAtDestination(t *testing.T) {
 	}
 	cfg := eviction.DefaultConfig(dst.PeerID)
 	cfg.Direct = true
-	e, err := eviction.New(src.Node().Cluster(), vms, cfg)
+	e, err := eviction.New(cluster.NewNet(src.Node()), vms, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "sgctl:", err)
 			return 2
 		}
-		fmt.Fprintf(stderr, "sgctl %s: %v\n", c.name, err)
+		fmt.Fprintf(stderr, "sgctl %s: %v\n", c.name, advise(err))
 		return 1
 	}
 	fmt.Fprintf(stderr, "sgctl: unknown command %q\n", args[0])

@@ -26,7 +26,7 @@ type Config struct {
 	// keeps (0: DefaultMigrationRecords).
 	MigrationRecords int
 	// KeepGatheredChunks keeps a gathered VM's chunks in the store as
-	// well as in its files (node.RolesConfig.KeepGathered).
+	// well as in its files (cluster.Config.KeepGathered).
 	KeepGatheredChunks bool
 	Version            string
 }
@@ -86,7 +86,7 @@ func (c Config) storeConfig() chunkstore.Config {
 // Validate reports the first thing wrong with c, naming the setting.
 func (c Config) Validate() error {
 	if c.DataDir == "" {
-		return errors.New("data directory (--data) is required")
+		return errors.New("no data directory")
 	}
 	if c.MigrationRecords < 0 {
 		return errors.New("migration_records is negative")

@@ -7,8 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/internal/chunk"
-	"github.com/sgrelay/sg/internal/eviction"
 	"github.com/sgrelay/sg/internal/fetch"
 )
 
@@ -51,28 +49,23 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, api.ErrorBody{Error: err.Error()})
-}
-
 func decodeRequest(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("bad request: %w", err))
+		writeError(w, invalid("", fmt.Errorf("bad request: %w", err)))
 		return false
 	}
 	return true
 }
 
-// parseCID parses a request's CID, answering 400 if it is not one.
-func parseCID(w http.ResponseWriter, s string) (chunk.ID, bool) {
+// parseCID parses a request's CID.
+func parseCID(s string) (chunk.ID, error) {
 	id, err := chunk.Parse(s)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return chunk.ID{}, false
+		return chunk.ID{}, invalid("", err)
 	}
-	return id, true
+	return id, nil
 }
 
 func (d *Daemon) serveStatus(w http.ResponseWriter, _ *http.Request) {
@@ -103,27 +96,50 @@ func (d *Daemon) servePeers(w http.ResponseWriter, _ *http.Request) {
 }
 
 // eventStream writes NDJSON events, throttling progress to a few a second.
+// The stream starts with its first event: a request that fails before
+// any is answered with its error's status instead.
 type eventStream struct {
 	mu       sync.Mutex
 	w        http.ResponseWriter
 	rc       *http.ResponseController
+	started  bool
 	lastProg time.Time
 }
 
 func newEventStream(w http.ResponseWriter) *eventStream {
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
 	return &eventStream{w: w, rc: http.NewResponseController(w)}
 }
 
-func (s *eventStream) send(ev api.Event, force bool) {
+// progress sends a progress event unless one went less than 200 ms ago.
+func (s *eventStream) progress(ev api.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ev.Progress != nil && !force && time.Since(s.lastProg) < 200*time.Millisecond {
+	if time.Since(s.lastProg) < 200*time.Millisecond {
 		return
 	}
-	if ev.Progress != nil {
-		s.lastProg = time.Now()
+	s.lastProg = time.Now()
+	s.sendLocked(ev)
+}
+
+// end sends the final event: result, or err.
+func (s *eventStream) end(result api.Event, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err != nil && !s.started:
+		writeError(s.w, err)
+	case err != nil:
+		s.sendLocked(api.Event{Error: err.Error()})
+	default:
+		s.sendLocked(result)
+	}
+}
+
+func (s *eventStream) sendLocked(ev api.Event) {
+	if !s.started {
+		s.w.Header().Set("Content-Type", "application/x-ndjson")
+		s.w.WriteHeader(http.StatusOK)
+		s.started = true
 	}
 	_ = json.NewEncoder(s.w).Encode(ev)
 	_ = s.rc.Flush()
@@ -138,123 +154,6 @@ func (d *Daemon) connectedPeers() []fetch.Holder {
 		}
 	}
 	return out
-}
-
-func (d *Daemon) servePut(w http.ResponseWriter, r *http.Request) {
-	var req api.PutRequest
-	if !decodeRequest(w, r, &req) {
-		return
-	}
-	cfg := eviction.DefaultPutConfig()
-	cfg.Name = filepath.Base(req.Path)
-	if req.ChunkSize > 0 {
-		cfg.ChunkSize = req.ChunkSize
-	}
-	if req.Replicas <= 0 {
-		req.Replicas = 1
-	}
-	cfg.Expire = req.Expire
-	if err := cfg.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	if !filepath.IsAbs(req.Path) {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("path %q is not absolute", req.Path))
-		return
-	}
-	f, err := os.Open(req.Path)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%s is not a regular file", req.Path))
-		return
-	}
-	peers := d.connectedPeers()
-	if len(peers) < req.Replicas {
-		writeError(w, http.StatusConflict, fmt.Errorf("--replicas %d needs %d connected peers; %d connected (see sgctl peers)", req.Replicas, req.Replicas, len(peers)))
-		return
-	}
-	var targets []string
-	for _, p := range peers[:req.Replicas] {
-		targets = append(targets, p.Peer)
-	}
-	d.log.Info("put started", "path", req.Path, "size", fi.Size(), "targets", targets)
-	ev := newEventStream(w)
-	res, err := eviction.Put(r.Context(), d.node.Cluster(), targets, f, fi.Size(), cfg, func(p eviction.PutProgress) {
-		ev.send(api.Event{Progress: &api.Progress{Done: p.BytesAcked, Total: p.Total, Stage: "push"}}, false)
-	})
-	if err != nil {
-		d.ops.WithLabelValues("put", "error").Inc()
-		d.log.Warn("put failed", "path", req.Path, "err", err)
-		ev.send(api.Event{Error: err.Error()}, true)
-		return
-	}
-	d.ops.WithLabelValues("put", "ok").Inc()
-	if err := d.savePut(res.Root, putRecord{ID: res.ID.String(), Targets: targets}); err != nil {
-		// The copies stay at their targets until their expiry, if any.
-		d.log.Warn("put record not saved: sgctl rm cannot remove it", "cid", res.Root, "err", err)
-	}
-	d.log.Info("put done", "path", req.Path, "cid", res.Root, "duration", res.Duration)
-	ev.send(api.Event{Put: &api.PutResult{
-		CID: res.Root.String(), Size: res.Size, Chunks: res.Chunks, ZeroChunks: res.ZeroChunks, DupChunks: res.DupChunks,
-		UniqueBytes: res.UniqueBytes, ManifestBytes: res.ManifestBytes, SentBytes: res.SentBytes, Duration: res.Duration,
-	}}, true)
-}
-
-func (d *Daemon) serveGet(w http.ResponseWriter, r *http.Request) {
-	var req api.GetRequest
-	if !decodeRequest(w, r, &req) {
-		return
-	}
-	root, ok := parseCID(w, req.CID)
-	if !ok {
-		return
-	}
-	if !filepath.IsAbs(req.Output) {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("output %q is not absolute", req.Output))
-		return
-	}
-	holders, err := d.holdersOf(r.Context(), root)
-	if err != nil {
-		writeError(w, http.StatusConflict, err)
-		return
-	}
-	// Write beside the output and rename on success: a failed get leaves
-	// nothing that looks complete.
-	tmp, err := os.CreateTemp(filepath.Dir(req.Output), "."+filepath.Base(req.Output)+".partial-*")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	d.log.Info("get started", "cid", req.CID, "output", req.Output, "holders", len(holders))
-	ev := newEventStream(w)
-	res, err := fetch.Get(r.Context(), d.node.Cluster(), holders, d.store, root, tmp, fetch.DefaultConfig(), func(p fetch.Progress) {
-		ev.send(api.Event{Progress: &api.Progress{Done: p.BytesDone, Total: p.Total, Stage: "fetch"}}, false)
-	})
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), req.Output)
-	}
-	if err != nil {
-		d.ops.WithLabelValues("get", "error").Inc()
-		d.log.Warn("get failed", "cid", req.CID, "err", err)
-		ev.send(api.Event{Error: err.Error()}, true)
-		return
-	}
-	d.ops.WithLabelValues("get", "ok").Inc()
-	d.log.Info("get done", "cid", req.CID, "output", req.Output, "duration", res.Duration)
-	ev.send(api.Event{Get: &api.GetResult{
-		Output: req.Output, Size: res.Size, Chunks: res.Chunks, ZeroChunks: res.ZeroChunks, LocalChunks: res.LocalChunks,
-		Fetched: res.Fetched, Retried: res.Retried, Duration: res.Duration,
-	}}, true)
 }
 
 // holdersOf asks every connected peer whether it holds root and returns
@@ -277,10 +176,32 @@ func (d *Daemon) holdersOf(ctx context.Context, root chunk.ID) ([]fetch.Holder, 
 		}
 	}
 	if len(out) == 0 && d.store.Has(root) {
-		return nil, errors.New("only this node holds that CID; nothing to fetch from peers")
+		return nil, conflict("", errors.New("only this node holds that CID; nothing to fetch from peers"))
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no connected peer holds %s: %w", root, errors.Join(errs...))
+		return nil, conflict("", fmt.Errorf("no connected peer holds %s: %w", root, errors.Join(errs...)))
 	}
 	return out, nil
+}
+
+// resolvePeer finds the connected peer named by s: a full peer ID, or a
+// part of one that matches exactly one connected peer. Its errors name
+// the request's field.
+func (d *Daemon) resolvePeer(field, s string) (string, error) {
+	var matches []string
+	for _, h := range d.connectedPeers() {
+		if h.Peer == s {
+			return s, nil
+		}
+		if s != "" && strings.Contains(h.Peer, s) {
+			matches = append(matches, h.Peer)
+		}
+	}
+	switch len(matches) {
+	case 1:
+		return matches[0], nil
+	case 0:
+		return "", invalid(field, fmt.Errorf("%q matches no connected peer", s))
+	}
+	return "", invalid(field, fmt.Errorf("%q matches %d connected peers; give more of the peer ID", s, len(matches)))
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sgrelay/sg/internal/chunkstore"
+	"github.com/sgrelay/sg/internal/cluster"
 	"github.com/sgrelay/sg/internal/fetch/fuseview"
 	"github.com/sgrelay/sg/internal/node"
 	"github.com/sgrelay/sg/internal/vm"
@@ -35,7 +36,8 @@ type Daemon struct {
 	node    *node.Node
 	started time.Time
 	vms     *vm.Registry
-	roles   *node.Roles
+	roles   *cluster.Roles
+	net     cluster.Net // the node as eviction and fetch see it
 	out     *outgoing
 	views   *views
 	lazy    lazyMounts
@@ -115,7 +117,8 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if d.node, err = node.New(ncfg, d.store, node.WithLogger(log), node.WithRegistry(d.reg)); err != nil {
 		return nil, err
 	}
-	d.roles = d.node.ServeRoles(d.runCtx, d.store, node.RolesConfig{Dir: filepath.Join(cfg.DataDir, "vms"), Log: log,
+	d.net = cluster.NewNet(d.node)
+	d.roles = cluster.Serve(d.runCtx, d.node, d.store, cluster.Config{Dir: filepath.Join(cfg.DataDir, "vms"), Log: log,
 		OnGather: d.onGather, OnGatherDone: d.onGatherDone, OnAbandon: d.afterGather,
 		KeepGathered: cfg.KeepGatheredChunks})
 	d.registerMetrics()

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/fetch"
 	"github.com/sgrelay/sg/internal/fetch/nbdview"
 	"github.com/sgrelay/sg/internal/manifest"
@@ -151,84 +153,102 @@ func (vs *views) nbdSockets(id wire.MigrationID) map[string]string {
 	return vs.nbd[id]
 }
 
-// serveGather gathers a manifest that already exists (sgctl gather): from
-// the named peers, or every connected peer that holds its root.
+// serveGather gathers a manifest that already exists here.
 func (d *Daemon) serveGather(w http.ResponseWriter, r *http.Request) {
 	var req api.GatherRequest
 	if !decodeRequest(w, r, &req) {
 		return
 	}
-	root, ok := parseCID(w, req.CID)
-	if !ok {
-		return
+	ev := newEventStream(w)
+	rep, err := d.gather(r.Context(), req, func(p api.Progress) { ev.progress(api.Event{Progress: &p}) })
+	ev.end(api.Event{Gather: rep}, err)
+}
+
+// gather gathers the VM of an existing manifest here: from the peers
+// named, or every connected peer that holds its root. It reports until
+// the gather ends; if ctx ends first, the gather goes on in the daemon.
+func (d *Daemon) gather(ctx context.Context, req api.GatherRequest, progress func(api.Progress)) (*api.GatherReport, error) {
+	root, err := parseCID(req.CID)
+	if err != nil {
+		return nil, err
 	}
-	var holders []fetch.Holder
-	var err error
-	if len(req.From) > 0 {
-		for _, f := range req.From {
-			p, err := d.resolvePeer(f)
-			if err != nil {
-				writeError(w, http.StatusBadRequest, fmt.Errorf("--from: %w", err))
-				return
-			}
-			rtt, _ := d.node.Cluster().RTT(p)
-			holders = append(holders, fetch.Holder{Peer: p, RTT: rtt})
-		}
-	} else if holders, err = d.holdersOf(r.Context(), root); err != nil {
-		writeError(w, http.StatusConflict, err)
-		return
+	holders, err := d.gatherHolders(ctx, root, req.From)
+	if err != nil {
+		return nil, err
 	}
 	var secret seal.Secret
 	if req.Secret != "" {
 		if secret, err = seal.ParseSecret(req.Secret); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("--secret: %w", err))
-			return
+			return nil, invalid("secret", err)
 		}
 	}
-	m, err := fetch.ResolveManifest(r.Context(), d.node.Cluster(), holders, d.store, root, secret)
+	in, g, err := d.gatherManifest(ctx, root, holders, secret)
 	if err != nil {
-		writeError(w, http.StatusConflict, err)
-		return
+		return nil, err
 	}
-	peers := make([]string, len(holders))
-	for i, h := range holders {
-		peers[i] = h.Peer
-	}
-	in, err := d.roles.Incomings().OpenFromManifest(root, m, secret, peers)
-	if err != nil {
-		writeError(w, http.StatusConflict, err)
-		return
-	}
-	g, err := d.roles.StartGather(in, func(c *fetch.GatherConfig) { c.NoRelease = true }) // others may use the holders' copies
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err)
-		return
-	}
-	if err := d.roles.Incomings().PlaceManifest(in, m, root); err != nil {
-		writeError(w, http.StatusInternalServerError, err)
-		return
-	}
-	ev := newEventStream(w)
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
-		case <-g.Done():
+		case <-g.Done(): // Run syncs the files just after Done
 			rep := g.Report()
+			if rep.Err != "" {
+				return nil, errors.New(rep.Err)
+			}
 			out := gatherReportToAPI(rep)
 			out.Lazy, out.NBD = d.lazyDir(in.ID.String()), d.views.nbdSockets(in.ID)
-			if rep.Err != "" {
-				ev.send(api.Event{Error: rep.Err}, true)
-				return
-			}
-			// Run syncs the files just after Done; wait for the sync.
-			ev.send(api.Event{Gather: out}, true)
-			return
+			return out, nil
 		case <-t.C:
 			rep := g.Report()
-			ev.send(api.Event{Progress: &api.Progress{Done: rep.ChunksPresent, Total: rep.ChunksTotal, Stage: "gather"}}, false)
-		case <-r.Context().Done():
-			return // the gather goes on in the daemon
+			progress(api.Progress{Done: rep.ChunksPresent, Total: rep.ChunksTotal, Stage: "gather"})
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
+}
+
+// gatherHolders are the peers named by from, or if none, the connected
+// peers that hold root.
+func (d *Daemon) gatherHolders(ctx context.Context, root chunk.ID, from []string) ([]fetch.Holder, error) {
+	if len(from) == 0 {
+		return d.holdersOf(ctx, root)
+	}
+	var holders []fetch.Holder
+	for _, f := range from {
+		p, err := d.resolvePeer("from", f)
+		if err != nil {
+			return nil, err
+		}
+		rtt, _ := d.net.RTT(p)
+		holders = append(holders, fetch.Holder{Peer: p, RTT: rtt})
+	}
+	return holders, nil
+}
+
+// gatherManifest starts gathering manifest root from holders. The
+// gather keeps the holders' copies: others may use them.
+func (d *Daemon) gatherManifest(ctx context.Context, root chunk.ID, holders []fetch.Holder, secret seal.Secret) (*fetch.Incoming, *fetch.Gatherer, error) {
+	peers := make([]string, len(holders))
+	for i, h := range holders {
+		peers[i] = h.Peer
+	}
+	var in *fetch.Incoming
+	m, err := fetch.ResolveManifest(ctx, d.net, holders, d.store, root, secret)
+	if err == nil {
+		in, err = d.roles.Incomings().OpenFromManifest(root, m, secret, peers)
+	}
+	if errors.Is(err, manifest.ErrWrongSecret) {
+		return nil, nil, conflict("secret", err)
+	}
+	if err != nil {
+		return nil, nil, conflict("", err)
+	}
+	g, err := d.roles.StartGather(in, func(c *fetch.GatherConfig) { c.NoRelease = true })
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := d.roles.Incomings().PlaceManifest(in, m, root); err != nil {
+		return nil, nil, err
+	}
+	return in, g, nil
 }

@@ -101,7 +101,7 @@ func (o *outgoing) trimLocked() {
 var (
 	errNoRecord      = errors.New("no such migration record")
 	errAmbiguous     = errors.New("the ID prefix names several migrations")
-	errStillRunning  = errors.New("the migration is still running: abort it (sgctl evict's Ctrl-C) or wait for it")
+	errStillRunning  = errors.New("the migration is still running: abort its eviction or wait for it")
 	errShortIDPrefix = errors.New("give at least 8 characters of the migration ID")
 )
 
@@ -206,21 +206,23 @@ func (d *Daemon) incomingRecord(in fetch.IncomingStatus) api.Migration {
 }
 
 func (d *Daemon) serveRemoveMigration(w http.ResponseWriter, r *http.Request) {
-	id, err := d.out.remove(r.PathValue("id"))
+	res, err := d.removeMigration(r.PathValue("id"))
+	answer(w, res, err)
+}
+
+// removeMigration forgets the ended migration record whose ID starts
+// with prefix.
+func (d *Daemon) removeMigration(prefix string) (*api.PruneResult, error) {
+	id, err := d.out.remove(prefix)
 	switch {
+	case errors.Is(err, errNoRecord) && d.openIncoming(prefix):
+		return nil, conflict("", errors.New("the migration is still open here (gathering, or its views are in use): it is forgotten once retired"))
 	case errors.Is(err, errNoRecord):
-		if d.openIncoming(r.PathValue("id")) {
-			err = errors.New("the migration is still open here (gathering, or its views are in use): it is forgotten once retired")
-			writeError(w, http.StatusConflict, err)
-			return
-		}
-		writeError(w, http.StatusNotFound, err)
-		return
+		return nil, notFound(err)
 	case err != nil:
-		writeError(w, http.StatusConflict, err)
-		return
+		return nil, conflict("", err)
 	}
-	writeJSON(w, http.StatusOK, api.PruneResult{Removed: 1, IDs: []string{id}})
+	return &api.PruneResult{Removed: 1, IDs: []string{id}}, nil
 }
 
 func (d *Daemon) servePruneMigrations(w http.ResponseWriter, _ *http.Request) {

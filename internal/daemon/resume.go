@@ -60,7 +60,7 @@ func (d *Daemon) resumeGather(st fetch.GatherState) error {
 		case <-time.After(time.Second):
 		}
 	}
-	m, err := fetch.ResolveManifest(ctx, d.node.Cluster(), holders, d.store, root, secret)
+	m, err := fetch.ResolveManifest(ctx, d.net, holders, d.store, root, secret)
 	if err != nil {
 		return err
 	}

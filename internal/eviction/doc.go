@@ -9,8 +9,8 @@
 //	acks ─► manifest (blocks + root, pushed like data) ─► Result
 //
 // This package does not import libp2p: it pushes through the Network and
-// Pusher interfaces, which node.PushStream satisfies (the daemon adapts the
-// peer type), so tests and simnet can plug in any transport.
+// Pusher interfaces, which node.PushStream satisfies (cluster.Net adapts
+// the peer type), so tests can plug in any transport.
 //
 // Words: a target is a peer that receives pushes; replicas is how many
 // targets must hold each chunk. Memory is bounded: a batch is at most

@@ -20,8 +20,8 @@ import (
 	"github.com/sgrelay/sg/internal/wire"
 )
 
-// Cluster is what an eviction needs from the network. The daemon adapts
-// node.Node to it; tests and simnet may plug in anything.
+// Cluster is what an eviction needs from the network. cluster.Net adapts
+// node.Node to it; tests may plug in anything.
 type Cluster interface {
 	Network
 	// Have asks peer which of ids it already holds.
@@ -131,6 +131,13 @@ func DefaultConfig(dest string) Config {
 	}
 }
 
+// Options that Validate refuses together; a caller may explain them in
+// its own terms.
+var (
+	ErrDirectReplicas     = errors.New("a direct eviction sends to the destination only, so it cannot keep more than one replica")
+	ErrRedundancyConflict = errors.New("erasure coding spreads stripes over several targets: not with a direct eviction or replicas")
+)
+
 // Validate reports the first thing wrong with c.
 func (c Config) Validate() error {
 	switch {
@@ -139,7 +146,7 @@ func (c Config) Validate() error {
 	case c.Replicas < 1:
 		return fmt.Errorf("replicas %d: want at least 1", c.Replicas)
 	case c.Direct && c.Replicas > 1:
-		return errors.New("--direct sends to the destination only, so it cannot keep more than one replica")
+		return ErrDirectReplicas
 	case !c.Direct && c.Replicas > 1+len(c.Via):
 		return fmt.Errorf("replicas %d needs at least %d intermediates, have %d", c.Replicas, c.Replicas-1, len(c.Via))
 	case c.SpanBytes <= 0 || c.BatchBytes <= 0 || c.BatchBytes > wire.MaxFrameSize/2:
@@ -157,7 +164,7 @@ func (c Config) Validate() error {
 		case err != nil:
 			return err
 		case c.Direct || c.Replicas > 1:
-			return fmt.Errorf("redundancy %s spreads stripes over several targets: not with --direct or --replicas", c.Redundancy)
+			return fmt.Errorf("redundancy %s: %w", c.Redundancy, ErrRedundancyConflict)
 		case targets < c.Redundancy.Data+c.Redundancy.Parity:
 			return fmt.Errorf("redundancy %s needs %d targets (the destination and %d intermediates), have %d",
 				c.Redundancy, c.Redundancy.Data+c.Redundancy.Parity, c.Redundancy.Data+c.Redundancy.Parity-1, targets)

@@ -600,6 +600,17 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	// The conflicts a caller may explain in its own terms are typed.
+	c := testConfig("d", "r")
+	c.Direct, c.Replicas = true, 2
+	if err := c.Validate(); !errors.Is(err, ErrDirectReplicas) {
+		t.Errorf("direct with 2 replicas: %v, want ErrDirectReplicas", err)
+	}
+	c = testConfig("d", "r1", "r2")
+	c.Replicas, c.Redundancy = 2, Redundancy{2, 1}
+	if err := c.Validate(); !errors.Is(err, ErrRedundancyConflict) {
+		t.Errorf("redundancy with 2 replicas: %v, want ErrRedundancyConflict", err)
+	}
 }
 
 // With the endgame, idle relays take spare copies of what a destination

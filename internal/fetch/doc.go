@@ -11,7 +11,7 @@
 // A chunk a holder does not have, or serves with the wrong bytes, goes back
 // to the queue for another holder; it fails only when every holder has
 // been tried. This package does not import libp2p: node.GetStream
-// satisfies Getter and the daemon adapts the peer type.
+// satisfies Getter and cluster.Net adapts the peer type.
 //
 // That is `sgctl get` (get.go). The Gatherer (gather*.go) is the post-copy
 // fetcher of an incoming migration: demand reads first, prefetch around

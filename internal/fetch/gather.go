@@ -29,7 +29,7 @@ type Demander interface {
 	Abort()
 }
 
-// GatherNet is what a gather needs from the network (the daemon adapts
+// GatherNet is what a gather needs from the network (cluster.Net adapts
 // node.Node to it).
 type GatherNet interface {
 	Network

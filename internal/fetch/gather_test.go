@@ -543,7 +543,7 @@ func TestRecordedWorkingSetPrefetchedFirst(t *testing.T) {
 }
 
 // Two gathers on one node that complete at once each ask the other, as
-// they release their holders, whether it still needs a chunk (node.Roles
+// they release their holders, whether it still needs a chunk (cluster.Roles
 // does so under one lock over its gathers): neither may hold its own
 // lock while it asks, or each waits for the other's (they did).
 func TestTwoGathersReleasingAtOnce(t *testing.T) {

@@ -577,7 +577,7 @@ func (s *Incomings) OpenFromManifest(root chunk.ID, m *Resolved, secret seal.Sec
 		return nil, fmt.Errorf("gather %s: %d holders (1..%d)", root, len(holders), wire.MaxHolders)
 	}
 	if m.Sealed && m.Plains == nil {
-		return nil, fmt.Errorf("gather %s: the VM was evicted with --encrypt: give the manifest's secret (--secret; evict --json prints it): %w", root, manifest.ErrWrongSecret)
+		return nil, fmt.Errorf("gather %s: the VM was evicted encrypted: its manifest's secret is needed: %w", root, manifest.ErrWrongSecret)
 	}
 	if err := m.CheckNames(); err != nil {
 		return nil, fmt.Errorf("gather %s: %w", root, err)

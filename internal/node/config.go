@@ -67,10 +67,10 @@ type Config struct {
 	// MaxIncomingPositions caps the chunk positions of one migration
 	// opened to this node, MaxIncomingPerPeer the migrations one source
 	// may have open here at once, and MaxIncomingBytesPerPeer their total
-	// size (0: fetch.DefaultMaxPositions, DefaultPerSource and
-	// DefaultPerSourceBytes). An Open beyond them, or larger than the free
-	// disk where gathered VMs are written, is refused before anything is
-	// allocated for it.
+	// size (0: the defaults of the gathers' admission, internal/fetch).
+	// An Open beyond them, or larger than the free disk where gathered
+	// VMs are written, is refused before anything is allocated for it;
+	// the migration sink (internal/cluster) applies them.
 	MaxIncomingPositions    int64
 	MaxIncomingPerPeer      int
 	MaxIncomingBytesPerPeer int64

@@ -75,9 +75,8 @@ func (b *exemptBudget) prune(open func(from peer.ID, id wire.MigrationID) bool) 
 // whether it has a migration open from a peer.
 type MigrationExpecter interface {
 	// Expecting reports whether from has migration id open here, and
-	// what its chunks may cost the store: the Open's region bytes and a
-	// store and a hold entry per chunk position.
-	Expecting(from peer.ID, id wire.MigrationID) (bytes int64, ok bool)
+	// its Open's region bytes and chunk positions.
+	Expecting(from peer.ID, id wire.MigrationID) (bytes, positions int64, ok bool)
 }
 
 // expecter is the migration sink's MigrationExpecter, if it is one.
@@ -105,14 +104,22 @@ func (n *Node) exemptBudgets(from peer.ID, h *hold) []int64 {
 	budgets := make([]int64, len(h.ids))
 	open := false
 	for i, id := range h.ids {
-		if b, ok := e.Expecting(from, id); ok { // one that is not open here has no budget
-			budgets[i], open = b, true
+		if b, positions, ok := e.Expecting(from, id); ok { // one that is not open here has no budget
+			budgets[i], open = exemptBudgetFor(b, positions), true
 		}
 	}
 	if !open {
 		return nil
 	}
 	return budgets
+}
+
+// exemptBudgetFor is what a migration's chunks may cost the store: its
+// region bytes, and a store and a hold entry per chunk position. Each
+// region is at most 2^50 bytes and there are at most wire.MaxRegions:
+// the sum fits; the entries' cost is capped so it does too.
+func exemptBudgetFor(bytes, positions int64) int64 {
+	return bytes + min(positions, 1<<50)*2*chunkOverhead
 }
 
 // pruneExempt drops the exempt ledgers of migrations no longer open.
@@ -122,7 +129,7 @@ func (n *Node) pruneExempt() {
 		if e == nil {
 			return false
 		}
-		_, ok := e.Expecting(from, id)
+		_, _, ok := e.Expecting(from, id)
 		return ok
 	})
 }

@@ -111,11 +111,6 @@ func TestHostileReleaseKeepsChunksTheHoldDidNotBring(t *testing.T) {
 	}
 }
 
-func serveRoles(t *testing.T, n testNode) {
-	roles := n.ServeRoles(t.Context(), n.store, RolesConfig{Dir: t.TempDir()})
-	t.Cleanup(roles.Wait)
-}
-
 // openMigration opens migration o from src at dest (which serves roles)
 // and keeps its control stream open until the test ends.
 func openMigration(t *testing.T, src, dest testNode, o wire.Open) {

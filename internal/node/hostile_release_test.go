@@ -1,17 +1,12 @@
 package node
 
 import (
-	"bytes"
 	"crypto/rand"
-	"errors"
 	"testing"
 	"time"
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/chunkstore"
-	"github.com/sgrelay/sg/internal/eviction"
-	"github.com/sgrelay/sg/internal/fetch"
-	"github.com/sgrelay/sg/internal/manifest"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -86,7 +81,7 @@ func countHeld(st interface{ Has(chunk.ID) bool }, chunks []wire.Chunk) int {
 	return n
 }
 
-// hostileCluster is a source, a destination, a relay running Roles and an
+// hostileCluster is a source, a destination, a relay taking releases and an
 // uninvolved admitted peer.
 func hostileCluster(t *testing.T, tweakRelay func(*Config)) (src, dest, relay, outsider testNode) {
 	nodes := newTestNodes(t, 4, func(i int, c *Config) {
@@ -100,8 +95,7 @@ func hostileCluster(t *testing.T, tweakRelay func(*Config)) (src, dest, relay, o
 	}
 	connect(t, dest, src)
 	connect(t, outsider, src)
-	roles := relay.ServeRoles(t.Context(), relay.store, RolesConfig{Dir: t.TempDir()})
-	t.Cleanup(roles.Wait)
+	serveRoles(t, relay)
 	return src, dest, relay, outsider
 }
 
@@ -216,54 +210,6 @@ func TestHostileLeaseFreesAbandonedMigration(t *testing.T) {
 	}
 }
 
-// A demand read from a peer that is not the migration's destination is
-// refused; the destination's is served.
-func TestHostileDemandFromNonDestinationRefused(t *testing.T) {
-	nodes := newTestNodes(t, 3, nil)
-	src, dest, outsider := nodes[0], nodes[1], nodes[2]
-	connect(t, dest, src)
-	connect(t, outsider, src)
-	roles := src.ServeRoles(t.Context(), src.store, RolesConfig{Dir: t.TempDir()})
-	t.Cleanup(roles.Wait)
-
-	memory := make([]byte, 64<<10)
-	rand.Read(memory)
-	vm := eviction.VM{Name: "guest", Regions: []eviction.Region{{Name: "ram", Kind: manifest.KindMemory, Size: int64(len(memory)), ChunkSize: 4096, Data: bytes.NewReader(memory)}}}
-	e, err := eviction.New(src.Cluster(), []eviction.VM{vm}, eviction.DefaultConfig(dest.ID().String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := roles.Evicting(e)
-	defer stop()
-	d := wire.DemandReq{ID: e.MigrationIDs()[0], Region: 0, Index: 3}
-
-	read := func(who testNode) (wire.Status, []byte) {
-		s, err := who.Host().NewStream(t.Context(), src.ID(), ProtoMigrate)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		if _, err := s.Write(wire.AppendDemand(nil, d)); err != nil {
-			t.Fatal(err)
-		}
-		p, err := wire.NewReader(s, 0).Expect(wire.TypeDemandAck)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, data, err := wire.DecodeDemandAck(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st, data
-	}
-	if st, data := read(outsider); st != wire.StatusRefused || len(data) != 0 {
-		t.Fatalf("an outsider's demand read: %v with %d bytes, want refused", st, len(data))
-	}
-	if st, data := read(dest); st != wire.StatusOK || !bytes.Equal(data, memory[3*4096:4*4096]) {
-		t.Fatalf("the destination's demand read: %v with %d bytes", st, len(data))
-	}
-}
-
 // A put's copies are kept whatever migration is released, even one
 // naming the put's ID, and whoever asks; only their pusher removes them.
 // A put made with an expiry goes at its expiry.
@@ -361,8 +307,7 @@ func TestDestinationTakesItsMigrationBeyondTheQuota(t *testing.T) {
 	nodes := newTestNodesWithStore(t, 2, chunkstore.Config{MemoryBudget: budget}, nil)
 	src, dest := nodes[0], nodes[1]
 	connect(t, src, dest)
-	roles := dest.ServeRoles(t.Context(), dest.store, RolesConfig{Dir: t.TempDir()})
-	t.Cleanup(roles.Wait)
+	serveRoles(t, dest)
 	mig := randomMigrationID()
 	s, err := src.Host().NewStream(t.Context(), dest.ID(), ProtoMigrate)
 	if err != nil {
@@ -382,47 +327,5 @@ func TestDestinationTakesItsMigrationBeyondTheQuota(t *testing.T) {
 	pushAllFor(t, src, dest, migrationHold(dest, mig), chunks)
 	if n := countHeld(dest.store, chunks); n != 48 {
 		t.Fatalf("the destination holds %d of its migration's 48 chunks", n)
-	}
-}
-
-// A source that dies mid-scatter leaves its chunks on the relays it named;
-// the destination, the one peer that may free them, releases them when it
-// gives the migration up, long before their lease would end. What the
-// relay holds for another migration stays.
-func TestAbandonedMigrationReleasedAtItsHolders(t *testing.T) {
-	src, dest, relay, _ := hostileCluster(t, nil) // a 24 h lease
-	gatherEnded := make(chan error, 1)
-	roles := dest.ServeRoles(t.Context(), dest.store, RolesConfig{Dir: t.TempDir(),
-		OnGatherDone: func(_ *fetch.Incoming, _ *fetch.Gatherer, _ fetch.Report, err error) { gatherEnded <- err }})
-	t.Cleanup(roles.Wait)
-
-	o := wire.Open{ID: randomMigrationID(), VM: "web1",
-		Regions: []wire.RegionInfo{{Name: "mem", Size: 64 * 4096, ChunkSize: 4096}}}
-	other := randomMigrationID()
-	mine, theirs := randomChunks(32, 4096), randomChunks(16, 4096)
-	pushAllFor(t, src, relay, migrationHold(dest, o.ID), mine)
-	pushAllFor(t, src, relay, migrationHold(dest, other), theirs)
-
-	var ps []wire.Placement
-	for i, c := range mine {
-		ps = append(ps, wire.Placement{Region: 0, Index: uint64(i), ID: c.ID, Holders: 1})
-	}
-	s, _ := controlStream(t, src, dest, wire.AppendOpen(nil, o),
-		wire.AppendHolders(nil, []wire.Holder{{Index: 0, Peer: relay.ID().String()}}),
-		wire.AppendPlacements(nil, ps, false))
-	s.Reset() // the source dies before it hands over the manifest
-	select {
-	case err := <-gatherEnded:
-		if !errors.Is(err, fetch.ErrAbandoned) {
-			t.Fatalf("gather ended with %v, want ErrAbandoned", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the abandoned gather never ended")
-	}
-	if n := countHeld(relay.store, mine); n != 0 {
-		t.Fatalf("the relay keeps %d of the abandoned migration's 32 chunks", n)
-	}
-	if n := countHeld(relay.store, theirs); n != 16 {
-		t.Fatalf("the relay keeps %d of another migration's 16 chunks", n)
 	}
 }

@@ -5,7 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // metrics are one node's counters, registered on the node's own registry
 // (many simnet nodes share a process). No peer or chunk IDs as labels.
 type metrics struct {
-	reg            prometheus.Registerer  // for collectors registered later (Roles)
+	reg            prometheus.Registerer  // for collectors of the layers above (Registry)
 	pushChunks     *prometheus.CounterVec // by result status
 	pushBytes      prometheus.Counter
 	servedChunks   *prometheus.CounterVec // get, by priority
@@ -67,20 +67,4 @@ func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
 	reg.MustRegister(m.pushChunks, m.pushBytes, m.servedChunks, m.servedBytes, m.fetchedBytes,
 		m.badChunks, m.quotaRefused, m.banned, m.throttled, m.refused, m.protoErrors, m.releasedChunks, m.peers)
 	return m
-}
-
-// migrationsCollector reports a node's migrations at scrape time, by role
-// and state (a fixed, small label set: never a migration ID).
-type migrationsCollector struct{ r *Roles }
-
-var migrationsDesc = prometheus.NewDesc("sg_node_open_migrations",
-	"Migrations not yet retired here, by role (source, destination) and state.", []string{"role", "state"}, nil)
-
-func (c migrationsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- migrationsDesc }
-
-func (c migrationsCollector) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(migrationsDesc, prometheus.GaugeValue, float64(c.r.Scattering()), "source", "scattering")
-	for state, n := range c.r.GatherCounts() {
-		ch <- prometheus.MustNewConstMetric(migrationsDesc, prometheus.GaugeValue, float64(n), "destination", state)
-	}
 }

@@ -13,8 +13,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/sgrelay/sg/internal/chunk"
-	"github.com/sgrelay/sg/internal/eviction"
-	"github.com/sgrelay/sg/internal/fetch"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -28,6 +26,10 @@ type MigrationSink interface {
 	OpenMigration(from peer.ID, o wire.Open) error
 	AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error
 	AddPlacements(from peer.ID, id wire.MigrationID, ps []wire.Placement) error
+	// FinishMigration takes the manifest root. With build, the sink is
+	// to build the manifest from the placements; an error wrapping
+	// ErrManifestNeeded asks the source to send it instead (the session
+	// goes on).
 	FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID, build bool) error
 	// AbandonMigration: the source's control stream ended before it
 	// handed over the manifest (the eviction failed, or the source died).
@@ -103,8 +105,13 @@ func (n *Node) RemovePut(from peer.ID, id wire.MigrationID) (int, error) {
 }
 
 // Renew tells holder p that this node still gathers migration id, so p
-// keeps its chunks for another lease.
+// keeps its chunks for another lease. Renewing at n itself (a
+// destination holds chunks too) extends its own holds directly.
 func (n *Node) Renew(ctx context.Context, p peer.ID, id wire.MigrationID) error {
+	if p == n.ID() {
+		n.holds.renew(p, id)
+		return nil
+	}
 	return n.callAck(ctx, p, func(b []byte) []byte { return wire.AppendRenew(b, id) })
 }
 
@@ -277,7 +284,7 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 				res.wait() // everything placed before Done is placed
 				err = sink.FinishMigration(from, o.ID, root, build)
 			}
-			if errors.Is(err, fetch.ErrManifestNeeded) {
+			if errors.Is(err, ErrManifestNeeded) {
 				// Not a failure: the source sends the manifest and
 				// says Done again.
 				_ = s.SetWriteDeadline(time.Now().Add(n.cfg.RequestTimeout))
@@ -295,6 +302,11 @@ func (n *Node) serveControl(s network.Stream, r *wire.Reader, from peer.ID, sink
 		}
 	}
 }
+
+// ErrManifestNeeded is the destination's answer to a Done that asked it
+// to build the manifest from the placements and could not: the source
+// sends the manifest and says Done again.
+var ErrManifestNeeded = errors.New("the destination needs the manifest")
 
 // errOpenRefused marks an Open this node refused (and said why).
 var errOpenRefused = errors.New("open refused")
@@ -486,13 +498,13 @@ func (ms *MigrationSession) Cancel(ctx context.Context, reason string) error {
 
 // Done hands over the manifest root and waits until the destination has
 // accepted it and everything sent before. With build, the destination is
-// to build the manifest from the placements; eviction.ErrManifestNeeded
-// if it could not (the session goes on: send the manifest, Done again).
+// to build the manifest from the placements; ErrManifestNeeded if it
+// could not (the session goes on: send the manifest, Done again).
 func (ms *MigrationSession) Done(ctx context.Context, root chunk.ID, build bool) error {
 	err := ms.ask(ctx, func(b []byte) []byte { return wire.AppendDone(b, root, build) })
 	var re *wire.RemoteError
 	if build && errors.As(err, &re) && re.Code == wire.StatusMissing {
-		return eviction.ErrManifestNeeded // not a failure: the session goes on
+		return ErrManifestNeeded // not a failure: the session goes on
 	}
 	return ms.settle(ctx, err)
 }

@@ -136,7 +136,7 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 		n.gater.allowed[p] = true
 	}
 	if cfg.AllowAny {
-		n.log.Warn("--allow-any is set: ANY peer that can reach this node may connect, push and fetch chunks. Use only in a lab.")
+		n.log.Warn("every peer is admitted: ANY peer that can reach this node may connect, push and fetch chunks. Use only in a lab.")
 	}
 
 	rm, err := newResourceManager()

@@ -345,8 +345,6 @@ func TestPushQuotaPerPeer(t *testing.T) {
 	a, relay, c := nodes[0], nodes[1], nodes[2]
 	connect(t, a, relay)
 	connect(t, c, relay)
-	roles := relay.ServeRoles(t.Context(), relay.store, RolesConfig{Dir: t.TempDir()})
-	t.Cleanup(roles.Wait)
 
 	mig := wire.Hold{Kind: wire.HoldMigration, IDs: []wire.MigrationID{{7}}, Dest: c.ID().String()}
 	fromA := randomChunks(12, 4096)
@@ -374,11 +372,7 @@ func TestPushQuotaPerPeer(t *testing.T) {
 	}
 	// The migration's destination releasing a's chunks gives a its share
 	// back (all but the one c keeps too).
-	ids := make([]chunk.ID, 8)
-	for i := range ids {
-		ids[i] = fromA[i].ID
-	}
-	if freed, err := roles.Release(c.ID(), wire.Release{ID: mig.IDs[0], Chunks: ids}); err != nil || freed != 7 {
+	if freed, err := relay.ReleaseHeld(c.ID(), mig.IDs[0], true); err != nil || freed != 7 {
 		t.Fatalf("release freed %d, %v; want 7", freed, err)
 	}
 	for i, s := range pushOnce(t, a, relay, fromA[8:]) {

@@ -24,6 +24,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/sgrelay/sg/internal/chunkstore"
+	"github.com/sgrelay/sg/internal/cluster"
 	"github.com/sgrelay/sg/internal/fetch"
 	"github.com/sgrelay/sg/internal/node"
 )
@@ -51,7 +52,7 @@ type simNode struct {
 	addr  *net.UDPAddr
 	node  *node.Node
 	store *chunkstore.Store
-	roles *node.Roles
+	roles *cluster.Roles
 	conn  *linkConn
 
 	cancel context.CancelFunc // stops Run and the gathers
@@ -106,7 +107,7 @@ func Start(t *Topology, dir string) (_ *Cluster, err error) {
 	for _, sn := range c.nodes {
 		ctx, cancel := context.WithCancel(context.Background())
 		sn.cancel, sn.done = cancel, make(chan struct{})
-		sn.roles = sn.node.ServeRoles(ctx, sn.store, node.RolesConfig{
+		sn.roles = cluster.Serve(ctx, sn.node, sn.store, cluster.Config{
 			Log: c.log.With("node", sn.spec.Name),
 			Dir: filepath.Join(dir, sn.spec.Name),
 			Gather: func(g *fetch.GatherConfig) {

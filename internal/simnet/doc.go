@@ -2,7 +2,7 @@
 // links, in virtual time.
 //
 // Each node is the real thing: node.Node (libp2p over quic-go), a
-// chunkstore, the eviction pipeline and the gatherer, wired by node.Roles as
+// chunkstore, the eviction pipeline and the gatherer, wired by cluster.Roles as
 // the daemon wires them. Only the packets are simulated: every node's UDP
 // socket is a github.com/marcopolo/simnet endpoint with its own uplink and
 // downlink bandwidth and queue, per-pair one-way latency, optional loss, and

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/cluster"
 	"github.com/sgrelay/sg/internal/fetch"
 	"github.com/sgrelay/sg/internal/seal"
 )
@@ -27,11 +28,11 @@ func (c *Cluster) GatherManifest(ctx context.Context, at string, root chunk.ID, 
 			return nil, fmt.Errorf("no node named %q", name)
 		}
 		p := c.nodes[j].node.ID().String()
-		rtt, _ := sn.node.Cluster().RTT(p)
+		rtt, _ := cluster.NewNet(sn.node).RTT(p)
 		holders = append(holders, fetch.Holder{Peer: p, RTT: rtt})
 		peers = append(peers, p)
 	}
-	m, err := fetch.ResolveManifest(ctx, sn.node.Cluster(), holders, sn.store, root, seal.Secret{})
+	m, err := fetch.ResolveManifest(ctx, cluster.NewNet(sn.node), holders, sn.store, root, seal.Secret{})
 	if err != nil {
 		return nil, err
 	}

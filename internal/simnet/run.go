@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/internal/chunk"
+	"github.com/sgrelay/sg/internal/cluster"
 	"github.com/sgrelay/sg/internal/eviction"
 	"github.com/sgrelay/sg/internal/fetch"
 	"github.com/sgrelay/sg/internal/manifest"
@@ -116,7 +117,7 @@ func (c *Cluster) run() (*Result, error) {
 			}
 		}
 	}
-	e, err := eviction.New(src.node.Cluster(), vms, cfg)
+	e, err := eviction.New(cluster.NewNet(src.node), vms, cfg)
 	if err != nil {
 		return nil, err
 	}

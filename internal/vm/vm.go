@@ -105,6 +105,8 @@ var (
 	ErrNotFound = errors.New("no such VM")
 	ErrExists   = errors.New("VM already registered")
 	ErrBadImage = errors.New("bad VM image")
+	// ErrNoMemory is a VM given no memory image (one of ErrBadImage).
+	ErrNoMemory = fmt.Errorf("%w: at least one memory image is required", ErrBadImage)
 	ErrBadName  = names.ErrBadVM
 )
 
@@ -138,7 +140,7 @@ func NewFilesSpec(name string, mem, disks []string, state string) (Spec, error) 
 		return Spec{}, err
 	}
 	if len(mem) == 0 {
-		return Spec{}, fmt.Errorf("VM %s: %w: at least one memory image (--mem) is required", name, ErrBadImage)
+		return Spec{}, fmt.Errorf("VM %s: %w", name, ErrNoMemory)
 	}
 	s := Spec{Name: name}
 	add := func(rname string, kind manifest.Kind, path string) error {

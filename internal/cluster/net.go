@@ -1,7 +1,8 @@
-package node
+package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,18 +11,19 @@ import (
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/eviction"
 	"github.com/sgrelay/sg/internal/fetch"
+	"github.com/sgrelay/sg/internal/node"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
-// Cluster adapts a Node to the transport-free interfaces of eviction and
+// Net adapts a node to the transport-free interfaces of eviction and
 // fetch (eviction.Cluster, eviction.Network, fetch.GatherNet), which name
 // peers by their string IDs.
-type Cluster struct{ n *Node }
+type Net struct{ n *node.Node }
 
-// Cluster returns n as eviction and fetch see it.
-func (n *Node) Cluster() Cluster { return Cluster{n} }
+// NewNet returns n as eviction and fetch see it.
+func NewNet(n *node.Node) Net { return Net{n} }
 
-func (a Cluster) OpenPush(ctx context.Context, p string, h wire.Hold) (eviction.Pusher, error) {
+func (a Net) OpenPush(ctx context.Context, p string, h wire.Hold) (eviction.Pusher, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: %w", p, err)
@@ -30,22 +32,17 @@ func (a Cluster) OpenPush(ctx context.Context, p string, h wire.Hold) (eviction.
 }
 
 // Renew tells holder p that the migration is still being gathered.
-// Renewing at ourselves extends our own holds directly.
-func (a Cluster) Renew(ctx context.Context, p string, id wire.MigrationID) error {
+func (a Net) Renew(ctx context.Context, p string, id wire.MigrationID) error {
 	pid, err := peer.Decode(p)
 	if err != nil {
 		return fmt.Errorf("peer %q: %w", p, err)
-	}
-	if pid == a.n.ID() {
-		a.n.holds.renew(pid, id)
-		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return a.n.Renew(ctx, pid, id)
 }
 
-func (a Cluster) OpenGet(ctx context.Context, p string, prio wire.Priority, window int) (fetch.Getter, error) {
+func (a Net) OpenGet(ctx context.Context, p string, prio wire.Priority, window int) (fetch.Getter, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: %w", p, err)
@@ -53,7 +50,7 @@ func (a Cluster) OpenGet(ctx context.Context, p string, prio wire.Priority, wind
 	return a.n.OpenGet(ctx, id, prio, window)
 }
 
-func (a Cluster) Have(ctx context.Context, p string, ids []chunk.ID) ([]bool, error) {
+func (a Net) Have(ctx context.Context, p string, ids []chunk.ID) ([]bool, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: %w", p, err)
@@ -62,7 +59,7 @@ func (a Cluster) Have(ctx context.Context, p string, ids []chunk.ID) ([]bool, er
 }
 
 // Capacity asks the peer now (it doubles as a liveness check).
-func (a Cluster) Capacity(ctx context.Context, p string) (eviction.Capacity, error) {
+func (a Net) Capacity(ctx context.Context, p string) (eviction.Capacity, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return eviction.Capacity{}, fmt.Errorf("peer %q: %w", p, err)
@@ -80,15 +77,31 @@ func (a Cluster) Capacity(ctx context.Context, p string) (eviction.Capacity, err
 	return c, nil
 }
 
-func (a Cluster) OpenMigration(ctx context.Context, dest string, o wire.Open) (eviction.Session, error) {
+func (a Net) OpenMigration(ctx context.Context, dest string, o wire.Open) (eviction.Session, error) {
 	id, err := peer.Decode(dest)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: %w", dest, err)
 	}
-	return a.n.OpenMigration(ctx, id, o)
+	ms, err := a.n.OpenMigration(ctx, id, o)
+	if err != nil {
+		return nil, err
+	}
+	return session{ms}, nil
 }
 
-func (a Cluster) OpenDemand(ctx context.Context, p string, window int) (fetch.Demander, error) {
+// session is a migration's control stream as eviction sees it: the
+// destination's request for the manifest is eviction's sentinel.
+type session struct{ *node.MigrationSession }
+
+func (s session) Done(ctx context.Context, root chunk.ID, build bool) error {
+	err := s.MigrationSession.Done(ctx, root, build)
+	if errors.Is(err, node.ErrManifestNeeded) {
+		return eviction.ErrManifestNeeded
+	}
+	return err
+}
+
+func (a Net) OpenDemand(ctx context.Context, p string, window int) (fetch.Demander, error) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return nil, fmt.Errorf("peer %q: %w", p, err)
@@ -96,7 +109,7 @@ func (a Cluster) OpenDemand(ctx context.Context, p string, window int) (fetch.De
 	return a.n.OpenDemand(ctx, id, window)
 }
 
-func (a Cluster) RTT(p string) (time.Duration, bool) {
+func (a Net) RTT(p string) (time.Duration, bool) {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return 0, false
@@ -104,7 +117,7 @@ func (a Cluster) RTT(p string) (time.Duration, bool) {
 	return a.n.RTT(id)
 }
 
-func (a Cluster) Zone(p string) string {
+func (a Net) Zone(p string) string {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return ""
@@ -115,7 +128,7 @@ func (a Cluster) Zone(p string) string {
 // Release tells a holder it may free a migration's chunks. Releasing to
 // ourselves (the destination holds chunks too) ends our holds without
 // deleting: the gathered chunks are left to GC, as the gather unpins them.
-func (a Cluster) Release(ctx context.Context, p string, r wire.Release) error {
+func (a Net) Release(ctx context.Context, p string, r wire.Release) error {
 	id, err := peer.Decode(p)
 	if err != nil {
 		return fmt.Errorf("peer %q: %w", p, err)
@@ -130,7 +143,7 @@ func (a Cluster) Release(ctx context.Context, p string, r wire.Release) error {
 }
 
 var (
-	_ eviction.Cluster = Cluster{}
-	_ eviction.Network = Cluster{}
-	_ fetch.GatherNet  = Cluster{}
+	_ eviction.Cluster = Net{}
+	_ eviction.Network = Net{}
+	_ fetch.GatherNet  = Net{}
 )

@@ -1,4 +1,4 @@
-package node
+package cluster
 
 import (
 	"errors"
@@ -7,18 +7,19 @@ import (
 	"syscall"
 
 	"github.com/sgrelay/sg/internal/fetch"
+	"github.com/sgrelay/sg/internal/node"
 )
 
 // admission is what migrations opened here may claim: the caps of the
 // node's config, and the free disk of dir, where their VMs are written.
-func (n *Node) admission(dir string) fetch.Admission {
+func admission(c node.Config, dir string) fetch.Admission {
 	a := fetch.Admission{
-		MaxPositions:   n.cfg.MaxIncomingPositions,
-		PerSource:      n.cfg.MaxIncomingPerPeer,
-		PerSourceBytes: n.cfg.MaxIncomingBytesPerPeer,
+		MaxPositions:   c.MaxIncomingPositions,
+		PerSource:      c.MaxIncomingPerPeer,
+		PerSourceBytes: c.MaxIncomingBytesPerPeer,
 		// What a destination's gathers hold in memory is bounded by the
 		// host's memory, however many sources open migrations here.
-		MaxOpenPositions: n.cfg.MaxOpenPositions,
+		MaxOpenPositions: c.MaxOpenPositions,
 	}
 	if a.MaxOpenPositions == 0 {
 		a.MaxOpenPositions = defaultOpenPositions()

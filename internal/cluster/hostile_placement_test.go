@@ -1,4 +1,4 @@
-package node
+package cluster
 
 import (
 	"strings"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/fetch"
+	"github.com/sgrelay/sg/internal/node"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -18,12 +19,12 @@ func TestHostileReplacementRefused(t *testing.T) {
 	nodes := newTestNodes(t, 2, nil)
 	src, dst := nodes[0], nodes[1]
 	connect(t, src, dst)
-	roles := dst.ServeRoles(t.Context(), dst.store, RolesConfig{Dir: t.TempDir(),
+	roles := Serve(t.Context(), dst.Node, dst.store, Config{Dir: t.TempDir(),
 		OnGatherDone: func(*fetch.Incoming, *fetch.Gatherer, fetch.Report, error) {}})
 	t.Cleanup(roles.Wait)
 
 	o := wire.Open{ID: migrationID(), VM: "web1", Regions: []wire.RegionInfo{{Name: "mem", Size: 4096, ChunkSize: 4096}}}
-	s, err := src.Host().NewStream(t.Context(), dst.ID(), ProtoMigrate)
+	s, err := src.Host().NewStream(t.Context(), dst.ID(), node.ProtoMigrate)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package node
+package cluster
 
 import (
 	"crypto/rand"
@@ -14,6 +14,7 @@ import (
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/fetch"
 	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/node"
 	"github.com/sgrelay/sg/internal/testenv"
 	"github.com/sgrelay/sg/internal/wire"
 )
@@ -39,7 +40,7 @@ func TestAbandonedMigrationsGiveEverythingBack(t *testing.T) {
 	dir := t.TempDir()
 	retired := make(chan wire.MigrationID, 8)
 	var roles *Roles
-	roles = dst.ServeRoles(t.Context(), dst.store, RolesConfig{Dir: dir,
+	roles = Serve(t.Context(), dst.Node, dst.store, Config{Dir: dir,
 		OnGatherDone: func(in *fetch.Incoming, g *fetch.Gatherer, _ fetch.Report, err error) {
 			if errors.Is(err, fetch.ErrAbandoned) {
 				roles.Retire(in.ID)
@@ -58,7 +59,7 @@ func TestAbandonedMigrationsGiveEverythingBack(t *testing.T) {
 		for r := range regions {
 			o.Regions = append(o.Regions, wire.RegionInfo{Name: fmt.Sprintf("r%d", r), Size: 1 << 20, ChunkSize: 4096})
 		}
-		s, err := src.Host().NewStream(t.Context(), dst.ID(), ProtoMigrate)
+		s, err := src.Host().NewStream(t.Context(), dst.ID(), node.ProtoMigrate)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +119,7 @@ func TestAbandonedMigrationsGiveEverythingBack(t *testing.T) {
 	if err := os.WriteFile(keep, []byte("gathered"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := src.Host().NewStream(t.Context(), dst.ID(), ProtoMigrate)
+	s, err := src.Host().NewStream(t.Context(), dst.ID(), node.ProtoMigrate)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +151,7 @@ func TestGatheredChunksLeaveTheStore(t *testing.T) {
 	src, dst := nodes[0], nodes[1]
 	connect(t, src, dst)
 	ended := make(chan error, 1)
-	roles := dst.ServeRoles(t.Context(), dst.store, RolesConfig{Dir: t.TempDir(),
+	roles := Serve(t.Context(), dst.Node, dst.store, Config{Dir: t.TempDir(),
 		OnGatherDone: func(_ *fetch.Incoming, _ *fetch.Gatherer, _ fetch.Report, err error) { ended <- err }})
 	t.Cleanup(roles.Wait)
 
@@ -238,7 +239,7 @@ func TestGatheredChunksWaitForOtherMigrations(t *testing.T) {
 	src, dst := nodes[0], nodes[1]
 	connect(t, src, dst)
 	ended := make(chan error, 2)
-	roles := dst.ServeRoles(t.Context(), dst.store, RolesConfig{Dir: t.TempDir(),
+	roles := Serve(t.Context(), dst.Node, dst.store, Config{Dir: t.TempDir(),
 		OnGatherDone: func(_ *fetch.Incoming, _ *fetch.Gatherer, _ fetch.Report, err error) { ended <- err }})
 	t.Cleanup(roles.Wait)
 	open := func(cs []wire.Chunk) (wire.Open, []wire.Placement, *wire.Reader, network.Stream) {

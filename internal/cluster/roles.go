@@ -1,4 +1,4 @@
-package node
+package cluster
 
 import (
 	"context"
@@ -15,11 +15,12 @@ import (
 	"github.com/sgrelay/sg/internal/chunkstore"
 	"github.com/sgrelay/sg/internal/eviction"
 	"github.com/sgrelay/sg/internal/fetch"
+	"github.com/sgrelay/sg/internal/node"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
-// RolesConfig configures a node's part in migrations.
-type RolesConfig struct {
+// Config configures a node's part in migrations.
+type Config struct {
 	// Dir holds gathered VMs, one directory each named by its migration
 	// ID (hex): names from peers never become paths.
 	Dir string
@@ -46,10 +47,10 @@ type RolesConfig struct {
 // it frees what finished migrations release. The daemon and simnet both
 // run nodes through it.
 type Roles struct {
-	n     *Node
+	n     *node.Node
 	store *chunkstore.Store
 	in    *fetch.Incomings
-	cfg   RolesConfig
+	cfg   Config
 	log   *slog.Logger
 	ctx   context.Context // gathers live under it
 	wg    sync.WaitGroup  // gather goroutines
@@ -68,16 +69,16 @@ type gatherEntry struct {
 	ended chan struct{} // closed once Run has returned
 }
 
-// ServeRoles installs Roles on n. Gathers run until ctx ends; call Wait
-// after cancelling it and before closing the store.
-func (n *Node) ServeRoles(ctx context.Context, store *chunkstore.Store, cfg RolesConfig) *Roles {
+// Serve installs Roles on n, whose store is store. Gathers run until ctx
+// ends; call Wait after cancelling it and before closing the store.
+func Serve(ctx context.Context, n *node.Node, store *chunkstore.Store, cfg Config) *Roles {
 	r := &Roles{n: n, store: store, in: fetch.NewIncomings(store), cfg: cfg, log: cfg.Log, ctx: ctx,
 		gathers: map[wire.MigrationID]*gatherEntry{}, evicting: map[wire.MigrationID]*eviction.Eviction{}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	r.in.SetAdmission(n.admission(cfg.Dir))
-	if err := n.m.reg.Register(migrationsCollector{r}); err != nil {
+	r.in.SetAdmission(admission(n.Config(), cfg.Dir))
+	if err := n.Registry().Register(migrationsCollector{r}); err != nil {
 		r.log.Warn("migration gauges not registered", "err", err)
 	}
 	n.SetMigrationSink(roleSink{r})
@@ -189,7 +190,7 @@ func (r *Roles) dropLocalCopies(self wire.MigrationID, ids []chunk.ID) (chunks i
 			continue
 		}
 		if size > 0 {
-			r.n.quota.forget(id)
+			r.n.Deleted(id)
 			bytes += int64(size)
 			chunks++
 		}
@@ -216,7 +217,7 @@ func (r *Roles) Evicting(e *eviction.Eviction) (stop func()) {
 	}
 }
 
-// ServeDemand implements DemandServer: a destination reads a chunk by
+// ServeDemand implements node.DemandServer: a destination reads a chunk by
 // position from a running eviction's snapshot. Only the migration's
 // destination is served: no other peer reads a guest's memory.
 func (r *Roles) ServeDemand(from peer.ID, d wire.DemandReq, dst []byte) ([]byte, wire.Status) {
@@ -236,7 +237,7 @@ func (r *Roles) ServeDemand(from peer.ID, d wire.DemandReq, dst []byte) ([]byte,
 	return out, wire.StatusOK
 }
 
-// Release implements ReleaseHandler: the holds naming the migration end
+// Release implements node.ReleaseHandler: the holds naming the migration end
 // if from is its destination, and the chunks no other migration or put
 // keeps are deleted. The chunks listed are not trusted: a release frees
 // only what the migration's own holds kept.
@@ -248,12 +249,12 @@ func (r *Roles) Release(from peer.ID, rel wire.Release) (int, error) {
 	return freed, err
 }
 
-// StartGather starts gathering in; adjust (after RolesConfig.Gather)
+// StartGather starts gathering in; adjust (after Config.Gather)
 // tunes this one gather, e.g. NoRelease for an existing manifest.
 func (r *Roles) StartGather(in *fetch.Incoming, adjust ...func(*fetch.GatherConfig)) (*fetch.Gatherer, error) {
 	dir := filepath.Join(r.cfg.Dir, in.ID.String())
 	cfg := fetch.DefaultGatherConfig(dir)
-	cfg.Zone, cfg.Log, cfg.Intake = r.n.cfg.Zone, r.log, r.n.ingest
+	cfg.Zone, cfg.Log, cfg.Intake = r.n.Config().Zone, r.log, r.n.Ingest()
 	cfg.StillNeeded = func(id chunk.ID) bool { return r.neededByOthers(in.ID, id) }
 	if r.cfg.Gather != nil {
 		r.cfg.Gather(&cfg)
@@ -266,7 +267,7 @@ func (r *Roles) StartGather(in *fetch.Incoming, adjust ...func(*fetch.GatherConf
 	if _, err := os.Stat(cfg.Dir); !cfg.Resume && err == nil {
 		return nil, fmt.Errorf("gather %s into %s: the directory exists (a migration with this ID was gathered here): %w", in.ID, cfg.Dir, fetch.ErrDuplicateMigration)
 	}
-	g, err := fetch.NewGatherer(in, r.n.Cluster(), r.store, cfg)
+	g, err := fetch.NewGatherer(in, NewNet(r.n), r.store, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -318,54 +319,4 @@ func (r *Roles) neededByOthers(self wire.MigrationID, id chunk.ID) bool {
 		}
 	}
 	return false
-}
-
-// roleSink is the destination side of /sg/migrate: a migration opened
-// here starts a gather at once, and its placements and manifest feed it.
-type roleSink struct{ r *Roles }
-
-func (s roleSink) OpenMigration(from peer.ID, o wire.Open) error {
-	in, err := s.r.in.Open(from.String(), o)
-	if err != nil {
-		return err
-	}
-	if _, err = s.r.StartGather(in); err != nil {
-		s.r.in.Remove(in.ID) // no gather: nothing would ever end it
-	}
-	return err
-}
-
-// Expecting implements MigrationExpecter: from opened migration id here.
-func (s roleSink) Expecting(from peer.ID, id wire.MigrationID) (int64, bool) {
-	in, err := s.r.in.Get(id)
-	if err != nil || in.Source != from.String() {
-		return 0, false
-	}
-	// Each region is at most 2^50 bytes and there are at most
-	// wire.MaxRegions: the sums fit; the entries' cost is capped so it does too.
-	var b, positions int64
-	for _, r := range in.Regions {
-		b += int64(r.Size)
-		positions += int64((r.Size + uint64(r.ChunkSize) - 1) / uint64(r.ChunkSize))
-	}
-	return b + min(positions, 1<<50)*2*chunkOverhead, true
-}
-
-func (s roleSink) AddHolders(from peer.ID, id wire.MigrationID, hs []wire.Holder) error {
-	return s.r.in.AddHolders(from.String(), id, hs)
-}
-func (s roleSink) AddPlacements(from peer.ID, id wire.MigrationID, ps []wire.Placement) error {
-	return s.r.in.AddPlacements(from.String(), id, ps)
-}
-func (s roleSink) FinishMigration(from peer.ID, id wire.MigrationID, root chunk.ID, build bool) error {
-	return s.r.in.Finish(from.String(), id, root, build)
-}
-func (s roleSink) AbandonMigration(from peer.ID, id wire.MigrationID, reason error) {
-	s.r.in.Abandon(from.String(), id, reason)
-	if s.r.cfg.OnAbandon == nil {
-		return
-	}
-	if g := s.r.Gatherer(id); g != nil {
-		s.r.cfg.OnAbandon(g.Incoming(), g)
-	}
 }
