@@ -223,26 +223,13 @@ func (d *Daemon) serveGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, err)
 		return
 	}
-	// Write beside the output and rename on success: a failed get leaves
-	// nothing that looks complete.
-	tmp, err := os.CreateTemp(filepath.Dir(req.Output), "."+filepath.Base(req.Output)+".partial-*")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
 	d.log.Info("get started", "cid", req.CID, "output", req.Output, "holders", len(holders))
 	ev := newEventStream(w)
-	res, err := fetch.Get(r.Context(), d.node.Cluster(), holders, d.store, root, tmp, fetch.DefaultConfig(), func(p fetch.Progress) {
+	// Written beside the output and renamed on success: a failed get
+	// leaves nothing that looks complete.
+	res, err := fetch.Get(r.Context(), d.node.Cluster(), holders, d.store, root, req.Output, fetch.DefaultConfig(), func(p fetch.Progress) {
 		ev.send(api.Event{Progress: &api.Progress{Done: p.BytesDone, Total: p.Total, Stage: "fetch"}}, false)
 	})
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), req.Output)
-	}
 	if err != nil {
 		d.ops.WithLabelValues("get", "error").Inc()
 		d.log.Warn("get failed", "cid", req.CID, "err", err)

@@ -139,7 +139,7 @@ func (c Config) Validate() error {
 	case c.Replicas < 1:
 		return fmt.Errorf("replicas %d: want at least 1", c.Replicas)
 	case c.Direct && c.Replicas > 1:
-		return errors.New("--direct sends to the destination only, so it cannot keep more than one replica")
+		return errors.New("a direct eviction sends to the destination only, so it cannot keep more than one replica")
 	case !c.Direct && c.Replicas > 1+len(c.Via):
 		return fmt.Errorf("replicas %d needs at least %d intermediates, have %d", c.Replicas, c.Replicas-1, len(c.Via))
 	case c.SpanBytes <= 0 || c.BatchBytes <= 0 || c.BatchBytes > wire.MaxFrameSize/2:
@@ -157,7 +157,7 @@ func (c Config) Validate() error {
 		case err != nil:
 			return err
 		case c.Direct || c.Replicas > 1:
-			return fmt.Errorf("redundancy %s spreads stripes over several targets: not with --direct or --replicas", c.Redundancy)
+			return fmt.Errorf("redundancy %s spreads stripes over several targets: not with a direct eviction or replicas", c.Redundancy)
 		case targets < c.Redundancy.Data+c.Redundancy.Parity:
 			return fmt.Errorf("redundancy %s needs %d targets (the destination and %d intermediates), have %d",
 				c.Redundancy, c.Redundancy.Data+c.Redundancy.Parity, c.Redundancy.Data+c.Redundancy.Parity-1, targets)
