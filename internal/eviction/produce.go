@@ -151,6 +151,10 @@ func (p *producer) run(ctx context.Context, sk sink) error {
 func (p *producer) readAll(ctx context.Context, out chan<- *span) error {
 	for vi, im := range p.images {
 		for ri, r := range im.regions {
+			where := im.name + " " + r.Name
+			if im.name == r.Name { // a put's file
+				where = r.Name
+			}
 			per := max(1, p.spanBytes/r.ChunkSize) * r.ChunkSize
 			for off := int64(0); off < r.Size; off += int64(per) {
 				s := p.pool.Get().(*span)
@@ -162,10 +166,10 @@ func (p *producer) readAll(ctx context.Context, out chan<- *span) error {
 					if got < n && (err == nil || errors.Is(err, io.EOF)) {
 						// The pooled buffer's tail would be stale bytes:
 						// never hash and send them.
-						return fmt.Errorf("%s %s: %w: %d bytes at %d, it ends after %d (truncated while it was read?)",
-							im.name, r.Name, p.changed, n, off, off+int64(got))
+						return fmt.Errorf("%s: %w: %d bytes at %d, it ends after %d (truncated while it was read?)",
+							where, p.changed, n, off, off+int64(got))
 					}
-					return fmt.Errorf("read %s %s at %d: %w", im.name, r.Name, off, err)
+					return fmt.Errorf("read %s at %d: %w", where, off, err)
 				}
 				p.read.Add(int64(n))
 				select {

@@ -114,9 +114,9 @@ const putSpanChunks = 16
 // Put reads size bytes from r through the producer (hashed in parallel,
 // zeros and duplicates dropped) and pushes every distinct non-zero chunk,
 // then the manifest, to every target. It returns once all of them
-// acknowledged everything; on failure no manifest was sent, so no CID
-// names what was. progress may be nil; it is called from one goroutine at
-// a time.
+// acknowledged everything. An input that fails to read (or shrinks)
+// fails the put before any manifest is sent, so no CID names what was.
+// progress may be nil; it is called from one goroutine at a time.
 func Put(ctx context.Context, net Network, targets []string, r io.ReaderAt, size int64, cfg PutConfig, progress func(PutProgress)) (*PutResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("put: %w", err)
