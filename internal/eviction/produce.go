@@ -107,13 +107,19 @@ func newProducer(images []*image, spanBytes, hashers int, sealed bool, changed e
 // run produces everything into sk and returns once sk has flushed, or
 // on the first error.
 func (p *producer) run(ctx context.Context, sk sink) error {
-	g, ctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	ctx, stop := context.WithCancelCause(gctx)
+	defer stop(nil)
 	toHash := make(chan *span, 2*p.hashers)
 	toFilter := make(chan *span, 2*p.hashers)
 
 	g.Go(func() error {
-		defer close(toHash)
-		return p.readAll(ctx, toHash)
+		err := p.readAll(ctx, toHash)
+		if err != nil {
+			stop(err) // before the close: the filter must not flush a short input
+		}
+		close(toHash)
+		return err
 	})
 	var hw sync.WaitGroup
 	for range p.hashers {
@@ -140,7 +146,7 @@ func (p *producer) run(ctx context.Context, sk sink) error {
 			p.pool.Put(s)
 		}
 		if err := ctx.Err(); err != nil {
-			return err // the channel closed because a stage failed
+			return err // the channel closed because the reader failed
 		}
 		return sk.flush(ctx)
 	})
