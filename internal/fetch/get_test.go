@@ -264,3 +264,29 @@ func TestGetLeavesOnlyItsOutput(t *testing.T) {
 		t.Fatalf("after a failed get the directory holds %d entries, want the first output only", len(ents))
 	}
 }
+
+// A sealed put cannot be got without its secret: Get says so before it
+// writes anything.
+func TestGetRefusesSealedPut(t *testing.T) {
+	net := newFakeNet("a")
+	path, data := testFile(t)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cfg := eviction.DefaultPutConfig()
+	cfg.Seal = true
+	pr, err := eviction.Put(t.Context(), net, []string{"a"}, f, int64(len(data)), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	_, err = fetch.Get(t.Context(), net, []fetch.Holder{{Peer: "a"}}, chunkstore.NewMemory(0), pr.Root, filepath.Join(dir, "out"), fetch.DefaultConfig(), nil)
+	if !errors.Is(err, fetch.ErrSealed) {
+		t.Fatalf("err = %v, want ErrSealed", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("a refused get left %d entries", len(ents))
+	}
+}
