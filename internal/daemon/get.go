@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 
 	"github.com/sgrelay/sg/api"
@@ -24,9 +23,8 @@ func (d *Daemon) serveGet(w http.ResponseWriter, r *http.Request) {
 }
 
 // get fetches the file whose manifest root is req.CID from the connected
-// peers that hold it and writes it to req.Output. It writes beside the
-// output and renames on success: a failed get leaves nothing that looks
-// complete.
+// peers that hold it into req.Output (fetch.Get writes beside it and
+// renames on success: a failed get leaves nothing that looks complete).
 func (d *Daemon) get(ctx context.Context, req api.GetRequest, progress func(fetch.Progress)) (*api.GetResult, error) {
 	root, err := parseCID(req.CID)
 	if err != nil {
@@ -39,20 +37,8 @@ func (d *Daemon) get(ctx context.Context, req api.GetRequest, progress func(fetc
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(req.Output), "."+filepath.Base(req.Output)+".partial-*")
-	if err != nil {
-		return nil, invalid("output", err)
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
 	d.log.Info("get started", "cid", req.CID, "output", req.Output, "holders", len(holders))
-	res, err := fetch.Get(ctx, d.net, holders, d.store, root, tmp, fetch.DefaultConfig(), progress)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), req.Output)
-	}
+	res, err := fetch.Get(ctx, d.net, holders, d.store, root, req.Output, fetch.DefaultConfig(), progress)
 	if err != nil {
 		d.ops.WithLabelValues("get", "error").Inc()
 		d.log.Warn("get failed", "cid", req.CID, "err", err)

@@ -259,6 +259,7 @@ type vmState struct {
 	ids     [][]chunk.ID // per region, per chunk: the manifest entries
 	plains  [][]chunk.ID // sealed evictions: the plain IDs at the same positions
 	stripes []manifest.Stripe
+	img     *image // what the producer reads and fills: ids and plains are its
 	res     VMResult
 	session Session
 
@@ -293,13 +294,10 @@ func New(cl Cluster, vms []VM, cfg Config) (*Eviction, error) {
 			if r.ChunkSize <= 0 || r.ChunkSize > wire.MaxChunkSize || r.Size <= 0 {
 				return nil, fmt.Errorf("evict %s: region %s: size %d, chunk size %d", v.Name, r.Name, r.Size, r.ChunkSize)
 			}
-			mr := manifest.Region{Size: r.Size, ChunkSize: r.ChunkSize}
-			st.ids = append(st.ids, make([]chunk.ID, mr.Chunks()))
-			if cfg.Seal {
-				st.plains = append(st.plains, make([]chunk.ID, mr.Chunks()))
-			}
 			st.res.Bytes += r.Size
 		}
+		st.img = newImage(v.Name, v.Regions, cfg.Seal)
+		st.ids, st.plains = st.img.ids, st.img.plains
 		e.vms = append(e.vms, st)
 	}
 	return e, nil
@@ -405,7 +403,12 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 	for _, v := range e.vms {
 		total += v.res.Bytes
 	}
-	pr := newProducer(e, sc)
+	images := make([]*image, len(e.vms))
+	for i := range e.vms {
+		images[i] = e.vms[i].img
+	}
+	pr := newProducer(images, e.cfg.SpanBytes, e.cfg.Hashers, e.cfg.Seal, ErrImageChanged)
+	seq := newSequencer(e, sc)
 	g, gctx := errgroup.WithContext(ctx)
 	opened := make(chan struct{})
 	g.Go(func() error {
@@ -422,11 +425,16 @@ func (e *Eviction) Run(ctx context.Context, progress func(Progress)) (*Result, e
 		return err
 	})
 	g.Go(func() error {
-		err := pr.run(gctx)
+		err := seq.run(gctx, pr)
 		e.log.Debug("every chunk read and queued", "elapsed", time.Since(start))
 		sc.producerDone(err)
 		if err != nil {
 			return err
+		}
+		for i := range e.vms {
+			v := &e.vms[i]
+			v.res.Chunks, v.res.ZeroChunks = v.img.chunks, v.img.zeroChunks
+			v.res.DupWithin, v.res.DupAcross = v.img.dupWithin, v.img.dupAcross
 		}
 		pl.hurry()
 		// Every position's chunk is known: the manifests travel beside

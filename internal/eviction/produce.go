@@ -15,31 +15,53 @@ import (
 	"github.com/sgrelay/sg/internal/seal"
 )
 
-// pos is one chunk position: VM, region, chunk index.
+// pos is one chunk position: image (VM), region, chunk index.
 type pos struct {
 	vm, region uint16
 	index      uint64
 }
 
-// chunkState is what the eviction knows of one distinct non-zero chunk.
-// Guarded by ledger.mu.
-type chunkState struct {
-	id        chunk.ID
-	size      int
-	first     pos    // where to read it again (repair after a lost relay)
-	waiting   []pos  // positions not yet reported to the destination
-	holders   uint32 // targets that acknowledged it (bit = target index)
-	pushing   uint32 // targets pushing it now (erasure-coded evictions only)
-	satisfied bool   // has had its holders at least once
-	need      uint8  // holders it needs; 0: Config.Replicas
-	parity    bool   // a parity chunk: no position, coded from its stripe
-	stripe    *stripe
+// image is one input of the producer: a VM's regions, or a put's file.
+// The producer fills its IDs and counts; read them once it has returned.
+type image struct {
+	name    string
+	regions []Region
+	ids     [][]chunk.ID // per region, per position: the manifest entries
+	plains  [][]chunk.ID // sealed: the plain IDs at the same positions
+
+	chunks, zeroChunks int64
+	dupWithin          int64 // equal to an earlier chunk of the same image
+	dupAcross          int64 // first seen in another image
 }
 
-// ledger is the dedup view shared by every VM of an eviction.
-type ledger struct {
-	mu     sync.Mutex
-	chunks map[chunk.ID]*chunkState
+func newImage(name string, regions []Region, sealed bool) *image {
+	im := &image{name: name, regions: regions}
+	for _, r := range regions {
+		n := (r.Size + int64(r.ChunkSize) - 1) / int64(r.ChunkSize)
+		im.ids = append(im.ids, make([]chunk.ID, n))
+		if sealed {
+			im.plains = append(im.plains, make([]chunk.ID, n))
+		}
+	}
+	return im
+}
+
+// sink takes what the producer finds, from one goroutine, span by span:
+// it owns the duplicate filter's index (what it was handed before), so
+// that an eviction keeps one entry per distinct chunk, not two.
+type sink interface {
+	// begin and end bracket the calls for one span (an eviction holds
+	// its ledger's lock in between).
+	begin()
+	end()
+	// seen reports whether id was added before, and by which image; if
+	// so, at is another position of it.
+	seen(at pos, id chunk.ID) (firstImage int, dup bool)
+	// add takes a new distinct non-zero chunk (sealed: its ciphertext,
+	// named by it); data is valid only during the call.
+	add(ctx context.Context, at pos, id chunk.ID, data []byte) error
+	// flush follows the last chunk.
+	flush(ctx context.Context) error
 }
 
 // span is a run of chunks of one region, read and hashed as a unit.
@@ -52,47 +74,62 @@ type span struct {
 	plains     []chunk.ID // sealed: the plain IDs (buf then holds ciphertext)
 }
 
-// producer reads every region, hashes in parallel, drops zeros and
-// duplicates, asks the destination what it already holds, and hands new
-// chunks to the scheduler in batches.
+// producer reads every region of its images, hashes (and seals) on a
+// pool of goroutines, drops zero and duplicate chunks, and hands the new
+// distinct ones to its sink. It is the one read → hash → filter path of
+// both evictions and puts.
 //
-//	reader ─spans─► hashers (×N) ─spans─► sequencer (dedup, batching) ─batches─► have workers (×M) ─► scheduler
+//	reader ─spans─► hashers (×N) ─spans─► filter (zeros, duplicates) ─► sink
+//
+// Memory is bounded: 4N+1 spans exist at most.
 type producer struct {
-	e    *Eviction
-	sc   *scheduler
-	read atomic.Int64
+	images    []*image
+	spanBytes int
+	hashers   int
+	seal      bool
+	// changed is what a short read wraps: the input shrank while it was
+	// read (ErrImageChanged for an eviction).
+	changed error
+
+	read atomic.Int64 // bytes read so far
 	pool sync.Pool
 
-	// Counted by the sequencer only; read after run returns.
+	// Counted by the filter only; read after run returns.
 	uniqueChunks, uniqueBytes int64
 }
 
-func newProducer(e *Eviction, sc *scheduler) *producer {
-	p := &producer{e: e, sc: sc}
-	p.pool.New = func() any { return &span{buf: make([]byte, 0, e.cfg.SpanBytes)} }
+func newProducer(images []*image, spanBytes, hashers int, sealed bool, changed error) *producer {
+	p := &producer{images: images, spanBytes: spanBytes, hashers: hashers, seal: sealed, changed: changed}
+	p.pool.New = func() any { return &span{buf: make([]byte, 0, spanBytes)} }
 	return p
 }
 
-func (p *producer) run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	hashers := p.e.cfg.Hashers
-	toHash := make(chan *span, 2*hashers)
-	toSeq := make(chan *span, 2*hashers)
-	toHave := make(chan []*batch, p.e.cfg.HaveWorkers) // a group of lanes, or one batch
+// run produces everything into sk and returns once sk has flushed, or
+// on the first error.
+func (p *producer) run(ctx context.Context, sk sink) error {
+	g, gctx := errgroup.WithContext(ctx)
+	ctx, stop := context.WithCancelCause(gctx)
+	defer stop(nil)
+	toHash := make(chan *span, 2*p.hashers)
+	toFilter := make(chan *span, 2*p.hashers)
 
 	g.Go(func() error {
-		defer close(toHash)
-		return p.readAll(ctx, toHash)
+		err := p.readAll(ctx, toHash)
+		if err != nil {
+			stop(err) // before the close: the filter must not flush a short input
+		}
+		close(toHash)
+		return err
 	})
 	var hw sync.WaitGroup
-	for range hashers {
+	for range p.hashers {
 		hw.Add(1)
 		g.Go(func() error {
 			defer hw.Done()
 			for s := range toHash {
-				hashSpan(s, p.e.cfg.Seal)
+				hashSpan(s, p.seal)
 				select {
-				case toSeq <- s:
+				case toFilter <- s:
 				case <-ctx.Done():
 					return ctx.Err()
 				}
@@ -100,30 +137,31 @@ func (p *producer) run(ctx context.Context) error {
 			return nil
 		})
 	}
-	g.Go(func() error { hw.Wait(); close(toSeq); return nil })
+	g.Go(func() error { hw.Wait(); close(toFilter); return nil })
 	g.Go(func() error {
-		defer close(toHave)
-		return p.sequence(ctx, toSeq, toHave)
-	})
-	for range p.e.cfg.HaveWorkers {
-		g.Go(func() error {
-			for bs := range toHave {
-				if err := p.filterHeld(ctx, bs); err != nil {
-					return err
-				}
+		for s := range toFilter {
+			if err := p.filter(ctx, s, sk); err != nil {
+				return err
 			}
-			return nil
-		})
-	}
+			p.pool.Put(s)
+		}
+		if err := ctx.Err(); err != nil {
+			return err // the channel closed because the reader failed
+		}
+		return sk.flush(ctx)
+	})
 	return g.Wait()
 }
 
-// readAll reads every region of every VM in spans.
+// readAll reads every region of every image in spans.
 func (p *producer) readAll(ctx context.Context, out chan<- *span) error {
-	for vi := range p.e.vms {
-		v := &p.e.vms[vi]
-		for ri, r := range v.Regions {
-			per := max(1, p.e.cfg.SpanBytes/r.ChunkSize) * r.ChunkSize
+	for vi, im := range p.images {
+		for ri, r := range im.regions {
+			where := im.name + " " + r.Name
+			if im.name == r.Name { // a put's file
+				where = r.Name
+			}
+			per := max(1, p.spanBytes/r.ChunkSize) * r.ChunkSize
 			for off := int64(0); off < r.Size; off += int64(per) {
 				s := p.pool.Get().(*span)
 				n := int(min(int64(per), r.Size-off))
@@ -134,10 +172,10 @@ func (p *producer) readAll(ctx context.Context, out chan<- *span) error {
 					if got < n && (err == nil || errors.Is(err, io.EOF)) {
 						// The pooled buffer's tail would be stale bytes:
 						// never hash and send them.
-						return fmt.Errorf("%s %s: %w: %d bytes at %d, the image ends after %d (truncated during the eviction?)",
-							v.Name, r.Name, ErrImageChanged, n, off, off+int64(got))
+						return fmt.Errorf("%s: %w: %d bytes at %d, it ends after %d (truncated while it was read?)",
+							where, p.changed, n, off, off+int64(got))
 					}
-					return fmt.Errorf("read %s %s at %d: %w", v.Name, r.Name, off, err)
+					return fmt.Errorf("read %s at %d: %w", where, off, err)
 				}
 				p.read.Add(int64(n))
 				select {
@@ -174,147 +212,35 @@ func hashSpan(s *span, sealed bool) {
 	}
 }
 
-// sequence records every position for the manifests and batches each new
-// distinct chunk once. It is the only writer of the ledger's map.
-func (p *producer) sequence(ctx context.Context, in <-chan *span, out chan<- []*batch) error {
-	led := p.sc.led
-	cur := p.sc.newBatch()
-	send := func(bs []*batch) error {
-		if len(bs) == 0 {
-			return nil
+// filter records every position of s for the manifests, counts zeros and
+// duplicates, and adds each new distinct chunk to sk.
+func (p *producer) filter(ctx context.Context, s *span, sk sink) error {
+	im := p.images[s.vm]
+	sk.begin()
+	defer sk.end()
+	for i, id := range s.ids {
+		at := pos{vm: uint16(s.vm), region: uint16(s.region), index: s.first + uint64(i)}
+		im.ids[s.region][at.index] = id
+		if im.plains != nil {
+			im.plains[s.region][at.index] = s.plains[i]
 		}
-		select {
-		case out <- bs:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	flush := func() error {
-		if len(cur.items) == 0 {
-			return nil
-		}
-		err := send([]*batch{cur})
-		cur = p.sc.newBatch()
-		return err
-	}
-	var sp *striper
-	if red := p.e.cfg.Redundancy; red.On() {
-		sp = newStriper(p.sc, red)
-		flush = func() error { // the last group, outside the sequencer's loop
-			led.mu.Lock()
-			bs, err := sp.flush()
-			led.mu.Unlock()
-			if err == nil {
-				err = send(bs)
-			}
-			return err
-		}
-	}
-	var now []placement // positions to report at once (duplicates of placed chunks)
-	for s := range in {
-		v := &p.e.vms[s.vm]
-		led.mu.Lock()
-		for i, id := range s.ids {
-			at := pos{vm: uint16(s.vm), region: uint16(s.region), index: s.first + uint64(i)}
-			v.ids[s.region][at.index] = id
-			if v.plains != nil {
-				v.plains[s.region][at.index] = s.plains[i]
-			}
-			v.res.Chunks++
-			if id.IsZero() {
-				v.res.ZeroChunks++
-				continue
-			}
-			if st, dup := led.chunks[id]; dup {
-				if int(st.first.vm) == s.vm {
-					v.res.DupWithin++
-				} else {
-					v.res.DupAcross++
-				}
-				if st.satisfied {
-					now = append(now, placement{at: at, id: id, holders: st.holders})
-				} else {
-					st.waiting = append(st.waiting, at)
-				}
-				continue
-			}
-			data := s.buf[i*s.chunkSize : min(len(s.buf), (i+1)*s.chunkSize)]
-			st := &chunkState{id: id, size: len(data), first: at, waiting: []pos{at}}
-			led.chunks[id] = st
-			p.uniqueChunks++
-			p.uniqueBytes += int64(len(data))
-			if sp != nil {
-				bs, err := sp.add(s.vm, s.region, st, data)
-				if err == nil && len(bs) > 0 {
-					led.mu.Unlock()
-					err = send(bs)
-					led.mu.Lock()
-				}
-				if err != nil {
-					led.mu.Unlock()
-					return err
-				}
-				continue
-			}
-			if !cur.fits(len(data), p.e.cfg.BatchBytes) {
-				led.mu.Unlock()
-				if err := flush(); err != nil {
-					return err
-				}
-				led.mu.Lock()
-			}
-			cur.add(st, data)
-		}
-		led.mu.Unlock()
-		p.pool.Put(s)
-		if len(now) > 0 {
-			p.sc.placed(now)
-			now = now[:0:0]
-		}
-	}
-	return flush()
-}
-
-// filterHeld asks the destination which chunks of bs it already holds (from
-// other VMs, earlier migrations): they count as held there and are not
-// sent. A destination whose store was empty at the start is not asked
-// (what it has since received from others is rare, and only costs its
-// bytes again). The lanes of a group are queued only once all are asked about, so
-// no target takes a shard of a stripe another shard of which turns out to
-// be at the destination already.
-func (p *producer) filterHeld(ctx context.Context, bs []*batch) error {
-	for bi, b := range bs {
-		if p.e.cfg.SkipHaveQueries || p.sc.targets[destIndex].empty || b.items[0].parity {
+		im.chunks++
+		if id.IsZero() {
+			im.zeroChunks++
 			continue
 		}
-		ids := make([]chunk.ID, len(b.items))
-		for i, st := range b.items {
-			ids[i] = st.id
-		}
-		held, err := p.e.cl.Have(ctx, p.e.cfg.Dest, ids)
-		if err != nil {
-			// Not fatal: the chunks are simply sent.
-			p.e.log.Debug("have query to destination failed", "err", err)
-			continue
-		}
-		var heldItems []int
-		for i, h := range held {
-			if h {
-				heldItems = append(heldItems, i)
+		if first, dup := sk.seen(at, id); dup {
+			if first == s.vm {
+				im.dupWithin++
+			} else {
+				im.dupAcross++
 			}
-		}
-		if len(heldItems) > 0 {
-			p.sc.alreadyHeld.Add(int64(len(heldItems)))
-			p.sc.acked(b, heldItems, destIndex)
-			bs[bi] = p.sc.withoutSatisfied(b)
-		}
-	}
-	for _, b := range bs {
-		if len(b.items) == 0 {
 			continue
 		}
-		if err := p.sc.enqueue(ctx, b); err != nil {
+		data := s.buf[i*s.chunkSize : min(len(s.buf), (i+1)*s.chunkSize)]
+		p.uniqueChunks++
+		p.uniqueBytes += int64(len(data))
+		if err := sk.add(ctx, at, id, data); err != nil {
 			return err
 		}
 	}

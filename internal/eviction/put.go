@@ -6,14 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
-	"sync/atomic"
+	"runtime"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
 
@@ -42,6 +40,11 @@ type PutConfig struct {
 	BatchBytes     int    // chunk bytes per push frame
 	StreamsPerPeer int    // parallel push streams per target
 	QueueBatches   int    // batches queued per target before the reader waits
+	Hashers        int    // hashing goroutines (0: one per CPU)
+	// Seal encrypts every chunk at rest, as an eviction's Seal does: the
+	// targets hold ciphertext only, and the manifest opens with
+	// PutResult.Secret.
+	Seal bool
 	// ID names the put at its targets (zero: a random one); only this
 	// node may remove it there.
 	ID wire.MigrationID
@@ -65,6 +68,8 @@ func (c PutConfig) Validate() error {
 		return fmt.Errorf("batch size %d: want chunk size..%d", c.BatchBytes, wire.MaxFrameSize/2)
 	case c.StreamsPerPeer <= 0 || c.QueueBatches <= 0:
 		return errors.New("streams per peer and queue length must be positive")
+	case c.Hashers < 0:
+		return fmt.Errorf("hashers %d: want 0 (one per CPU) or more", c.Hashers)
 	case c.Expire < 0 || c.Expire > wire.MaxHoldExpire || c.Expire%time.Second != 0:
 		return fmt.Errorf("expiry %s: want whole seconds up to %s", c.Expire, wire.MaxHoldExpire)
 	}
@@ -82,6 +87,7 @@ type PutProgress struct {
 type PutResult struct {
 	ID            wire.MigrationID // the put's name at its targets
 	Root          chunk.ID
+	Secret        seal.Secret // sealed puts: opens the manifest
 	Size          int64
 	Chunks        int64
 	ZeroChunks    int64
@@ -95,232 +101,114 @@ type PutResult struct {
 // ErrRejected means a target refused a chunk (full, bad hash, failed).
 var ErrRejected = errors.New("target rejected a chunk")
 
-// Put reads size bytes from r, and pushes every distinct non-zero chunk and
-// the manifest to every target. It returns once all of them acknowledged
-// everything. progress may be nil; it is called from one goroutine.
+// ErrNoTargets fails a put given no target to push to.
+var ErrNoTargets = errors.New("no targets")
+
+// ErrFileChanged fails a put whose input ended before its size while it
+// was read (a file truncated meanwhile): nothing of it is committed.
+var ErrFileChanged = errors.New("file changed while it was read")
+
+// putSpanChunks is how many chunks a put reads and hashes as one unit.
+const putSpanChunks = 16
+
+// Put reads size bytes from r through the producer (hashed in parallel,
+// zeros and duplicates dropped) and pushes every distinct non-zero chunk,
+// then the manifest, to every target. It returns once all of them
+// acknowledged everything. An input that fails to read (or shrinks)
+// fails the put before any manifest is sent, so no CID names what was.
+// progress may be nil; it is called from one goroutine at a time.
 func Put(ctx context.Context, net Network, targets []string, r io.ReaderAt, size int64, cfg PutConfig, progress func(PutProgress)) (*PutResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("put: %w", err)
 	}
 	if len(targets) == 0 {
-		return nil, errors.New("put: no targets")
+		return nil, fmt.Errorf("put: %w", ErrNoTargets)
 	}
 	start := time.Now()
 	if cfg.ID == (wire.MigrationID{}) {
 		rand.Read(cfg.ID[:])
+	}
+	hashers := cfg.Hashers
+	if hashers == 0 {
+		hashers = runtime.GOMAXPROCS(0)
 	}
 	sc, err := newScatter(ctx, net, targets, cfg)
 	if err != nil {
 		return nil, err
 	}
 	res := &PutResult{ID: cfg.ID, Size: size, SentBytes: map[string]int64{}}
-	region := manifest.Region{Name: cfg.Name, Kind: manifest.KindFile, Size: size, ChunkSize: cfg.ChunkSize}
-	ids := make([]chunk.ID, 0, region.Chunks())
-
-	// Producer: read, hash, filter, batch. Runs here; the scatter's
-	// goroutines drain the batches concurrently.
-	perr := func() error {
-		seen := make(map[chunk.ID]struct{})
-		span := make([]byte, 16*cfg.ChunkSize)
-		for off := int64(0); off < size; {
-			n := int(min(int64(len(span)), size-off))
-			if _, err := r.ReadAt(span[:n], off); err != nil && !(errors.Is(err, io.EOF) && n > 0) {
-				return fmt.Errorf("read input at offset %d: %w", off, err)
-			}
-			for p := 0; p < n; p += cfg.ChunkSize {
-				data := span[p:min(n, p+cfg.ChunkSize)]
-				res.Chunks++
-				if chunk.IsZeroData(data) {
-					res.ZeroChunks++
-					ids = append(ids, chunk.Zero)
-					continue
-				}
-				id := chunk.Sum(data)
-				ids = append(ids, id)
-				if _, dup := seen[id]; dup {
-					res.DupChunks++
-					continue
-				}
-				seen[id] = struct{}{}
-				res.UniqueBytes += int64(len(data))
-				if err := sc.add(id, data); err != nil {
-					return err
-				}
-			}
-			off += int64(n)
-			if progress != nil {
-				progress(PutProgress{BytesRead: off, BytesAcked: sc.acked.Load(), Total: size})
-			}
+	im := newImage(cfg.Name, []Region{{Name: cfg.Name, Kind: manifest.KindFile, Size: size, ChunkSize: cfg.ChunkSize, Data: r}}, cfg.Seal)
+	pr := newProducer([]*image{im}, putSpanChunks*cfg.ChunkSize, hashers, cfg.Seal, ErrFileChanged)
+	report := func() {
+		if progress != nil {
+			progress(PutProgress{BytesRead: pr.read.Load(), BytesAcked: sc.acked.Load(), Total: size})
 		}
-		nodes, err := manifest.Build(&region, ids)
-		if err != nil {
-			return err
+	}
+	perr := pr.run(sc.ctx, &putSink{sc: sc, added: map[chunk.ID]struct{}{}, report: report})
+	if perr == nil {
+		if cfg.Seal {
+			rand.Read(res.Secret[:])
 		}
-		m := manifest.Manifest{Name: cfg.Name, Regions: []manifest.Region{region}}
-		root := m.Encode()
-		res.Root = chunk.Sum(root)
-		nodes = append(nodes, manifest.Node{ID: res.Root, Data: root})
-		for _, nd := range nodes {
-			res.ManifestBytes += int64(len(nd.Data))
-			if err := sc.add(nd.ID, nd.Data); err != nil {
-				return err
-			}
-		}
-		return nil
-	}()
+		perr = sc.addManifest(im, cfg, res)
+	}
 	if err := sc.finish(perr); err != nil {
 		return nil, fmt.Errorf("put: %w", err)
 	}
 	for t, n := range sc.sent {
 		res.SentBytes[t] = n.Load()
 	}
+	res.Chunks, res.ZeroChunks, res.DupChunks, res.UniqueBytes = im.chunks, im.zeroChunks, im.dupWithin, pr.uniqueBytes
 	res.Duration = time.Since(start)
-	if progress != nil {
-		progress(PutProgress{BytesRead: size, BytesAcked: sc.acked.Load(), Total: size})
-	}
+	report()
 	return res, nil
 }
 
-// putBatch is a run of chunks sent to every target; it is recycled once every
-// target has acknowledged it.
-type putBatch struct {
-	chunks  []wire.Chunk
-	buf     []byte
-	pending atomic.Int32 // targets yet to acknowledge
-	bytes   int64
+// putSink is a put's end of the producer: every new distinct chunk goes
+// to every target.
+type putSink struct {
+	sc     *scatter
+	added  map[chunk.ID]struct{}
+	report func()
 }
 
-// scatter fans batches out to every target's streams.
-type scatter struct {
-	cfg    PutConfig
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	g      *errgroup.Group
-	queues map[string]chan *putBatch
-	sent   map[string]*atomic.Int64
-	acked  atomic.Int64
-	cur    *putBatch
-	pool   sync.Pool
+func (s *putSink) begin() {}
+func (s *putSink) end()   { s.report() }
+
+func (s *putSink) seen(_ pos, id chunk.ID) (int, bool) {
+	_, dup := s.added[id]
+	return 0, dup
 }
 
-func newScatter(ctx context.Context, net Network, targets []string, cfg PutConfig) (*scatter, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	g, gctx := errgroup.WithContext(ctx)
-	sc := &scatter{cfg: cfg, ctx: gctx, cancel: cancel, g: g,
-		queues: map[string]chan *putBatch{}, sent: map[string]*atomic.Int64{}}
-	sc.pool.New = func() any { return &putBatch{buf: make([]byte, 0, cfg.BatchBytes)} }
-	for _, t := range targets {
-		if _, dup := sc.queues[t]; dup {
-			cancel(nil)
-			return nil, fmt.Errorf("put: target %s listed twice", t)
-		}
-		q := make(chan *putBatch, cfg.QueueBatches)
-		sc.queues[t], sc.sent[t] = q, new(atomic.Int64)
-		for range cfg.StreamsPerPeer {
-			ps, err := net.OpenPush(gctx, t, wire.Hold{Kind: wire.HoldPut, IDs: []wire.MigrationID{cfg.ID}, Expire: cfg.Expire})
-			if err != nil {
-				cancel(nil)
-				g.Wait()
-				return nil, fmt.Errorf("put: %w", err)
-			}
-			g.Go(func() error { return sc.drain(t, ps, q) })
-		}
+func (s *putSink) add(_ context.Context, _ pos, id chunk.ID, data []byte) error {
+	s.added[id] = struct{}{}
+	return s.sc.add(id, data)
+}
+
+func (s *putSink) flush(context.Context) error { return nil }
+
+// addManifest builds the put's manifest (sealed with res.Secret if the
+// put seals) and queues its nodes behind the data, root last.
+func (sc *scatter) addManifest(im *image, cfg PutConfig, res *PutResult) error {
+	region := manifest.Region{Name: cfg.Name, Kind: manifest.KindFile, Size: res.Size, ChunkSize: cfg.ChunkSize}
+	var nodes []manifest.Node
+	var err error
+	if cfg.Seal {
+		nodes, err = manifest.BuildSealed(&region, 0, im.ids[0], im.plains[0], res.Secret)
+	} else {
+		nodes, err = manifest.Build(&region, im.ids[0])
 	}
-	sc.cur = sc.newBatch()
-	return sc, nil
-}
-
-func (sc *scatter) newBatch() *putBatch {
-	b := sc.pool.Get().(*putBatch)
-	b.chunks, b.buf, b.bytes = b.chunks[:0], b.buf[:0], 0
-	return b
-}
-
-// add copies one chunk into the current batch, sending it when full.
-func (sc *scatter) add(id chunk.ID, data []byte) error {
-	if len(sc.cur.buf)+len(data) > sc.cfg.BatchBytes || len(sc.cur.chunks) == wire.MaxBatch {
-		if err := sc.send(); err != nil {
+	if err != nil {
+		return err
+	}
+	m := manifest.Manifest{Name: cfg.Name, Sealed: cfg.Seal, Regions: []manifest.Region{region}}
+	root := m.Encode()
+	res.Root = chunk.Sum(root)
+	nodes = append(nodes, manifest.Node{ID: res.Root, Data: root})
+	for _, nd := range nodes {
+		res.ManifestBytes += int64(len(nd.Data))
+		if err := sc.add(nd.ID, nd.Data); err != nil {
 			return err
 		}
 	}
-	b := sc.cur
-	off := len(b.buf)
-	b.buf = append(b.buf, data...)
-	b.chunks = append(b.chunks, wire.Chunk{ID: id, Data: b.buf[off:len(b.buf):len(b.buf)]})
-	b.bytes += int64(len(data))
 	return nil
-}
-
-func (sc *scatter) send() error {
-	b := sc.cur
-	if len(b.chunks) == 0 {
-		return nil
-	}
-	sc.cur = sc.newBatch()
-	b.pending.Store(int32(len(sc.queues)))
-	for _, q := range sc.queues {
-		select {
-		case q <- b:
-		case <-sc.ctx.Done():
-			return context.Cause(sc.ctx)
-		}
-	}
-	return nil
-}
-
-// drain pushes batches from q on one stream until q is closed.
-func (sc *scatter) drain(target string, ps Pusher, q <-chan *putBatch) error {
-	for b := range q {
-		err := ps.Push(sc.ctx, b.chunks, func(st []wire.Status, err error) {
-			if err == nil {
-				for i, s := range st {
-					if s != wire.StatusOK {
-						err = fmt.Errorf("%s: chunk %s: %s: %w", target, b.chunks[i].ID.Short(), s, ErrRejected)
-						break
-					}
-				}
-			}
-			if err != nil {
-				sc.cancel(err)
-				return
-			}
-			sc.sent[target].Add(b.bytes)
-			if b.pending.Add(-1) == 0 {
-				sc.acked.Add(b.bytes)
-				sc.pool.Put(b)
-			}
-		})
-		if err != nil {
-			ps.Abort()
-			return fmt.Errorf("push to %s: %w", target, err)
-		}
-	}
-	if err := ps.Close(); err != nil {
-		return fmt.Errorf("push to %s: %w", target, err)
-	}
-	return nil
-}
-
-// finish flushes the last batch, closes the queues and waits for every
-// acknowledgement. perr is the producer's error, if any.
-func (sc *scatter) finish(perr error) error {
-	if perr == nil {
-		perr = sc.send()
-	}
-	if perr != nil {
-		sc.cancel(perr)
-	}
-	for _, q := range sc.queues {
-		close(q)
-	}
-	gerr := sc.g.Wait()
-	cause := context.Cause(sc.ctx)
-	sc.cancel(nil)
-	switch {
-	case perr != nil:
-		return perr
-	case cause != nil && !errors.Is(cause, context.Canceled):
-		return cause
-	}
-	return gerr
 }

@@ -227,6 +227,7 @@ type Report struct {
 	Pulled                  bool                     // the source let this destination pull during the scatter
 	DemandChunks            int64                    // chunks brought by demand
 	Hedged                  int64                    // demand reads also asked of a second holder
+	Retried                 int64                    // chunks a holder lacked or served wrong, asked of another
 	SourceChunks            int64                    // chunks read by position from the source
 	FetchedBytes            map[string]int64         // per holder (and the source)
 	LatencyP50              map[string]time.Duration // demand latency per holder

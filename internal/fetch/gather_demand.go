@@ -538,6 +538,9 @@ func (g *Gatherer) avoidLocked(id chunk.ID, p string) {
 	if g.avoid[id] == nil {
 		g.avoid[id] = map[string]bool{}
 	}
+	if !g.avoid[id][p] {
+		g.st.Retried++
+	}
 	g.avoid[id][p] = true
 }
 
@@ -571,7 +574,7 @@ func (g *Gatherer) flightFailedLocked(f *flight) {
 	if g.rebuildLocked(f.id) {
 		return
 	}
-	g.failLocked(fmt.Errorf("chunk %s: no holder could provide it: %w", f.id, ErrGatherFailed))
+	g.failLocked(fmt.Errorf("chunk %s: %w: %w", f.id, ErrUnavailable, ErrGatherFailed))
 }
 
 // copyNow materializes one position from the local store for a demand

@@ -7,50 +7,17 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/manifest"
+	"github.com/sgrelay/sg/internal/seal"
 	"github.com/sgrelay/sg/internal/wire"
 )
-
-// Getter is one pipelined get stream to one peer.
-type Getter interface {
-	// Get requests ids; done is called exactly once with one result per ID
-	// (OK results already re-hashed against their ID) or an error, also when
-	// Get itself fails. Results are valid only during done; ids must not
-	// change until then.
-	Get(ctx context.Context, ids []chunk.ID, done func([]wire.GetResult, error)) error
-	Close() error
-	Abort()
-}
-
-// Network opens get streams to peers by ID.
-type Network interface {
-	OpenGet(ctx context.Context, peer string, prio wire.Priority, window int) (Getter, error)
-}
-
-// Holder is a peer that may hold the chunks, with its RTT (0 if unknown).
-type Holder struct {
-	Peer string
-	RTT  time.Duration
-}
-
-// LocalStore is this node's own store: chunks in it are never fetched.
-type LocalStore interface {
-	Get(id chunk.ID, dst []byte) ([]byte, error)
-}
-
-// Output is where a fetched file is written.
-type Output interface {
-	io.WriterAt
-	io.ReaderAt
-	Truncate(size int64) error
-}
 
 // Config configures Get.
 type Config struct {
@@ -74,25 +41,29 @@ type Result struct {
 	Size         int64
 	Chunks       int64
 	ZeroChunks   int64
-	LocalChunks  int64            // distinct chunks found in the local store
+	LocalChunks  int64            // chunks copied from the local store, not fetched
 	Fetched      map[string]int64 // chunk bytes fetched, per holder
 	Retried      int64            // chunks asked again of another holder
 	Duration     time.Duration
 	ManifestName string
 }
 
-// ErrUnavailable means no holder could provide a chunk.
-var ErrUnavailable = errors.New("no holder could provide the chunk")
+// Errors of a manifest Get cannot write as one file.
+var (
+	ErrSealed     = errors.New("the manifest is sealed: gather it with its secret")
+	ErrNotOneFile = errors.New("the manifest has more than one region: gather it")
+)
 
-// fetchOneTimeout bounds each holder's try in fetchOne (a manifest node
-// is at most a MiB).
-const fetchOneTimeout = 5 * time.Second
+// progressEvery is how often Get reports progress.
+const progressEvery = 200 * time.Millisecond
 
-// ErrCorrupt means a holder served bytes that do not hash to the chunk ID.
-var ErrCorrupt = errors.New("served bytes do not match the chunk ID")
-
-// Get fetches the single-region manifest rooted at root into out.
-func Get(ctx context.Context, net Network, holders []Holder, local LocalStore, root chunk.ID, out Output, cfg Config, progress func(Progress)) (*Result, error) {
+// Get fetches the single-region manifest rooted at root into the file
+// output: a gather of the manifest into a directory beside output (so
+// nothing that looks complete exists before the end), whose one file is
+// read back against the manifest and renamed to output. Only chunks not
+// in local are fetched; none are stored there (the file is the copy).
+// progress may be nil; it is called from Get's goroutine.
+func Get(ctx context.Context, net Network, holders []Holder, local LocalStore, root chunk.ID, output string, cfg Config, progress func(Progress)) (*Result, error) {
 	if len(holders) == 0 {
 		return nil, errors.New("get: no holders")
 	}
@@ -102,80 +73,138 @@ func Get(ctx context.Context, net Network, holders []Holder, local LocalStore, r
 	if len(holders) > cfg.MaxHolders {
 		holders = holders[:cfg.MaxHolders]
 	}
-
-	// Resolve the manifest: root, then blocks.
-	holders = slices.Clone(holders) // fetchOne reorders it
-	rootData, err := fetchOne(ctx, net, holders, local, root)
-	if err != nil {
-		return nil, fmt.Errorf("get manifest root %s: %w", root, err)
-	}
-	m, err := manifest.Decode(rootData)
-	if err != nil {
-		return nil, fmt.Errorf("get: %s is not a manifest root: %w", root, err)
-	}
-	if m.Sealed {
-		return nil, fmt.Errorf("get: manifest %s is sealed (an eviction encrypted at rest): gather it with its secret instead", root)
-	}
-	if len(m.Regions) != 1 {
-		return nil, fmt.Errorf("get: manifest %s has %d regions; sgctl get takes a single file", root, len(m.Regions))
+	m, err := ResolveManifest(ctx, net, holders, local, root, seal.Secret{})
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("get: %w", err)
+	case m.Sealed:
+		return nil, fmt.Errorf("get %s: %w", root, ErrSealed)
+	case len(m.Regions) != 1:
+		return nil, fmt.Errorf("get %s: %d regions: %w", root, len(m.Regions), ErrNotOneFile)
 	}
 	reg := m.Regions[0]
-	var ids []chunk.ID
-	for _, b := range reg.Blocks {
-		data, err := fetchOne(ctx, net, holders, local, b)
-		if err != nil {
-			return nil, fmt.Errorf("get manifest block %s: %w", b, err)
-		}
-		if ids, err = manifest.DecodeBlock(data, ids); err != nil {
-			return nil, fmt.Errorf("get manifest block %s: %w", b, err)
-		}
-	}
-	if int64(len(ids)) != reg.Chunks() {
-		return nil, fmt.Errorf("get: manifest lists %d chunks for %d bytes: %w", len(ids), reg.Size, manifest.ErrMalformed)
-	}
-
-	res := &Result{Size: reg.Size, Chunks: int64(len(ids)), Fetched: map[string]int64{}, ManifestName: m.Name}
-	if err := out.Truncate(reg.Size); err != nil { // zero chunks stay holes
-		return nil, fmt.Errorf("get: size output: %w", err)
-	}
-	w := &writer{out: out, cs: int64(reg.ChunkSize), size: reg.Size, offsets: map[chunk.ID][]int64{}}
-	var order []chunk.ID
-	for i, id := range ids {
+	res := &Result{Size: reg.Size, Chunks: int64(len(m.IDs[0])), ManifestName: m.Name}
+	for _, id := range m.IDs[0] {
 		if id.IsZero() {
 			res.ZeroChunks++
-			w.done += min(int64(reg.ChunkSize), reg.Size-int64(i)*int64(reg.ChunkSize))
-			continue
 		}
-		if _, ok := w.offsets[id]; !ok {
-			order = append(order, id)
-		}
-		w.offsets[id] = append(w.offsets[id], int64(i))
-	}
-	var todo []chunk.ID
-	var buf []byte
-	for _, id := range order {
-		if buf, err = local.Get(id, buf); err == nil && chunk.Verify(id, buf) {
-			if err := w.write(id, buf); err != nil {
-				return nil, err
-			}
-			res.LocalChunks++
-			continue
-		}
-		todo = append(todo, id)
 	}
 
-	if err := fetchAll(ctx, net, holders, todo, w, res, cfg, progress); err != nil {
-		return nil, err
+	dir, err := os.MkdirTemp(filepath.Dir(output), "."+filepath.Base(output)+".partial-")
+	if err != nil {
+		return nil, fmt.Errorf("get: %w", err)
 	}
-	if err := verifyOutput(out, reg, ids); err != nil {
-		return nil, err
+	defer os.RemoveAll(dir)
+	rep, err := gatherFile(ctx, net, holders, local, root, m, dir, cfg, progress)
+	if err != nil {
+		return nil, fmt.Errorf("get: %w", err)
 	}
+	f, err := os.Open(rep.Paths[0])
+	if err == nil {
+		err = verifyOutput(f, reg, m.IDs[0])
+		f.Close()
+	}
+	if err == nil {
+		err = os.Rename(rep.Paths[0], output)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get: %w", err)
+	}
+	res.LocalChunks, res.Fetched, res.Retried = rep.LocalChunks, rep.FetchedBytes, rep.Retried
 	res.Duration = time.Since(start)
 	if progress != nil {
 		progress(Progress{BytesDone: reg.Size, Total: reg.Size})
 	}
 	return res, nil
 }
+
+// gatherFile gathers m into dir with a Gatherer of its own, not known to
+// any other on this node: its one region under a fixed name (the
+// manifest's may be any file name), no source, nothing released.
+func gatherFile(ctx context.Context, net Network, holders []Holder, local LocalStore, root chunk.ID, m *Resolved, dir string, cfg Config, progress func(Progress)) (Report, error) {
+	file := *m
+	mm := *m.Manifest
+	mm.Name, mm.Regions = "get", slices.Clone(mm.Regions)
+	mm.Regions[0].Name = "file"
+	file.Manifest = &mm
+	peers := make([]string, len(holders))
+	rtts := map[string]time.Duration{}
+	for i, h := range holders {
+		peers[i], rtts[h.Peer] = h.Peer, h.RTT
+	}
+	st := readOnlyStore{local}
+	ins := NewIncomings(st)
+	in, err := ins.OpenFromManifest(root, &file, seal.Secret{}, peers)
+	if err != nil {
+		return Report{}, err
+	}
+	gcfg := DefaultGatherConfig(dir)
+	gcfg.NoRelease, gcfg.RenewEvery = true, 0
+	gcfg.PrefetchBatch, gcfg.PrefetchWindow = cfg.BatchChunks, cfg.Window
+	g, err := NewGatherer(in, getNet{net, rtts}, st, gcfg)
+	if err != nil {
+		return Report{}, err
+	}
+	defer g.Close()
+	in.SetListener(g)
+	if err := ins.PlaceManifest(in, &file, root); err != nil {
+		return Report{}, err
+	}
+	var wg sync.WaitGroup
+	var runErr error
+	wg.Go(func() { runErr = g.Run(ctx) })
+	t := time.NewTicker(progressEvery)
+	defer t.Stop()
+	for done := false; !done; {
+		select {
+		case <-g.Done():
+			done = true
+		case <-ctx.Done():
+			done = true
+		case <-t.C:
+			if progress != nil {
+				rep := g.Report()
+				progress(Progress{BytesDone: min(rep.ChunksPresent*int64(m.Regions[0].ChunkSize), m.Regions[0].Size), Total: m.Regions[0].Size})
+			}
+		}
+	}
+	wg.Wait() // Run syncs the file after Done
+	return g.Report(), runErr
+}
+
+// getNet is the Network a get's gather needs: no source to read by
+// position (a put has none), holders' RTTs as Get was told them, and no
+// releases or renewals (NoRelease, RenewEvery 0: never called).
+type getNet struct {
+	Network
+	rtts map[string]time.Duration
+}
+
+var errNoSource = errors.New("a get has no source to read by position")
+
+func (n getNet) OpenDemand(context.Context, string, int) (Demander, error) { return nil, errNoSource }
+func (n getNet) RTT(peer string) (time.Duration, bool)                     { d := n.rtts[peer]; return d, d > 0 }
+func (n getNet) Zone(string) string                                        { return "" }
+func (n getNet) Release(context.Context, string, wire.Release) error       { return nil }
+func (n getNet) Renew(context.Context, string, wire.MigrationID) error     { return nil }
+
+// readOnlyStore is the local store as a get's gather sees it: chunks in
+// it are copied, never fetched; fetched chunks are not added (the output
+// file holds them) and nothing is pinned.
+type readOnlyStore struct{ LocalStore }
+
+var errNotKept = errors.New("a get keeps no chunk in the store")
+
+func (s readOnlyStore) Has(id chunk.ID) bool {
+	if h, ok := s.LocalStore.(interface{ Has(chunk.ID) bool }); ok {
+		return h.Has(id)
+	}
+	_, err := s.Get(id, nil)
+	return err == nil
+}
+func (readOnlyStore) Put(chunk.ID, []byte) error { return errNotKept }
+func (readOnlyStore) Pin(string, ...chunk.ID)    {}
+func (readOnlyStore) Unpin(string) int           { return 0 }
 
 // rttKey orders measured RTTs ascending and unmeasured (0) ones last.
 func rttKey(d time.Duration) time.Duration {
@@ -185,350 +214,9 @@ func rttKey(d time.Duration) time.Duration {
 	return d
 }
 
-// writer puts a chunk's bytes at every offset it appears at.
-type writer struct {
-	out     Output
-	cs      int64
-	size    int64
-	mu      sync.Mutex
-	offsets map[chunk.ID][]int64
-	done    int64
-}
-
-func (w *writer) write(id chunk.ID, data []byte) error {
-	w.mu.Lock()
-	idx := w.offsets[id]
-	w.mu.Unlock()
-	for _, i := range idx {
-		off := i * w.cs
-		want := min(w.cs, w.size-off)
-		if int64(len(data)) != want {
-			return fmt.Errorf("chunk %s is %d bytes, position %d needs %d: %w", id.Short(), len(data), i, want, manifest.ErrMalformed)
-		}
-		if _, err := w.out.WriteAt(data, off); err != nil {
-			return fmt.Errorf("write output at %d: %w", off, err)
-		}
-	}
-	w.mu.Lock()
-	w.done += int64(len(data)) * int64(len(idx))
-	w.mu.Unlock()
-	return nil
-}
-
-func (w *writer) progress() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.done
-}
-
-// fetchOne gets a single chunk, locally or from the holders: the first is
-// asked at once, the next when an answer fails or takes longer than
-// fetchHedgeAfter (a crashed holder keeps its connection for seconds), and
-// the first good answer wins. It reorders holders for the next call: the
-// one that answered first, those that failed last.
-func fetchOne(ctx context.Context, net Network, holders []Holder, local LocalStore, id chunk.ID) ([]byte, error) {
-	if data, err := local.Get(id, nil); err == nil && chunk.Verify(id, data) {
-		return data, nil
-	}
-	if len(holders) == 0 {
-		return nil, fmt.Errorf("%w: no holder to ask", ErrUnavailable)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type answer struct {
-		i    int
-		data []byte
-		err  error
-	}
-	answers := make(chan answer, len(holders)) // never blocks a sender
-	next, pending := 0, 0
-	ask := func() {
-		i := next
-		next++
-		pending++
-		go func() { // waited for below: every started ask is received
-			data, err := fetchFrom(ctx, net, holders[i].Peer, id)
-			answers <- answer{i, data, err}
-		}()
-	}
-	hedge := time.NewTimer(fetchHedgeAfter)
-	defer hedge.Stop()
-	ask()
-	var errs []error
-	failed := map[int]bool{}
-	for pending > 0 {
-		select {
-		case a := <-answers:
-			pending--
-			if a.err != nil {
-				errs, failed[a.i] = append(errs, a.err), true
-				if next < len(holders) {
-					ask()
-				}
-				continue
-			}
-			cancel()
-			for ; pending > 0; pending-- {
-				<-answers
-			}
-			reorder(holders, a.i, failed)
-			// Keep what we had to fetch (a manifest node, usually): the
-			// next reader of this manifest here finds it locally.
-			if st, ok := local.(interface{ Put(chunk.ID, []byte) error }); ok {
-				_ = st.Put(id, a.data) // a full store only costs a refetch
-			}
-			return a.data, nil
-		case <-hedge.C:
-			if next < len(holders) {
-				ask()
-				hedge.Reset(fetchHedgeAfter)
-			}
-		}
-	}
-	return nil, fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
-}
-
-// fetchHedgeAfter is how long fetchOne waits on a holder before asking the
-// next one as well.
-const fetchHedgeAfter = 500 * time.Millisecond
-
-// reorder puts holders[won] first and the failed ones last, keeping the
-// order of the rest.
-func reorder(holders []Holder, won int, failed map[int]bool) {
-	var good, bad []Holder
-	for i, h := range holders {
-		switch {
-		case i == won:
-		case failed[i]:
-			bad = append(bad, h)
-		default:
-			good = append(good, h)
-		}
-	}
-	w := holders[won]
-	copy(holders, append(append([]Holder{w}, good...), bad...))
-}
-
-// fetchFrom asks one holder for one chunk, for a bounded while: a crashed
-// holder keeps its connection until liveness checks fail, seconds later,
-// and the next holder may have it.
-func fetchFrom(ctx context.Context, net Network, peer string, id chunk.ID) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, fetchOneTimeout)
-	defer cancel()
-	g, err := net.OpenGet(ctx, peer, wire.Demand, 1)
-	if err != nil {
-		return nil, err
-	}
-	stop := context.AfterFunc(ctx, g.Abort) // Close waits for the answer
-	defer stop()
-	var data []byte
-	var gerr error
-	if err := g.Get(ctx, []chunk.ID{id}, func(res []wire.GetResult, err error) {
-		switch {
-		case err != nil:
-			gerr = err
-		case res[0].Status != wire.StatusOK:
-			gerr = fmt.Errorf("%s: %s", peer, res[0].Status)
-		default:
-			data = append([]byte(nil), res[0].Data...)
-		}
-	}); err != nil {
-		g.Abort()
-		return nil, err
-	}
-	if err := g.Close(); err != nil && gerr == nil {
-		gerr = err
-	}
-	if gerr == nil && !chunk.Verify(id, data) {
-		gerr = fmt.Errorf("%s: %w", peer, ErrCorrupt)
-	}
-	return data, gerr
-}
-
-// work is the queue shared by the holder workers. A chunk that one holder
-// cannot provide is requeued with that holder marked as tried; it fails
-// when every live holder has tried it.
-type work struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	queue   []chunk.ID
-	tried   map[chunk.ID]map[string]bool
-	alive   map[string]bool
-	pending int // chunks not yet written
-	failed  error
-}
-
-// take returns up to n queued chunks that peer has not tried, waiting while
-// there are none but others are still in flight. nil means stop.
-func (q *work) take(peer string, n int) []chunk.ID {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for {
-		if q.failed != nil || q.pending == 0 {
-			return nil
-		}
-		var out []chunk.ID
-		rest := q.queue[:0]
-		for _, id := range q.queue {
-			if len(out) < n && !q.tried[id][peer] {
-				out = append(out, id)
-			} else {
-				rest = append(rest, id)
-			}
-		}
-		q.queue = rest
-		if len(out) > 0 {
-			return out
-		}
-		q.cond.Wait()
-	}
-}
-
-func (q *work) doneOne() {
-	q.mu.Lock()
-	q.pending--
-	q.mu.Unlock()
-	q.cond.Broadcast()
-}
-
-// retry puts id back for another holder.
-func (q *work) retry(id chunk.ID, peer string, why error) {
-	q.mu.Lock()
-	defer q.cond.Broadcast()
-	defer q.mu.Unlock()
-	if q.tried[id] == nil {
-		q.tried[id] = map[string]bool{}
-	}
-	q.tried[id][peer] = true
-	q.queue = append(q.queue, id)
-	q.checkLocked(why)
-}
-
-// checkLocked fails the fetch if some queued chunk has been tried by every
-// live holder.
-func (q *work) checkLocked(why error) {
-	if q.failed != nil {
-		return
-	}
-	for _, id := range q.queue {
-		left := false
-		for p := range q.alive {
-			if !q.tried[id][p] {
-				left = true
-				break
-			}
-		}
-		if !left {
-			q.failed = fmt.Errorf("chunk %s: %w (last error: %v)", id, ErrUnavailable, why)
-			return
-		}
-	}
-}
-
-// holderGone records that peer can provide nothing more.
-func (q *work) holderGone(peer string, why error) {
-	q.mu.Lock()
-	defer q.cond.Broadcast()
-	defer q.mu.Unlock()
-	delete(q.alive, peer)
-	if len(q.alive) == 0 && q.pending > 0 && q.failed == nil {
-		q.failed = fmt.Errorf("every holder failed: %w (last error: %v)", ErrUnavailable, why)
-		return
-	}
-	q.checkLocked(why)
-}
-
-func (q *work) fail(err error) {
-	q.mu.Lock()
-	if q.failed == nil {
-		q.failed = err
-	}
-	q.mu.Unlock()
-	q.cond.Broadcast()
-}
-
-func fetchAll(ctx context.Context, net Network, holders []Holder, todo []chunk.ID, w *writer, res *Result, cfg Config, progress func(Progress)) error {
-	if len(todo) == 0 {
-		return nil
-	}
-	q := &work{queue: todo, tried: map[chunk.ID]map[string]bool{}, alive: map[string]bool{}, pending: len(todo)}
-	for _, h := range holders {
-		q.alive[h.Peer] = true
-	}
-	q.cond = sync.NewCond(&q.mu)
-	var fmu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	// The caller's context, not gctx: Wait cancels gctx when the workers
-	// are done, and a failure from that would race with the result.
-	stop := context.AfterFunc(ctx, func() { q.fail(context.Cause(ctx)) })
-	defer stop()
-	for _, h := range holders {
-		g.Go(func() error {
-			gs, err := net.OpenGet(gctx, h.Peer, wire.Prefetch, cfg.Window)
-			if err != nil {
-				// This holder is unreachable: its share goes to the others.
-				q.holderGone(h.Peer, err)
-				return nil
-			}
-			for {
-				batch := q.take(h.Peer, cfg.BatchChunks)
-				if batch == nil {
-					break
-				}
-				err := gs.Get(gctx, batch, func(rs []wire.GetResult, err error) {
-					for i, id := range batch {
-						if err != nil {
-							q.retry(id, h.Peer, err)
-							continue
-						}
-						if rs[i].Status != wire.StatusOK {
-							q.retry(id, h.Peer, fmt.Errorf("%s: %s", h.Peer, rs[i].Status))
-							continue
-						}
-						if werr := w.write(id, rs[i].Data); werr != nil {
-							q.fail(werr)
-							return
-						}
-						fmu.Lock()
-						res.Fetched[h.Peer] += int64(len(rs[i].Data))
-						fmu.Unlock()
-						q.doneOne()
-					}
-					if progress != nil {
-						progress(Progress{BytesDone: w.progress(), Total: w.size})
-					}
-				})
-				if err != nil {
-					// The callback has already requeued the batch.
-					gs.Abort()
-					q.holderGone(h.Peer, err)
-					return nil
-				}
-			}
-			if err := gs.Close(); err != nil {
-				q.holderGone(h.Peer, err)
-			}
-			return nil
-		})
-	}
-	g.Wait()
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for _, t := range q.tried {
-		res.Retried += int64(len(t))
-	}
-	if q.failed != nil {
-		return fmt.Errorf("get: %w", q.failed)
-	}
-	if q.pending != 0 {
-		return fmt.Errorf("get: %d chunks left unfetched: %w", q.pending, ErrUnavailable)
-	}
-	return nil
-}
-
 // verifyOutput re-reads the written output and checks every chunk against
 // the manifest, so a write the disk garbled is caught here, not by the VM.
-func verifyOutput(out Output, reg manifest.Region, ids []chunk.ID) error {
+func verifyOutput(out io.ReaderAt, reg manifest.Region, ids []chunk.ID) error {
 	buf := make([]byte, reg.ChunkSize)
 	for i, id := range ids {
 		off := int64(i) * int64(reg.ChunkSize)

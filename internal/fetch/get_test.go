@@ -136,16 +136,15 @@ func get(t *testing.T, net *fakeNet, root chunk.ID, holders ...string) (*fetch.R
 	for _, h := range holders {
 		hs = append(hs, fetch.Holder{Peer: h})
 	}
-	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
+	out := filepath.Join(t.TempDir(), "out")
 	res, err := fetch.Get(t.Context(), net, hs, chunkstore.NewMemory(0), root, out, fetch.DefaultConfig(), nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	got, _ := os.ReadFile(out.Name())
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return res, got, nil
 }
 
@@ -222,5 +221,72 @@ func TestPutRejectedChunkFails(t *testing.T) {
 	_, err := eviction.Put(t.Context(), net, []string{"tiny"}, f, int64(len(data)), eviction.DefaultPutConfig(), nil)
 	if !errors.Is(err, eviction.ErrRejected) {
 		t.Fatalf("err = %v, want ErrRejected", err)
+	}
+}
+
+// A get writes beside its output and renames at the end: a failed one
+// leaves nothing in the directory, and neither kind adds the fetched
+// chunks to the local store (the file is the copy).
+func TestGetLeavesOnlyItsOutput(t *testing.T) {
+	net := newFakeNet("a")
+	pr, data := put(t, net, "a")
+	hs := []fetch.Holder{{Peer: "a"}}
+	local := chunkstore.NewMemory(1 << 30)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	if _, err := fetch.Get(t.Context(), net, hs, local, pr.Root, out, fetch.DefaultConfig(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("output: %v, equal %v", err, bytes.Equal(got, data))
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("the directory holds %d entries, want the output only", len(ents))
+	}
+	if n := local.Stats().Chunks; n != 2 { // the manifest's root and block
+		t.Fatalf("the local store holds %d chunks, want the manifest's 2", n)
+	}
+
+	var victim chunk.ID
+	net.stores["a"].Range(func(id chunk.ID, size int) bool {
+		if size == 64<<10 {
+			victim = id
+			return false
+		}
+		return true
+	})
+	net.stores["a"].Delete(victim)
+	failed := filepath.Join(dir, "failed")
+	if _, err := fetch.Get(t.Context(), net, hs, chunkstore.NewMemory(0), pr.Root, failed, fetch.DefaultConfig(), nil); !errors.Is(err, fetch.ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("after a failed get the directory holds %d entries, want the first output only", len(ents))
+	}
+}
+
+// A sealed put cannot be got without its secret: Get says so before it
+// writes anything.
+func TestGetRefusesSealedPut(t *testing.T) {
+	net := newFakeNet("a")
+	path, data := testFile(t)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cfg := eviction.DefaultPutConfig()
+	cfg.Seal = true
+	pr, err := eviction.Put(t.Context(), net, []string{"a"}, f, int64(len(data)), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	_, err = fetch.Get(t.Context(), net, []fetch.Holder{{Peer: "a"}}, chunkstore.NewMemory(0), pr.Root, filepath.Join(dir, "out"), fetch.DefaultConfig(), nil)
+	if !errors.Is(err, fetch.ErrSealed) {
+		t.Fatalf("err = %v, want ErrSealed", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("a refused get left %d entries", len(ents))
 	}
 }
