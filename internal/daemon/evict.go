@@ -220,6 +220,7 @@ func (d *Daemon) serveEvict(w http.ResponseWriter, r *http.Request) {
 	var out *api.EvictResult
 	if err == nil {
 		out = evictResultToAPI(res, dest)
+		d.keepSecrets(out)
 	}
 	stopDemand()
 	d.out.finish(recs, out, err)
