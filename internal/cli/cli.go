@@ -41,11 +41,11 @@ func Usagef(format string, a ...any) error {
 // errors to stderr, and returns the exit code. A usage error is printed
 // with a pointer to the failing command's --help.
 func Execute(ctx context.Context, root *cobra.Command, args []string, stdout, stderr io.Writer) int {
+	root.SetOut(stdout) // before Prepare: the completion command keeps the writer it sees
+	root.SetErr(stderr)
 	Prepare(root)
 	root.SetContext(ctx)
 	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
 	cmd, err := root.ExecuteC()
 	if err == nil {
 		return ExitOK
@@ -71,6 +71,9 @@ func Execute(ctx context.Context, root *cobra.Command, args []string, stdout, st
 func Prepare(root *cobra.Command) {
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
+	// A command that groups others runs only to refuse a missing
+	// subcommand: its usage shows the subcommands, not "CMD [flags]".
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	walk(root, func(c *cobra.Command) {
 		if c.Annotations["cli.prepared"] != "" {
 			return
@@ -104,6 +107,9 @@ func Prepare(root *cobra.Command) {
 		} else if args := c.Args; args != nil {
 			c.Args = func(c *cobra.Command, a []string) error {
 				if err := args(c, a); err != nil {
+					if ex, _, _ := strings.Cut(strings.TrimSpace(c.Example), "\n"); ex != "" {
+						err = fmt.Errorf("%w, e.g. %s", err, ex)
+					}
 					return &UsageError{err}
 				}
 				return nil

@@ -22,8 +22,13 @@ func SizeVar(fs *pflag.FlagSet, p *Size, name string, def, min, max int64, usage
 	fs.Var(p, name, usage)
 }
 
-func (s *Size) String() string { return formatBytes(s.V) }
-func (s *Size) Type() string   { return "size" }
+func (s *Size) String() string {
+	if s.V == 0 {
+		return "0"
+	}
+	return formatBytes(s.V)
+}
+func (s *Size) Type() string { return "size" }
 
 func (s *Size) Set(v string) error {
 	n, err := units.ParseSize(v)
