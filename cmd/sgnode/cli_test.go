@@ -4,10 +4,12 @@ import (
 	"context"
 	"flag"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -85,5 +87,29 @@ func TestInitPort(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(data, "sgnode.toml"))
 	if err != nil || !strings.Contains(string(b), "/udp/4242/quic-v1") {
 		t.Fatalf("config of init --port 4242: %v\n%s", err, b)
+	}
+}
+
+// notifyReady sends systemd's READY=1 datagram to $NOTIFY_SOCKET.
+func TestNotifyReady(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", path)
+	if err := notifyReady(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil || !strings.Contains(string(buf[:n]), "READY=1\n") {
+		t.Fatalf("notification %q, %v; want READY=1", buf[:n], err)
+	}
+	t.Setenv("NOTIFY_SOCKET", "")
+	if err := notifyReady(); err != nil {
+		t.Fatalf("without systemd: %v", err)
 	}
 }
