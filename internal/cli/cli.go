@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
+	"github.com/spf13/pflag"
 )
 
 // Exit codes.
@@ -46,7 +47,10 @@ func Execute(ctx context.Context, root *cobra.Command, args []string, stdout, st
 	Prepare(root)
 	root.SetContext(ctx)
 	root.SetArgs(args)
-	cmd, err := root.ExecuteC()
+	cmd, err := groupError(root, args)
+	if err == nil {
+		cmd, err = root.ExecuteC()
+	}
 	if err == nil {
 		return ExitOK
 	}
@@ -63,17 +67,13 @@ func Execute(ctx context.Context, root *cobra.Command, args []string, stdout, st
 }
 
 // Prepare makes every command of the tree report its errors as Execute
-// expects: flag and argument errors become usage errors, a command that
-// only groups others refuses unknown or missing subcommands, and errors
-// are printed once, by Execute. It adds the help and completion commands
+// expects: flag and argument errors become usage errors, and errors are
+// printed once, by Execute. It adds the help and completion commands
 // now rather than at execution, so that man pages and tests see them.
 // Preparing a tree twice is harmless.
 func Prepare(root *cobra.Command) {
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
-	// A command that groups others runs only to refuse a missing
-	// subcommand: its usage shows the subcommands, not "CMD [flags]".
-	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	walk(root, func(c *cobra.Command) {
 		if c.Annotations["cli.prepared"] != "" {
 			return
@@ -84,27 +84,7 @@ func Prepare(root *cobra.Command) {
 		c.Annotations["cli.prepared"] = "yes"
 		c.SilenceErrors, c.SilenceUsage = true, true
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{err} })
-		if c.HasSubCommands() && !c.Runnable() {
-			c.Args = func(c *cobra.Command, args []string) error {
-				if len(args) == 0 {
-					return nil
-				}
-				msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
-				if s := c.SuggestionsFor(args[0]); len(s) > 0 {
-					msg += "; did you mean " + strings.Join(s, " or ") + "?"
-				}
-				return &UsageError{errors.New(msg)}
-			}
-			c.RunE = func(c *cobra.Command, _ []string) error {
-				var names []string
-				for _, s := range c.Commands() {
-					if s.IsAvailableCommand() && s.Name() != "help" && s.Name() != "completion" {
-						names = append(names, s.Name())
-					}
-				}
-				return Usagef("missing command (%s)", strings.Join(names, ", "))
-			}
-		} else if args := c.Args; args != nil {
+		if args := c.Args; args != nil {
 			c.Args = func(c *cobra.Command, a []string) error {
 				if err := args(c, a); err != nil {
 					if ex, _, _ := strings.Cut(strings.TrimSpace(c.Example), "\n"); ex != "" {
@@ -116,6 +96,51 @@ func Prepare(root *cobra.Command) {
 			}
 		}
 	})
+}
+
+// groupError refuses a command line that names a command which only
+// groups others (sgctl vm) without one of them, or with an unknown one:
+// cobra would print the help and exit 0. Help and version flags pass.
+// It is a check before cobra runs rather than a RunE on the group, which
+// would make the group's usage read "sgctl vm [flags]".
+func groupError(root *cobra.Command, args []string) (*cobra.Command, error) {
+	c, rest, err := root.Find(args)
+	if err != nil {
+		return c, &UsageError{err} // an unknown command of root
+	}
+	if c.Runnable() || !c.HasSubCommands() {
+		return nil, nil
+	}
+	c.InitDefaultHelpFlag()
+	c.InitDefaultVersionFlag()
+	// The group's own flags are strings and booleans (--api, --help):
+	// parsing them here as well as in cobra sets the same values.
+	fs := pflag.NewFlagSet(c.Name(), pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.AddFlagSet(c.Flags())
+	fs.AddFlagSet(c.InheritedFlags())
+	if fs.Parse(rest) != nil {
+		return nil, nil // cobra reports it
+	}
+	for _, f := range []string{"help", "version"} {
+		if fl := fs.Lookup(f); fl != nil && fl.Changed {
+			return nil, nil
+		}
+	}
+	if fs.NArg() > 0 {
+		msg := fmt.Sprintf("unknown command %q for %q", fs.Arg(0), c.CommandPath())
+		if s := c.SuggestionsFor(fs.Arg(0)); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return c, &UsageError{errors.New(msg)}
+	}
+	var names []string
+	for _, s := range c.Commands() {
+		if s.IsAvailableCommand() && s.Name() != "help" && s.Name() != "completion" {
+			names = append(names, s.Name())
+		}
+	}
+	return c, Usagef("missing command (%s)", strings.Join(names, ", "))
 }
 
 func walk(c *cobra.Command, f func(*cobra.Command)) {
@@ -181,11 +206,12 @@ func Version(linked string) string {
 }
 
 // SetVersion gives root a --version flag and a version command, both
-// printing "NAME VERSION (GO OS/ARCH)".
+// printing "NAME version VERSION (GO OS/ARCH)". It keeps cobra's own
+// version text: a template of ours would link text/template's
+// reflection, which keeps every method of the binary (5 MB of sgnode).
 func SetVersion(root *cobra.Command, version string) {
-	line := fmt.Sprintf("%s %s (%s %s/%s)\n", root.Name(), version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	root.Version = version
-	root.SetVersionTemplate(line)
+	root.Version = fmt.Sprintf("%s (%s %s/%s)", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	line := fmt.Sprintf("%s version %s\n", root.Name(), root.Version)
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
