@@ -115,8 +115,8 @@ func printEvictReport(e *env, r *api.EvictResult) {
 	fmt.Fprintf(w, "eviction time  %s  (source free)\n", r.ET.Round(time.Millisecond))
 	fmt.Fprintf(w, "VM bytes       %s in %d chunks: %d zero, %d duplicate within a VM, %d across VMs, %d already at the destination\n",
 		units.FormatSize(r.Bytes), r.Chunks, r.ZeroChunks, r.DupWithin, r.DupAcross, r.AlreadyHeld)
-	fmt.Fprintf(w, "sent           %s of chunks + %s of manifest; %s unique in %d chunks needed placing, %d replica(s)\n",
-		units.FormatSize(wire), units.FormatSize(r.ManifestPushed), units.FormatSize(r.UniqueBytes), r.UniqueChunks, r.Replicas)
+	fmt.Fprintf(w, "sent           %s of chunks and %s of manifest over the wire (unique: %d chunks, %s; %d replica(s))\n",
+		units.FormatSize(wire), units.FormatSize(r.ManifestPushed), r.UniqueChunks, units.FormatSize(r.UniqueBytes), r.Replicas)
 	if r.Redundancy != "" {
 		fmt.Fprintf(w, "redundancy     %s: %s of parity in %d chunks (stripes on distinct targets)\n",
 			r.Redundancy, units.FormatSize(r.ParityBytes), r.ParityChunks)

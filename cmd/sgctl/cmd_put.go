@@ -44,9 +44,13 @@ func newPutCmd(e *env) *cobra.Command {
 				return printJSON(e.stdout, res)
 			}
 			fmt.Fprintln(e.stdout, res.CID)
-			fmt.Fprintf(e.stderr, "%s in %d chunks (%d zero, %d duplicate): %s unique + %s manifest, in %s (%s)\n",
-				units.FormatSize(res.Size), res.Chunks, res.ZeroChunks, res.DupChunks,
-				units.FormatSize(res.UniqueBytes), units.FormatSize(res.ManifestBytes), res.Duration.Round(1e6), rate(res.Size, res.Duration))
+			var sent int64
+			for _, b := range res.SentBytes {
+				sent += b
+			}
+			fmt.Fprintf(e.stderr, "%s in %d chunks (%d zero, %d duplicate, %s unique): sent %s + %s manifest, in %s (%s)\n",
+				units.FormatSize(res.Size), res.Chunks, res.ZeroChunks, res.DupChunks, units.FormatSize(res.UniqueBytes),
+				units.FormatSize(sent), units.FormatSize(res.ManifestBytes), res.Duration.Round(1e6), rate(res.Size, res.Duration))
 			peers := make([]string, 0, len(res.SentBytes))
 			for p := range res.SentBytes {
 				peers = append(peers, p)
