@@ -50,10 +50,10 @@ the rest from the intermediates.`,
 		},
 	}
 	fl := c.Flags()
-	fl.StringVar(&req.To, "to", "", "destination peer ID (or a unique part of one)")
-	fl.StringArrayVar(&req.Via, "via", nil, "intermediate peer (repeatable; default: every connected peer with free capacity)")
+	fl.StringVar(&req.To, "to", "", "destination `peer` ID (or a unique part of one)")
+	fl.StringArrayVar(&req.Via, "via", nil, "intermediate `peer` (repeatable; default: every connected peer with free capacity)")
 	cli.IntVar(fl, &replicas, "replicas", 1, 1, 64, "--replicas 2", "holders each chunk needs before the source is free (the destination counts)")
-	fl.StringVar(&req.Redundancy, "redundancy", "", "erasure-code instead of replicating, e.g. 4+1: stripes of 4 chunks + 1 parity on 5 different targets; any 1 may be lost")
+	fl.StringVar(&req.Redundancy, "redundancy", "", "erasure-code instead of replicating, `K+M`, e.g. 4+1: stripes of 4 chunks + 1 parity on 5 different targets; any 1 may be lost")
 	fl.BoolVar(&req.Direct, "direct", false, "send to the destination only (the pre-/post-copy baseline)")
 	cli.RateVar(fl, &maxRate, "max-rate", "cap the source's migration traffic: bits/s (100Mbit, 100Mbps, 1Gbit) or bytes/s (60MB/s)")
 	cli.SizeVar(fl, &diskChunk, "disk-chunk", 64<<10, 4<<10, 1<<20, "disk chunk size, 4KiB to 1MiB")

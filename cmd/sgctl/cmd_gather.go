@@ -53,8 +53,8 @@ func newGatherCmd(e *env) *cobra.Command {
 		},
 	}
 	fl := c.Flags()
-	fl.StringArrayVar(&from, "from", nil, "fetch from this peer (repeatable; default: every connected peer holding the manifest)")
-	fl.StringVar(&secret, "secret", "", "the manifest's secret, for an eviction encrypted at rest (evict prints it; also $SG_MANIFEST_SECRET)")
+	fl.StringArrayVar(&from, "from", nil, "fetch from this `peer` (repeatable; default: every connected peer holding the manifest)")
+	fl.StringVar(&secret, "secret", "", "the manifest's secret (`hex`), for an eviction encrypted at rest (evict prints it; also $SG_MANIFEST_SECRET)")
 	fl.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return c
 }

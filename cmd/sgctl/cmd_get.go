@@ -53,7 +53,7 @@ func newGetCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().StringVarP(&out, "output", "o", "", "write the file here (required)")
+	c.Flags().StringVarP(&out, "output", "o", "", "write the `file` here (required)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return c
 }

@@ -68,10 +68,10 @@ func newVMAddCmd(e *env) *cobra.Command {
 		},
 	}
 	fl := c.Flags()
-	fl.StringVar(&qmp, "qemu-qmp", "", "a running QEMU guest's QMP socket (the qemu driver)")
-	fl.StringArrayVar(&mem, "mem", nil, "memory image (repeatable)")
-	fl.StringArrayVar(&disks, "disk", nil, "disk image (repeatable)")
-	fl.StringVar(&state, "state", "", "device state blob")
+	fl.StringVar(&qmp, "qemu-qmp", "", "a running QEMU guest's QMP `socket` (the qemu driver)")
+	fl.StringArrayVar(&mem, "mem", nil, "memory `image` (repeatable)")
+	fl.StringArrayVar(&disks, "disk", nil, "disk `image` (repeatable)")
+	fl.StringVar(&state, "state", "", "device state `file`")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }

@@ -59,7 +59,7 @@ The socket is --api, else $SG_API, else $SG_DATA/sgnode.sock, else
 
 Exit codes: 0 success, 1 failure, 2 usage error.`,
 	}
-	root.PersistentFlags().StringVar(&e.apiPath, "api", "", "sgnode control socket (default: see above)")
+	root.PersistentFlags().StringVar(&e.apiPath, "api", "", "sgnode control `socket` (default: see above)")
 	root.AddGroup(&cobra.Group{ID: "vm", Title: "Migrating VMs:"}, &cobra.Group{ID: "files", Title: "Files by CID:"},
 		&cobra.Group{ID: "node", Title: "This node:"})
 	for _, c := range []*cobra.Command{newVMCmd(e), newEvictCmd(e), newMigrationsCmd(e), newGatherCmd(e), newVerifyCmd(e)} {

@@ -79,8 +79,8 @@ func newBenchCmd(out io.Writer) *cobra.Command {
 	fl := c.Flags()
 	cli.SizeVar(fl, &size, "size", 512<<20, 16<<20, 64<<30, "bytes moved by each transfer")
 	fl.StringVar(&jsonPath, "json", "", "also write the report as JSON to this `file`")
-	fl.StringVar(&bin, "bin", "", "directory with sgnode and sgctl (default: next to sglab)")
-	fl.StringVar(&profile, "profile", "", "write 5 s CPU profiles of both sgnodes during the eviction to this directory")
+	fl.StringVar(&bin, "bin", "", "`dir`ectory with sgnode and sgctl (default: next to sglab)")
+	fl.StringVar(&profile, "profile", "", "write 5 s CPU profiles of both sgnodes during the eviction to this `dir`ectory")
 	return c
 }
 

@@ -110,10 +110,10 @@ byte.`,
 	cli.IntVar(fl, &o.nodes, "nodes", 5, 2, 64, "--nodes 5", "cluster size: a source, a destination and intermediates")
 	cli.SizeVar(fl, &o.size, "size", 384<<20, 1<<20, 64<<30, "size of the generated VM (2/3 memory, 1/3 disk)")
 	cli.IntVar(fl, &o.replicas, "replicas", 1, 1, 63, "--replicas 2", "holders each chunk needs before the source is free")
-	fl.StringVar(&o.redundancy, "redundancy", "", "erasure-code the chunks, e.g. 2+1 (needs K+M ≤ nodes-1)")
+	fl.StringVar(&o.redundancy, "redundancy", "", "erasure-code the chunks, `K+M`, e.g. 2+1 (needs K+M ≤ nodes-1)")
 	fl.BoolVar(&o.encrypt, "encrypt", false, "encrypt the chunks at rest on the intermediates")
 	fl.BoolVar(&o.keep, "keep", false, "keep the working directory (data dirs, logs)")
-	fl.StringVar(&o.bin, "bin", "", "directory with sgnode and sgctl (default: next to sglab)")
+	fl.StringVar(&o.bin, "bin", "", "`dir`ectory with sgnode and sgctl (default: next to sglab)")
 	return c
 }
 

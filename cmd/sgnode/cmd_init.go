@@ -35,7 +35,7 @@ again; it prints the peer ID and the address to give the other members.`,
 			return initData(stdout, data, port.V)
 		},
 	}
-	c.Flags().StringVar(&data, "data", defaultDataDir(), "data directory")
+	c.Flags().StringVar(&data, "data", defaultDataDir(), "data `dir`ectory")
 	cli.IntVar(c.Flags(), &port, "port", defaultPort, 1, 65535, "--port 4100", "UDP port of the default listen address")
 	return c
 }
@@ -106,6 +106,6 @@ func newIDCmd(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().StringVar(&data, "data", defaultDataDir(), "data directory")
+	c.Flags().StringVar(&data, "data", defaultDataDir(), "data `dir`ectory")
 	return c
 }
