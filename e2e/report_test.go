@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/workload"
 )
 
@@ -75,5 +76,17 @@ func TestEncryptedEvictionKeepsTheSecret(t *testing.T) {
 	var ms []api.Migration
 	if err := json.Unmarshal(raw, &ms); err != nil || len(ms) != 1 || ms[0].Result == nil || ms[0].Result.VMs[0].ManifestSecret != secret {
 		t.Fatalf("sgctl migrations --json does not give the secret: %v\n%s", err, raw)
+	}
+}
+
+// TestGetUnheldCID: a CID that no peer holds fails with a plain message.
+func TestGetUnheldCID(t *testing.T) {
+	c := startCluster(t, "a", "b")
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cid := chunk.Sum([]byte("nobody holds this")).String()
+	_, err := c.Nodes[0].Sgctl(ctx, "get", cid, "-o", t.TempDir()+"/out")
+	if err == nil || !strings.Contains(err.Error(), "no connected peer holds "+cid) || strings.Contains(err.Error(), "%!") {
+		t.Fatalf("get of a CID nobody holds: %v", err)
 	}
 }
