@@ -90,3 +90,21 @@ func TestGetUnheldCID(t *testing.T) {
 		t.Fatalf("get of a CID nobody holds: %v", err)
 	}
 }
+
+// TestCompletionAsksTheNode: sgctl's shell completion offers the node's
+// registered VMs and connected peers.
+func TestCompletionAsksTheNode(t *testing.T) {
+	c := startCluster(t, "a", "b")
+	a, b := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	addVM(t, ctx, a, "web1", workload.Spec{Seed: 1, BaseSeed: 2, MemSize: 1 << 20, PageSize: 4096})
+	vms, err := a.Sgctl(ctx, "__complete", "evict", "vm", "")
+	if err != nil || !strings.Contains(string(vms), "web1\tfiles") {
+		t.Fatalf("completion of evict vm: %v\n%s", err, vms)
+	}
+	peers, err := a.Sgctl(ctx, "__complete", "evict", "vm", "web1", "--to", "")
+	if err != nil || !strings.Contains(string(peers), b.PeerID) {
+		t.Fatalf("completion of --to: %v\n%s", err, peers)
+	}
+}

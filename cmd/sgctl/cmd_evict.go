@@ -59,6 +59,10 @@ the rest from the intermediates.`,
 	cli.SizeVar(fl, &diskChunk, "disk-chunk", 64<<10, 4<<10, 1<<20, "disk chunk size, 4KiB to 1MiB")
 	fl.BoolVar(&req.Encrypt, "encrypt", false, "encrypt every chunk at rest (convergent: intermediates store ciphertext, which still dedups); prints the manifest's secret")
 	fl.BoolVar(&asJSON, "json", false, "print the report as JSON (with each sealed manifest's secret)")
+	c.ValidArgsFunction = completeVMs(e)
+	for _, f := range []string{"to", "via"} {
+		_ = c.RegisterFlagCompletionFunc(f, completePeers(e)) // fails only for an unknown flag
+	}
 	return c
 }
 

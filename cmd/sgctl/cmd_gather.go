@@ -56,5 +56,6 @@ func newGatherCmd(e *env) *cobra.Command {
 	fl.StringArrayVar(&from, "from", nil, "fetch from this `peer` (repeatable; default: every connected peer holding the manifest)")
 	fl.StringVar(&secret, "secret", "", "the manifest's secret (`hex`), for an eviction encrypted at rest (evict prints it; also $SG_MANIFEST_SECRET)")
 	fl.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	_ = c.RegisterFlagCompletionFunc("from", completePeers(e)) // fails only for an unknown flag
 	return c
 }

@@ -123,10 +123,11 @@ func newVMListCmd(e *env) *cobra.Command {
 
 func newVMRemoveCmd(e *env) *cobra.Command {
 	return &cobra.Command{
-		Use:     "rm NAME",
-		Aliases: []string{"remove"},
-		Short:   "Unregister a VM (its images stay)",
-		Args:    cli.ExactArgs("NAME"),
+		Use:               "rm NAME",
+		Aliases:           []string{"remove"},
+		Short:             "Unregister a VM (its images stay)",
+		Args:              cli.ExactArgs("NAME"),
+		ValidArgsFunction: completeVMs(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return e.client().RemoveVM(cmd.Context(), args[0])
 		},

@@ -12,6 +12,7 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -104,6 +105,9 @@ func Prepare(root *cobra.Command) {
 // It is a check before cobra runs rather than a RunE on the group, which
 // would make the group's usage read "sgctl vm [flags]".
 func groupError(root *cobra.Command, args []string) (*cobra.Command, error) {
+	if slices.Contains(args, cobra.ShellCompRequestCmd) || slices.Contains(args, cobra.ShellCompNoDescRequestCmd) {
+		return nil, nil // a shell asking for completions: cobra adds that command as it runs
+	}
 	c, rest, err := root.Find(args)
 	if err != nil {
 		return c, &UsageError{err} // an unknown command of root
