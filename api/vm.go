@@ -66,6 +66,8 @@ type EvictedVM struct {
 	// ManifestSecret opens a sealed manifest (hex; encrypted evictions
 	// only): what `sgctl gather --secret` needs to gather it elsewhere.
 	ManifestSecret string `json:"manifest_secret,omitempty"`
+	// SecretFile is where the source keeps ManifestSecret (mode 0600).
+	SecretFile string `json:"secret_file,omitempty"`
 }
 
 // EvictResult reports a finished eviction.

@@ -22,7 +22,7 @@ func BenchmarkEvictScatterVsDirect(b *testing.B) {
 	ctx, cancel := context.WithTimeout(b.Context(), 20*time.Minute)
 	defer cancel()
 	c, err := lab.Start(ctx, lab.Config{Bin: binDir, Dir: b.TempDir(), Names: []string{"src", "dst", "r1", "r2", "r3"},
-		MemBudget: "2GiB", Flags: map[string][]string{"dst": {"--ingest-rate", fmt.Sprint(int64(destRate))}}})
+		MemBudget: "2GiB", Flags: map[string][]string{"dst": {"--ingest-rate", fmt.Sprintf("%dB/s", int64(destRate))}}})
 	if err != nil {
 		b.Fatal(err)
 	}

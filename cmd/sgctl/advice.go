@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/spf13/cobra"
 
 	"github.com/sgrelay/sg/api"
 )
@@ -39,4 +40,20 @@ func advise(err error) error {
 		return fmt.Errorf("%s: %s (%s)", a.flag, ae.Message, a.hint)
 	}
 	return fmt.Errorf("%s: %s", a.flag, ae.Message)
+}
+
+// adviseErrors makes every command of the tree phrase a node's refusal in
+// terms of its own flags (advise).
+func adviseErrors(c *cobra.Command) {
+	if run := c.RunE; run != nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if err := run(cmd, args); err != nil {
+				return advise(err)
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		adviseErrors(sub)
+	}
 }

@@ -5,18 +5,19 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/spf13/cobra"
+
 	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/internal/cli"
 )
 
-var errUsage = errors.New("usage")
+// version is set at link time with -ldflags "-X main.version=…".
+var version = "dev"
 
 // env is what every command gets: its streams and a client.
 type env struct {
@@ -25,24 +26,11 @@ type env struct {
 	isTerminal     bool // stderr is a terminal: draw progress bars
 }
 
-func (e *env) client() *api.Client { return api.NewClient(e.apiPath) }
-
-type command struct {
-	name, summary string
-	run           func(ctx context.Context, e *env, args []string) error
-}
-
-var commands = []command{
-	{"status", "show this node: peer ID, addresses, store usage, uptime", cmdStatus},
-	{"peers", "list peers with RTT, zone and free capacity", cmdPeers},
-	{"put", "cut a file into chunks and push them to peers; print its CID", cmdPut},
-	{"get", "fetch a file by CID from the peers that hold it", cmdGet},
-	{"rm", "remove a put's copies from the peers that hold them", cmdRm},
-	{"vm", "register VMs (add, list, rm) from images on disk", cmdVM},
-	{"evict", "evict VMs: sgctl evict vm NAME... --to PEER", cmdEvict},
-	{"migrations", "list running and finished migrations", cmdMigrations},
-	{"gather", "gather an existing VM manifest here from the peers that hold it", cmdGather},
-	{"verify", "check that every chunk of a manifest is held (and intact) across peers", cmdVerify},
+func (e *env) client() *api.Client {
+	if e.apiPath == "" {
+		return api.NewClient(defaultAPI())
+	}
+	return api.NewClient(e.apiPath)
 }
 
 func main() {
@@ -52,50 +40,48 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr, apiPath: defaultAPI(), isTerminal: isTerminal(stderr)}
-	global := flag.NewFlagSet("sgctl", flag.ContinueOnError)
-	global.SetOutput(stderr)
-	global.StringVar(&e.apiPath, "api", e.apiPath, "sgnode control socket (or $SG_API)")
-	global.Usage = func() { usage(stderr) }
-	if err := global.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	args = global.Args()
-	if len(args) == 0 {
-		usage(stderr)
-		return 2
-	}
-	for _, c := range commands {
-		if c.name != args[0] {
-			continue
-		}
-		err := c.run(ctx, e, args[1:])
-		switch {
-		case err == nil, errors.Is(err, flag.ErrHelp):
-			return 0
-		case errors.Is(err, errUsage):
-			fmt.Fprintln(stderr, "sgctl:", err)
-			return 2
-		}
-		fmt.Fprintf(stderr, "sgctl %s: %v\n", c.name, advise(err))
-		return 1
-	}
-	fmt.Fprintf(stderr, "sgctl: unknown command %q\n", args[0])
-	usage(stderr)
-	return 2
+	e := &env{stdout: stdout, stderr: stderr, isTerminal: isTerminal(stderr)}
+	root := newRootCmd(e, cli.Version(version))
+	adviseErrors(root)
+	return cli.Execute(ctx, root, args, stdout, stderr)
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "Usage: sgctl [--api SOCKET] COMMAND [flags]\n\nCommands:")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+// newRootCmd builds sgctl's command tree around e.
+func newRootCmd(e *env, version string) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "sgctl",
+		Short: "Control the local sgnode",
+		Long: `sgctl controls the local sgnode over its control socket: it registers VMs,
+evicts them to a destination through intermediates, follows migrations,
+and puts and gets files by CID.
+
+The socket is --api, else $SG_API, else $SG_DATA/sgnode.sock, else
+/run/sg/sgnode.sock (the packaged service's) if it exists, else
+/var/lib/sg/sgnode.sock.
+
+Exit codes: 0 success, 1 failure, 2 usage error.`,
 	}
-	fmt.Fprintln(w, "\nRun 'sgctl COMMAND -h' for a command's flags.")
+	root.PersistentFlags().StringVar(&e.apiPath, "api", "", "sgnode control `socket` (default: see above)")
+	root.AddGroup(&cobra.Group{ID: "vm", Title: "Migrating VMs:"}, &cobra.Group{ID: "files", Title: "Files by CID:"},
+		&cobra.Group{ID: "node", Title: "This node:"})
+	for _, c := range []*cobra.Command{newVMCmd(e), newEvictCmd(e), newMigrationsCmd(e), newGatherCmd(e), newVerifyCmd(e)} {
+		c.GroupID = "vm"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{newPutCmd(e), newGetCmd(e), newRmCmd(e)} {
+		c.GroupID = "files"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{newStatusCmd(e), newPeersCmd(e)} {
+		c.GroupID = "node"
+		root.AddCommand(c)
+	}
+	cli.SetVersion(root, version)
+	cli.AddManCommand(root, version)
+	return root
 }
 
+// defaultAPI is the control socket when --api is not given.
 func defaultAPI() string {
 	if p := os.Getenv("SG_API"); p != "" {
 		return p
@@ -103,45 +89,11 @@ func defaultAPI() string {
 	if d := os.Getenv("SG_DATA"); d != "" {
 		return d + "/sgnode.sock"
 	}
+	const service = "/run/sg/sgnode.sock" // the systemd unit's RuntimeDirectory
+	if _, err := os.Stat(service); err == nil {
+		return service
+	}
 	return "/var/lib/sg/sgnode.sock"
-}
-
-// newFlags makes a command's flag set; errors go to stderr.
-func newFlags(e *env, name, args string) *flag.FlagSet {
-	fs := flag.NewFlagSet("sgctl "+name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: sgctl %s %s\n", name, args)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// listFlag collects a repeatable flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return fmt.Sprint(*l) }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
-func usageOr(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return fmt.Errorf("%w: %v", errUsage, err)
-}
-
-func parse(fs *flag.FlagSet, args []string, wantArgs int) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() != wantArgs {
-		fs.Usage()
-		return fmt.Errorf("%w: want %d argument(s), got %d", errUsage, wantArgs, fs.NArg())
-	}
-	return nil
 }
 
 func isTerminal(w io.Writer) bool {

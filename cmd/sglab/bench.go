@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -20,9 +19,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/sgrelay/sg/api"
 	"github.com/sgrelay/sg/internal/chunk"
 	"github.com/sgrelay/sg/internal/chunkstore"
+	"github.com/sgrelay/sg/internal/cli"
 	"github.com/sgrelay/sg/internal/lab"
 	"github.com/sgrelay/sg/internal/rawquic"
 	"github.com/sgrelay/sg/internal/units"
@@ -61,21 +63,31 @@ type BenchReport struct {
 	EvictRat float64  `json:"evict_over_raw"`
 }
 
-func bench(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("sglab bench", flag.ContinueOnError)
-	sizeS := fs.String("size", "512MiB", "bytes moved by each transfer")
-	jsonPath := fs.String("json", "", "also write the report as JSON to this file")
-	bin := fs.String("bin", "", "directory with sgnode and sgctl (default: next to sglab)")
-	profile := fs.String("profile", "", "write 5 s CPU profiles of both sgnodes during the eviction to this directory")
-	if err := fs.Parse(args[1:]); err != nil {
-		return errUsage
+func newBenchCmd(out io.Writer) *cobra.Command {
+	var (
+		size                   cli.Size
+		jsonPath, bin, profile string
+	)
+	c := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure hashing, the store, raw QUIC, sgctl put and an eviction between two sgnodes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench(cmd.Context(), out, size.V, jsonPath, bin, profile)
+		},
 	}
-	size, err := units.ParseSize(*sizeS)
-	if err != nil || size < 16<<20 {
-		return errUsage
-	}
+	fl := c.Flags()
+	cli.SizeVar(fl, &size, "size", 512<<20, 16<<20, 64<<30, "bytes moved by each transfer")
+	fl.StringVar(&jsonPath, "json", "", "also write the report as JSON to this `file`")
+	fl.StringVar(&bin, "bin", "", "`dir`ectory with sgnode and sgctl (default: next to sglab)")
+	fl.StringVar(&profile, "profile", "", "write 5 s CPU profiles of both sgnodes during the eviction to this `dir`ectory")
+	return c
+}
+
+func bench(ctx context.Context, out io.Writer, size int64, jsonPath, bin, profile string) error {
+	var err error
 	size = size / 65536 * 65536
-	if *bin, err = binDir(*bin); err != nil {
+	if bin, err = binDir(bin); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "sglab-bench-")
@@ -95,7 +107,7 @@ func bench(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(out, "sgctl put and eviction between two sgnode processes…")
-	if r.Put, r.Evict, err = sgTransfers(ctx, *bin, dir, size, *profile); err != nil {
+	if r.Put, r.Evict, err = sgTransfers(ctx, bin, dir, size, profile); err != nil {
 		return err
 	}
 	r.PutRatio, r.EvictRat = r.Put.MBps/r.RawQUIC.MBps, r.Evict.MBps/r.RawQUIC.MBps
@@ -111,9 +123,9 @@ func bench(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(tw, "store, memory tier\t%.1f\t\t\t\t\n", r.MemoryStoreMBps)
 	fmt.Fprintf(tw, "store, disk tier\t%.1f\t\t\t\t\n", r.DiskStoreMBps)
 	tw.Flush()
-	if *jsonPath != "" {
+	if jsonPath != "" {
 		b, _ := json.MarshalIndent(r, "", "  ")
-		if err := os.WriteFile(*jsonPath, append(b, '\n'), 0o644); err != nil {
+		if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
 			return err
 		}
 	}

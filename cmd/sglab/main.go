@@ -13,7 +13,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,7 +22,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/sgrelay/sg/api"
+	"github.com/sgrelay/sg/internal/cli"
 	"github.com/sgrelay/sg/internal/lab"
 	"github.com/sgrelay/sg/internal/units"
 	"github.com/sgrelay/sg/internal/workload"
@@ -31,35 +33,34 @@ import (
 
 func shortPeer(id string) string { return id[:8] + "…" + id[len(id)-6:] }
 
+// version is set at link time with -ldflags "-X main.version=…".
+var version = "dev"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "sglab:", err)
-		if errors.Is(err, errUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	os.Exit(cli.Execute(ctx, newRootCmd(cli.Version(version), os.Stdout), os.Args[1:], os.Stdout, os.Stderr))
 }
 
-var errUsage = errors.New(`usage:
-  sglab demo  [--nodes N] [--size SIZE] [--replicas N | --redundancy K+M] [--encrypt] [--keep] [--bin DIR]
-  sglab bench [--size SIZE] [--json FILE] [--bin DIR]`)
-
-func run(ctx context.Context, args []string, out io.Writer) error {
-	if len(args) == 0 {
-		return errUsage
+// newRootCmd builds sglab's command tree, reporting to out.
+func newRootCmd(version string, out io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "sglab",
+		Short: "Run sg on a local cluster of real sgnode processes",
+		Long: `sglab runs sg on a local cluster of real sgnode processes on loopback: the
+quickest way to see sg work end to end. It looks for sgnode and sgctl next
+to its own executable (or --bin): build them with 'go build -o bin/ ./cmd/...'.`,
 	}
-	switch args[0] {
-	case "demo":
-		return demo(ctx, args, out)
-	case "bench":
-		return bench(ctx, args, out)
-	case rawquicServe:
-		return serveRawQUIC(ctx, out)
-	}
-	return errUsage
+	root.AddCommand(newDemoCmd(out), newBenchCmd(out), &cobra.Command{
+		Use:    rawquicServe,
+		Short:  "Run the raw quic-go sink of the bench (started by sglab bench)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE:   func(cmd *cobra.Command, _ []string) error { return serveRawQUIC(cmd.Context(), out) },
+	})
+	cli.SetVersion(root, version)
+	cli.AddManCommand(root, version)
+	return root
 }
 
 // binDir returns dir, or the directory of this executable, after checking
@@ -80,41 +81,64 @@ func binDir(dir string) (string, error) {
 	return dir, nil
 }
 
-func demo(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("sglab demo", flag.ContinueOnError)
-	nodes := fs.Int("nodes", 5, "cluster size: a source, a destination and intermediates (at least 2)")
-	sizeS := fs.String("size", "384MiB", "size of the generated VM (2/3 memory, 1/3 disk)")
-	replicas := fs.Int("replicas", 1, "holders each chunk needs before the source is free")
-	redundancy := fs.String("redundancy", "", "erasure-code the chunks, e.g. 2+1 (needs K+M ≤ nodes-1)")
-	encrypt := fs.Bool("encrypt", false, "encrypt the chunks at rest on the intermediates")
-	keep := fs.Bool("keep", false, "keep the working directory (data dirs, logs)")
-	bin := fs.String("bin", "", "directory with sgnode and sgctl (default: next to sglab)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return errUsage
+// demoOptions are sglab demo's flags.
+type demoOptions struct {
+	nodes, replicas cli.Int
+	size            cli.Size
+	redundancy, bin string
+	encrypt, keep   bool
+}
+
+func newDemoCmd(out io.Writer) *cobra.Command {
+	var o demoOptions
+	c := &cobra.Command{
+		Use:   "demo",
+		Short: "Evict a generated VM through intermediates and check it byte for byte",
+		Long: `Generate a VM, evict it from the source to the destination with
+intermediates, wait for the destination to gather it, and check it byte for
+byte.`,
+		Example: "  sglab demo --nodes 5 --size 384MiB --redundancy 2+1 --encrypt",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.replicas.V >= o.nodes.V {
+				return cli.Usagef("--replicas %d: want fewer than --nodes (%d), e.g. --replicas 2 --nodes 5", o.replicas.V, o.nodes.V)
+			}
+			return demo(cmd.Context(), o, out)
+		},
 	}
-	size, err := units.ParseSize(*sizeS)
-	if err != nil || *nodes < 2 || *replicas < 1 || *replicas >= *nodes || size < 1<<20 {
-		return errUsage
-	}
-	if *bin, err = binDir(*bin); err != nil {
+	fl := c.Flags()
+	cli.IntVar(fl, &o.nodes, "nodes", 5, 2, 64, "--nodes 5", "cluster size: a source, a destination and intermediates")
+	cli.SizeVar(fl, &o.size, "size", 384<<20, 1<<20, 64<<30, "size of the generated VM (2/3 memory, 1/3 disk)")
+	cli.IntVar(fl, &o.replicas, "replicas", 1, 1, 63, "--replicas 2", "holders each chunk needs before the source is free")
+	fl.StringVar(&o.redundancy, "redundancy", "", "erasure-code the chunks, `K+M`, e.g. 2+1 (needs K+M ≤ nodes-1)")
+	fl.BoolVar(&o.encrypt, "encrypt", false, "encrypt the chunks at rest on the intermediates")
+	fl.BoolVar(&o.keep, "keep", false, "keep the working directory (data dirs, logs)")
+	fl.StringVar(&o.bin, "bin", "", "`dir`ectory with sgnode and sgctl (default: next to sglab)")
+	return c
+}
+
+func demo(ctx context.Context, o demoOptions, out io.Writer) error {
+	size := o.size.V
+	bin, err := binDir(o.bin)
+	if err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "sglab-")
 	if err != nil {
 		return err
 	}
-	if *keep {
+	if o.keep {
 		fmt.Fprintf(out, "working directory: %s (kept)\n", dir)
 	} else {
 		defer os.RemoveAll(dir)
 	}
 
 	names := []string{"source", "destination"}
-	for i := 2; i < *nodes; i++ {
+	for i := 2; i < o.nodes.V; i++ {
 		names = append(names, fmt.Sprintf("relay%d", i-1))
 	}
-	fmt.Fprintf(out, "starting %d sgnode processes on loopback…\n", *nodes)
-	c, err := lab.Start(ctx, lab.Config{Bin: *bin, Dir: dir, Names: names})
+	fmt.Fprintf(out, "starting %d sgnode processes on loopback…\n", o.nodes.V)
+	c, err := lab.Start(ctx, lab.Config{Bin: bin, Dir: dir, Names: names})
 	if err != nil {
 		return err
 	}
@@ -145,12 +169,12 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 		units.FormatSize(spec.MemSize), units.FormatSize(spec.DiskSize))
 
 	evictArgs := []string{"evict", "vm", "web1", "--to", dst.PeerID}
-	if *redundancy != "" {
-		evictArgs = append(evictArgs, "--redundancy", *redundancy)
+	if o.redundancy != "" {
+		evictArgs = append(evictArgs, "--redundancy", o.redundancy)
 	} else {
-		evictArgs = append(evictArgs, "--replicas", fmt.Sprint(*replicas))
+		evictArgs = append(evictArgs, "--replicas", fmt.Sprint(o.replicas.V))
 	}
-	if *encrypt {
+	if o.encrypt {
 		evictArgs = append(evictArgs, "--encrypt")
 	}
 	report, err = src.Sgctl(ctx, evictArgs...)

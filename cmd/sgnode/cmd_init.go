@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -10,45 +9,67 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/spf13/cobra"
+
+	"github.com/sgrelay/sg/internal/cli"
 	"github.com/sgrelay/sg/internal/daemon"
 	"github.com/sgrelay/sg/internal/node"
 )
 
-func cmdInit(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("sgnode init", flag.ContinueOnError)
-	data := fs.String("data", defaultDataDir(), "data directory")
-	listenPort := fs.Int("port", 4100, "UDP port for the default listen address")
-	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
+const defaultPort = 4100
+
+func newInitCmd(stdout io.Writer) *cobra.Command {
+	var (
+		data string
+		port cli.Int
+	)
+	c := &cobra.Command{
+		Use:   "init",
+		Short: "Create the data directory, identity and a default config file",
+		Long: `Create the data directory, this node's identity (an Ed25519 key) and a
+commented sgnode.toml. What exists is left as is, so init is safe to run
+again; it prints the peer ID and the address to give the other members.`,
+		Example: "  sgnode init --data /var/lib/sg --port 4100",
+		Args:    cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return initData(stdout, data, port.V)
+		},
 	}
-	if err := os.MkdirAll(*data, 0o700); err != nil {
+	c.Flags().StringVar(&data, "data", defaultDataDir(), "data `dir`ectory")
+	cli.IntVar(c.Flags(), &port, "port", defaultPort, 1, 65535, "--port 4100", "UDP port of the default listen address")
+	return c
+}
+
+// initData creates what 'sgnode run' needs in data and says what it found.
+func initData(stdout io.Writer, data string, port int) error {
+	if err := os.MkdirAll(data, 0o700); err != nil {
 		return err
 	}
-	cfg := daemon.DefaultConfig(*data)
+	cfg := daemon.DefaultConfig(data)
 	key, created, err := node.LoadOrCreateIdentity(cfg.IdentityPath())
 	if err != nil {
 		return err
 	}
 	id, _ := node.PeerID(key)
-	cfgPath := filepath.Join(*data, "sgnode.toml")
-	wrote, err := writeIfAbsent(cfgPath, replacePort(defaultConfigFile, *listenPort))
+	cfgPath := filepath.Join(data, "sgnode.toml")
+	wrote, err := writeIfAbsent(cfgPath, replacePort(defaultConfigFile, port))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "data directory: %s\n", *data)
+	fmt.Fprintf(stdout, "data directory: %s\n", data)
 	fmt.Fprintf(stdout, "identity:       %s (%s)\n", cfg.IdentityPath(), map[bool]string{true: "new", false: "existing"}[created])
 	fmt.Fprintf(stdout, "config:         %s (%s)\n", cfgPath, map[bool]string{true: "new", false: "existing, left as is"}[wrote])
 	fmt.Fprintf(stdout, "peer ID:        %s\n\n", id)
 	fmt.Fprintf(stdout, "Add this node to every member's peers file (one line per address), e.g.:\n")
-	fmt.Fprintf(stdout, "  /ip4/<this-host-ip>/udp/%d/quic-v1/p2p/%s\n", *listenPort, id)
+	fmt.Fprintf(stdout, "  /ip4/<this-host-ip>/udp/%d/quic-v1/p2p/%s\n", port, id)
 	return nil
 }
 
 func replacePort(s string, port int) string {
-	if port == 4100 {
+	if port == defaultPort {
 		return s
 	}
-	return strings.ReplaceAll(s, "/udp/4100/", fmt.Sprintf("/udp/%d/", port))
+	return strings.ReplaceAll(s, fmt.Sprintf("/udp/%d/", defaultPort), fmt.Sprintf("/udp/%d/", port))
 }
 
 func writeIfAbsent(path, content string) (bool, error) {
@@ -66,34 +87,25 @@ func writeIfAbsent(path, content string) (bool, error) {
 	return true, f.Close()
 }
 
-func cmdID(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("sgnode id", flag.ContinueOnError)
-	data := fs.String("data", defaultDataDir(), "data directory")
-	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
+func newIDCmd(stdout io.Writer) *cobra.Command {
+	var data string
+	c := &cobra.Command{
+		Use:   "id",
+		Short: "Print this node's peer ID",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			key, err := loadIdentity(data)
+			if err != nil {
+				return err
+			}
+			id, err := node.PeerID(key)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, id)
+			return nil
+		},
 	}
-	key, err := node.LoadIdentity(daemon.DefaultConfig(*data).IdentityPath())
-	if err != nil {
-		return fmt.Errorf("%w (run 'sgnode init --data %s' first)", err, *data)
-	}
-	id, err := node.PeerID(key)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, id)
-	return nil
-}
-
-func defaultDataDir() string {
-	if d := os.Getenv("SG_DATA"); d != "" {
-		return d
-	}
-	return "/var/lib/sg"
-}
-
-func usageErr(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return fmt.Errorf("%w: %v", errUsage, err)
+	c.Flags().StringVar(&data, "data", defaultDataDir(), "data `dir`ectory")
+	return c
 }

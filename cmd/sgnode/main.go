@@ -3,24 +3,24 @@
 //	sgnode init --data DIR     create identity and a commented config file
 //	sgnode run  --data DIR     run the daemon
 //	sgnode id   --data DIR     print the peer ID
+//
+// Exit codes: 0 success, 1 failure, 2 usage or configuration error.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sgrelay/sg/internal/cli"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
+// version is set at link time with -ldflags "-X main.version=…".
 var version = "dev"
-
-// errUsage marks errors that should exit 2.
-var errUsage = errors.New("usage")
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -29,47 +29,33 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		usage(stderr)
-		return 2
-	}
-	var err error
-	switch args[0] {
-	case "init":
-		err = cmdInit(args[1:], stdout)
-	case "run":
-		err = cmdRun(ctx, args[1:], stderr)
-	case "id":
-		err = cmdID(args[1:], stdout)
-	case "-h", "--help", "help":
-		usage(stdout)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "sgnode: unknown command %q\n", args[0])
-		usage(stderr)
-		return 2
-	}
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.Is(err, errUsage):
-		fmt.Fprintln(stderr, "sgnode:", err)
-		return 2
-	}
-	fmt.Fprintln(stderr, "sgnode:", err)
-	return 1
+	return cli.Execute(ctx, newRootCmd(cli.Version(version), stdout, stderr), args, stdout, stderr)
 }
 
-func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: sgnode COMMAND [flags]
+// newRootCmd builds sgnode's command tree; the daemon logs to stderr.
+func newRootCmd(version string, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "sgnode",
+		Short: "The sg daemon: stores, relays and gathers VM chunks",
+		Long: `sgnode is the sg daemon, one per host or middlebox. It keeps this node's
+identity and chunk store in a data directory, talks to its peers over QUIC,
+and serves sgctl on a control socket.
 
-Commands:
-  init   create the data directory, identity and a default config file
-  run    run the daemon
-  id     print this node's peer ID
+The data directory is --data, else $SG_DATA, else /var/lib/sg. Create it
+with 'sgnode init', then start 'sgnode run' (the packaged systemd unit
+does both).
 
-Run 'sgnode COMMAND -h' for a command's flags.
-`)
+Exit codes: 0 success, 1 failure, 2 usage or configuration error.`,
+	}
+	root.AddCommand(newInitCmd(stdout), newRunCmd(version, stdout, stderr), newIDCmd(stdout))
+	cli.SetVersion(root, version)
+	cli.AddManCommand(root, version)
+	return root
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("SG_DATA"); d != "" {
+		return d
+	}
+	return "/var/lib/sg"
 }

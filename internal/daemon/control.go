@@ -178,8 +178,11 @@ func (d *Daemon) holdersOf(ctx context.Context, root chunk.ID) ([]fetch.Holder, 
 	if len(out) == 0 && d.store.Has(root) {
 		return nil, conflict("", errors.New("only this node holds that CID; nothing to fetch from peers"))
 	}
-	if len(out) == 0 {
+	if len(out) == 0 && len(errs) > 0 {
 		return nil, conflict("", fmt.Errorf("no connected peer holds %s: %w", root, errors.Join(errs...)))
+	}
+	if len(out) == 0 {
+		return nil, conflict("", fmt.Errorf("no connected peer holds %s", root))
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -152,6 +153,10 @@ func listenSocket(path string) (net.Listener, error) {
 
 func (d *Daemon) registerMetrics() {
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Constant 1, labelled with what runs: dashboards join it to see
+	// which version each node had when.
+	d.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sg_build_info", Help: "The running sgnode's version (value 1).",
+		ConstLabels: prometheus.Labels{"version": d.cfg.Version, "goversion": runtime.Version()}}, func() float64 { return 1 }))
 	for _, tier := range []string{"memory", "disk"} {
 		stat := func() chunkstore.TierStats {
 			for _, t := range d.store.TierStats() {

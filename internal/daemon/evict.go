@@ -48,6 +48,7 @@ func (d *Daemon) evict(ctx context.Context, req api.EvictRequest, progress func(
 	var out *api.EvictResult
 	if err == nil {
 		out = evictResultToAPI(res, cfg.Dest)
+		d.keepSecrets(out)
 	}
 	stopDemand()
 	d.out.finish(recs, out, err)
