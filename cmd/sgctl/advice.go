@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"github.com/sgrelay/sg/api"
