@@ -7,17 +7,64 @@ import (
 )
 
 // Memory is a tier that keeps chunks in RAM within a byte budget.
+//
+// Deleted chunks' buffers are kept on free lists by size class and reused
+// by later Puts, so a tier that stores and frees chunks at a steady rate
+// writes into memory it already touched instead of growing the heap (each
+// fresh page costs a minor fault on first write). The free lists hold at
+// most maxFree bytes; beyond that freed buffers go to the garbage collector.
 type Memory struct {
-	mu     sync.RWMutex
-	chunks map[chunk.ID][]byte
-	bytes  int64
-	budget int64
-	closed bool
+	mu      sync.RWMutex
+	chunks  map[chunk.ID][]byte
+	bytes   int64
+	budget  int64
+	closed  bool
+	free    map[int][][]byte // size class → reusable buffers of that capacity
+	freed   int64            // bytes held on the free lists
+	maxFree int64
 }
+
+// memoryClass is the granularity of the memory tier's buffer sizes: a chunk
+// takes a buffer rounded up to it, so buffers of nearby sizes are reusable.
+const memoryClass = 4 << 10
+
+// memoryMaxFree bounds the bytes a memory tier keeps for reuse.
+const memoryMaxFree = 64 << 20
 
 // NewMemory returns a memory tier that holds at most budget bytes of chunk data.
 func NewMemory(budget int64) *Memory {
-	return &Memory{chunks: make(map[chunk.ID][]byte), budget: budget}
+	return &Memory{
+		chunks:  make(map[chunk.ID][]byte),
+		budget:  budget,
+		free:    make(map[int][][]byte),
+		maxFree: min(budget, memoryMaxFree),
+	}
+}
+
+// alloc returns a buffer of length n, reused from the free lists when one of
+// n's size class is there. Called with m.mu held.
+func (m *Memory) alloc(n int) []byte {
+	class := (n + memoryClass - 1) / memoryClass * memoryClass
+	if l := m.free[class]; len(l) > 0 {
+		b := l[len(l)-1]
+		l[len(l)-1] = nil
+		m.free[class] = l[:len(l)-1]
+		m.freed -= int64(cap(b))
+		return b[:n]
+	}
+	return make([]byte, n, class)
+}
+
+// release puts a deleted chunk's buffer on its free list while the lists
+// are under maxFree. Called with m.mu held; no reader can still hold b,
+// since Get copies out under the read lock.
+func (m *Memory) release(b []byte) {
+	c := cap(b)
+	if c%memoryClass != 0 || m.freed+int64(c) > m.maxFree {
+		return
+	}
+	m.free[c] = append(m.free[c], b[:0])
+	m.freed += int64(c)
 }
 
 func (m *Memory) Has(id chunk.ID) bool {
@@ -55,7 +102,9 @@ func (m *Memory) Put(id chunk.ID, data []byte) error {
 	if m.bytes+int64(len(data)) > m.budget {
 		return ErrFull
 	}
-	m.chunks[id] = append([]byte(nil), data...)
+	b := m.alloc(len(data))
+	copy(b, data)
+	m.chunks[id] = b
 	m.bytes += int64(len(data))
 	return nil
 }
@@ -66,6 +115,7 @@ func (m *Memory) Delete(id chunk.ID) error {
 	if d, ok := m.chunks[id]; ok {
 		m.bytes -= int64(len(d))
 		delete(m.chunks, id)
+		m.release(d)
 	}
 	return nil
 }
@@ -95,5 +145,7 @@ func (m *Memory) Close() error {
 	m.closed = true
 	m.chunks = nil
 	m.bytes = 0
+	m.free = nil
+	m.freed = 0
 	return nil
 }

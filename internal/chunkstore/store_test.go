@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -332,5 +333,40 @@ func TestFreeDeletesOnlyWhatHoldsBrought(t *testing.T) {
 	}
 	if n, err := s.DeleteUnpinned(pid); err != nil || n != len(present) || s.Has(pid) {
 		t.Fatalf("DeleteUnpinned of an unpinned chunk = %d, %v", n, err)
+	}
+}
+
+// TestMemoryReusesFreedBuffers checks that a deleted chunk's buffer serves a
+// later Put (no fresh heap), and that the reused buffer holds the new
+// chunk's bytes only.
+func TestMemoryReusesFreedBuffers(t *testing.T) {
+	m := NewMemory(1 << 20)
+	id1, d1 := testChunk(1, 64<<10)
+	id2, d2 := testChunk(2, 64<<10)
+	if err := m.Put(id1, d1); err != nil {
+		t.Fatal(err)
+	}
+	first := &m.chunks[id1][0]
+	if err := m.Delete(id1); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Put(id2, d2); err != nil {
+		t.Fatal(err)
+	}
+	if &m.chunks[id2][0] != first {
+		t.Fatal("Put after Delete did not reuse the freed buffer")
+	}
+	got, err := m.Get(id2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, d2) {
+		t.Fatal("reused buffer returned other bytes")
+	}
+	if _, err := m.Get(id1, nil); err != ErrNotFound {
+		t.Fatalf("deleted chunk: got %v, want ErrNotFound", err)
+	}
+	if s := m.Stats(); s.Bytes != int64(len(d2)) || s.Chunks != 1 {
+		t.Fatalf("stats %+v after reuse", s)
 	}
 }

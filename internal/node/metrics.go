@@ -19,6 +19,7 @@ type metrics struct {
 	protoErrors    *prometheus.CounterVec
 	releasedChunks prometheus.Counter // chunks freed because their migration completed
 	peers          prometheus.GaugeFunc
+	udpBuffer      *prometheus.GaugeVec // bytes the kernel grants a QUIC socket, by direction
 }
 
 func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
@@ -63,8 +64,11 @@ func newMetrics(reg prometheus.Registerer, connected func() float64) *metrics {
 		peers: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sg_node_connected_peers", Help: "Peers with an open connection.",
 		}, connected),
+		udpBuffer: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sg_node_udp_buffer_bytes", Help: "UDP socket buffer the kernel grants a QUIC socket asking for 7 MiB, by direction (recv, send); 0 if unmeasured.",
+		}, []string{"direction"}),
 	}
-	reg.MustRegister(m.pushChunks, m.pushBytes, m.servedChunks, m.servedBytes, m.fetchedBytes,
+	reg.MustRegister(m.udpBuffer, m.pushChunks, m.pushBytes, m.servedChunks, m.servedBytes, m.fetchedBytes,
 		m.badChunks, m.quotaRefused, m.banned, m.throttled, m.refused, m.protoErrors, m.releasedChunks, m.peers)
 	return m
 }

@@ -167,6 +167,7 @@ func New(cfg Config, store Store, opts ...Option) (*Node, error) {
 		n.m.refused.Inc()
 		n.log.Warn("refused connection from a peer that is not admitted", "peer", p)
 	}
+	n.reportUDPBuffers()
 	n.ping = ping.NewPingService(h)
 	h.Network().Notify(&network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) {
 		select {
@@ -309,4 +310,22 @@ func (n *Node) Close() error {
 	n.stopLife()
 	<-n.expiryDone
 	return n.host.Close()
+}
+
+// reportUDPBuffers logs and exports the UDP socket buffers the kernel
+// grants QUIC, warning with the sysctl to raise when they fall short of
+// what quic-go asks for (the node still runs, at a lower rate).
+func (n *Node) reportUDPBuffers() {
+	b, err := probeUDPBuffers()
+	n.m.udpBuffer.WithLabelValues("recv").Set(float64(b.recv))
+	n.m.udpBuffer.WithLabelValues("send").Set(float64(b.send))
+	switch {
+	case err != nil:
+		n.log.Warn("could not measure the UDP socket buffers", "err", err)
+	case b.enough():
+		n.log.Info("UDP socket buffers", "recv_bytes", b.recv, "send_bytes", b.send, "wanted_bytes", quicUDPBuffer)
+	default:
+		n.log.Warn("UDP socket buffers below what QUIC wants: raise them with sysctl -w net.core.rmem_max=7340032 net.core.wmem_max=7340032",
+			"recv_bytes", b.recv, "send_bytes", b.send, "wanted_bytes", quicUDPBuffer)
+	}
 }
