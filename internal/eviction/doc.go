@@ -3,7 +3,7 @@
 // peers until they acknowledge them as verified and stored.
 //
 //	ReaderAt ─► reader (sequential spans) ─► chunker ─► zero filter ─► hasher
-//	         ─► dup filter (seen IDs) ─► batcher (≤ 1 MiB) ─┬─► target 1: S pipelined push streams
+//	         ─► dup filter (seen IDs) ─► batcher (256 KiB) ─┬─► target 1: S pipelined push streams
 //	                                                       ├─► target 2 …
 //	                                                       └─► (each batch to every replica target)
 //	acks ─► manifest (blocks + root, pushed like data) ─► Result
