@@ -2,7 +2,7 @@
 // and response types of the control API, and a Go client for it.
 //
 // Transport: HTTP/JSON over a unix socket that only root (mode 0600) can
-// open. Long operations (put, get, later evict and gather) answer with an
+// open. Long operations (put, get, evict and gather) answer with an
 // NDJSON stream of Event lines: progress while they run, then exactly one
 // line carrying the result or the error.
 //
@@ -21,6 +21,8 @@
 //	DELETE /v1/vms/{name}
 //	POST /v1/evict    EvictRequest → stream of Event{EvictProgress | Evict | Error}
 //	GET  /v1/migrations []Migration
+//	DELETE /v1/migrations/{id}
+//	POST /v1/migrations/prune
 //	POST /v1/gather   GatherRequest → stream of Event{Progress | Gather | Error}
 //	POST /v1/verify   VerifyRequest → VerifyResult
 //	GET  /metrics     Prometheus text format

@@ -10,7 +10,7 @@
 // the path MTU over them as on a real host (see spareSocket).
 //
 // A scenario is a Topology: a Go value, or a TOML file read by
-// LoadTopology (examples in simnet/scenarios).
+// LoadTopology (examples in internal/simnet/scenarios).
 //
 // Run must be called inside a testing/synctest bubble: time is then
 // virtual, so a scenario's eviction time, total migration time and latencies

@@ -9,7 +9,7 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
-// LoadTopology reads a scenario file (TOML; see simnet/scenarios for
+// LoadTopology reads a scenario file (TOML; see internal/simnet/scenarios for
 // examples) and validates it. A key the format does not have is an error,
 // not a silently ignored typo.
 func LoadTopology(path string) (*Topology, error) {
